@@ -1,0 +1,37 @@
+// Decides whether qemu may use KVM. A /dev/kvm can exist and still be unusable (nested
+// virtualisation without MSR support aborts qemu at start), and libguestfs's default
+// accel=kvm:tcg does not fall back then: it dies. A 0.1 s probe with libguestfs's own CPU
+// model tells us whether to force TCG.
+import { spawnSync } from 'node:child_process'
+import { accessSync, constants } from 'node:fs'
+
+let cached: boolean | undefined
+
+/** True when qemu starts with KVM and the CPU model libguestfs uses. Cached per process. */
+export function isKvmUsable(qemu = 'qemu-system-x86_64'): boolean {
+  if (cached !== undefined) return cached
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK)
+  } catch {
+    return (cached = false)
+  }
+  // prettier-ignore
+  const r = spawnSync(qemu, [
+    '-machine', 'accel=kvm',
+    '-cpu', 'max,la57=off',
+    '-display', 'none',
+    '-nodefaults',
+    '-no-user-config',
+    '-qmp', 'stdio',
+  ], { input: '{ "execute": "qmp_capabilities" }\n{ "execute": "quit" }\n', timeout: 20_000, stdio: ['pipe', 'ignore', 'ignore'] })
+  return (cached = r.status === 0)
+}
+
+/**
+ * The libguestfs backend settings to use: the user's LIBGUESTFS_BACKEND_SETTINGS if set,
+ * otherwise `force_tcg` when KVM is not usable (undefined: leave libguestfs's default).
+ */
+export function chooseBackendSettings(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  if (env['LIBGUESTFS_BACKEND_SETTINGS'] !== undefined) return undefined
+  return isKvmUsable() ? undefined : ['force_tcg']
+}

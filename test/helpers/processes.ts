@@ -1,0 +1,66 @@
+// Process and resource probes shared by tests: qemu children, threads, fds, temp dirs.
+import { readdirSync, readFileSync } from 'node:fs'
+
+interface ProcInfo {
+  pid: number
+  ppid: number
+  cmdline: string
+}
+
+function readProc(pid: number): ProcInfo | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')
+    return { pid, ppid: Number(rest[1]), cmdline }
+  } catch {
+    return undefined
+  }
+}
+
+export function allProcesses(): ProcInfo[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map((d) => readProc(Number(d)))
+    .filter((p): p is ProcInfo => p !== undefined)
+}
+
+/** qemu processes descended from `root` (default: this process). */
+export function qemuDescendants(root = process.pid): ProcInfo[] {
+  const procs = allProcesses()
+  const children = new Map<number, ProcInfo[]>()
+  for (const p of procs) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p])
+  const out: ProcInfo[] = []
+  const walk = (pid: number) => {
+    for (const c of children.get(pid) ?? []) {
+      if (/qemu-system/.test(c.cmdline)) out.push(c)
+      walk(c.pid)
+    }
+  }
+  walk(root)
+  return out
+}
+
+/** Every qemu process on the machine (pids). */
+export function allQemuPids(): number[] {
+  return allProcesses()
+    .filter((p) => /qemu-system/.test(p.cmdline))
+    .map((p) => p.pid)
+}
+
+export function threadCount(): number {
+  return readdirSync('/proc/self/task').length
+}
+
+export function fdCount(): number {
+  return readdirSync('/proc/self/fd').length
+}
+
+export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 100): Promise<boolean> {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    if (cond()) return true
+    await new Promise((r) => setTimeout(r, stepMs))
+  }
+  return cond()
+}

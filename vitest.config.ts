@@ -1,0 +1,43 @@
+// Two tiers (plus the opt-in slow one): `unit` runs anywhere in seconds (no appliance);
+// `appliance` boots real libguestfs appliances (TCG here) and runs its files one at a time.
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    pool: 'forks',
+    reporters: ['default'],
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts', 'test/native/**/*.test.ts', 'test/cli/**/*.test.ts'],
+          pool: 'forks',
+          poolOptions: { forks: { execArgv: ['--expose-gc'] } },
+          testTimeout: 60_000,
+        },
+      },
+      {
+        test: {
+          name: 'appliance',
+          include: ['test/appliance/**/*.test.ts'],
+          pool: 'forks',
+          poolOptions: { forks: { singleFork: true, execArgv: ['--expose-gc'] } },
+          fileParallelism: false,
+          testTimeout: 20 * 60_000,
+          hookTimeout: 30 * 60_000,
+        },
+      },
+      {
+        test: {
+          name: 'slow',
+          include: ['test/slow/**/*.test.ts'],
+          pool: 'forks',
+          poolOptions: { forks: { singleFork: true } },
+          fileParallelism: false,
+          testTimeout: 90 * 60_000,
+          hookTimeout: 90 * 60_000,
+        },
+      },
+    ],
+  },
+})
