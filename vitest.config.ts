@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     pool: 'forks',
+    // Project-level poolOptions are not honoured by vitest 3: execArgv must be set here.
+    poolOptions: { forks: { execArgv: ['--expose-gc'] } },
     reporters: ['default'],
     projects: [
       {
@@ -12,7 +14,6 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts', 'test/native/**/*.test.ts', 'test/cli/**/*.test.ts'],
           pool: 'forks',
-          poolOptions: { forks: { execArgv: ['--expose-gc'] } },
           testTimeout: 60_000,
         },
       },
@@ -21,7 +22,6 @@ export default defineConfig({
           name: 'appliance',
           include: ['test/appliance/**/*.test.ts'],
           pool: 'forks',
-          poolOptions: { forks: { singleFork: true, execArgv: ['--expose-gc'] } },
           fileParallelism: false,
           testTimeout: 20 * 60_000,
           hookTimeout: 30 * 60_000,
@@ -32,7 +32,6 @@ export default defineConfig({
           name: 'slow',
           include: ['test/slow/**/*.test.ts'],
           pool: 'forks',
-          poolOptions: { forks: { singleFork: true } },
           fileParallelism: false,
           testTimeout: 90 * 60_000,
           hookTimeout: 90 * 60_000,
