@@ -1,5 +1,6 @@
 // Two tiers (plus the opt-in slow one): `unit` runs anywhere in seconds (no appliance);
-// `appliance` boots real libguestfs appliances (TCG here) and runs its files one at a time.
+// `appliance` boots real libguestfs appliances (TCG here); package.json runs it with
+// --no-file-parallelism so one appliance-heavy file runs at a time.
 import { defineConfig } from 'vitest/config'
 
 export default defineConfig({
@@ -22,7 +23,6 @@ export default defineConfig({
           name: 'appliance',
           include: ['test/appliance/**/*.test.ts'],
           pool: 'forks',
-          fileParallelism: false,
           testTimeout: 20 * 60_000,
           hookTimeout: 30 * 60_000,
         },
@@ -32,7 +32,6 @@ export default defineConfig({
           name: 'slow',
           include: ['test/slow/**/*.test.ts'],
           pool: 'forks',
-          fileParallelism: false,
           testTimeout: 90 * 60_000,
           hookTimeout: 90 * 60_000,
         },

@@ -34,7 +34,7 @@ describe('handle lifetime', () => {
   it('closes handles lost to GC and ends their threads', () => {
     const r = runChild('gc', ['--expose-gc'])
     expect(r.status).toBe(0)
-    const { before, during, after } = JSON.parse(r.stdout) as Record<string, number>
+    const { before, during, after } = JSON.parse(r.stdout) as { before: number; during: number; after: number }
     expect(during).toBeGreaterThanOrEqual(before + 20)
     expect(after).toBeLessThanOrEqual(before)
   })

@@ -1,0 +1,215 @@
+// The environment model: for every phase, the exact variables an element script sees and where
+// each value comes from. The pipeline writes these (as data) for the runners; --dry-run prints
+// them. Rules: diskimage-builder's variables and meanings; like the original virt-dib, the host
+// environment never reaches the appliance phases except through --envvar (VAR carries the host
+// value, VAR=VALUE sets it, the last one wins), and variables virt-dib sets win over --envvar.
+import { UsageError } from '../errors.js'
+import * as L from './layout.js'
+import type { ResolvedElement } from './types.js'
+
+export type HookName =
+  | 'root.d'
+  | 'extra-data.d'
+  | 'pre-install.d'
+  | 'install.d'
+  | 'post-install.d'
+  | 'post-root.d'
+  | 'block-device.d'
+  | 'pre-finalise.d'
+  | 'finalise.d'
+  | 'cleanup.d'
+
+/** Where a phase runs: on the host, in the appliance outside the image, or chrooted into it. */
+export type Where = 'host' | 'appliance' | 'chroot'
+
+export type EnvSource = 'virt-dib' | 'envvar' | 'host' | 'block-device'
+
+export interface EnvVar {
+  name: string
+  value: string
+  source: EnvSource
+}
+
+/** One --envvar: `VAR` (carry the host value) or `VAR=VALUE`. */
+export interface EnvvarSpec {
+  name: string
+  value?: string
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+
+/** Parses an --envvar argument; throws on a name the shell could not export. */
+export function parseEnvvar(arg: string): EnvvarSpec {
+  const eq = arg.indexOf('=')
+  const name = eq === -1 ? arg : arg.slice(0, eq)
+  if (!ENV_NAME.test(name)) throw new UsageError(`invalid variable name ‘${name}’ in --envvar`)
+  return eq === -1 ? { name } : { name, value: arg.slice(eq + 1) }
+}
+
+/** The --envvar list after "last one wins"; carried names absent from the host are dropped. */
+export function resolveEnvvars(specs: readonly EnvvarSpec[], hostEnv: NodeJS.ProcessEnv): EnvVar[] {
+  const out = new Map<string, EnvVar>()
+  for (const s of specs) {
+    const value = s.value ?? hostEnv[s.name]
+    out.delete(s.name) // keep the position of the last occurrence
+    if (value !== undefined) out.set(s.name, { name: s.name, value, source: 'envvar' })
+  }
+  return [...out.values()]
+}
+
+export interface BlockDeviceVars {
+  /** IMAGE_BLOCK_DEVICE: the device holding the root file system, or the whole disk. */
+  device: string
+  /** IMAGE_BLOCK_DEVICES, eval-able by bash (`declare -A image_block_devices=(...)`). */
+  devices?: string
+  rootLabel?: string
+  rootFsType?: string
+  bootLabel?: string
+  /** DIB_MOUNTPOINTS: mount points separated by '|'. */
+  mountPoints?: string
+}
+
+export interface EnvInputs {
+  arch: string
+  imageName: string
+  elements: readonly ResolvedElement[]
+  /** argv as given (argv[0] first) for DIB_ARGS. */
+  argv: readonly string[]
+  hostEnv: NodeJS.ProcessEnv
+  envvars: readonly EnvvarSpec[]
+  offline: boolean
+  debugTrace: number
+  checksum: boolean
+  rootLabel: string
+  rootFsUuid: string
+  fsType: string
+  elementPaths: readonly string[]
+  /** -B as given; host phases use it directly. */
+  libPath: string
+  /** --image-cache (host side, extra-data.d). */
+  imageCache: string
+  python: string
+  /** Set once block-device.d ran / the layout exists. */
+  blockDevice?: BlockDeviceVars
+  /** Host paths for extra-data.d: where the image root is mounted (FUSE). */
+  hostMount?: string
+  /** Host directory of fake sudo and friends for extra-data.d. */
+  hostFakeBin?: string
+}
+
+/** Shell single-quoting: any value, including quotes, newlines and `$(...)`, stays literal. */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`
+}
+
+/** DIB_ARGS: argv[0] as is, then every argument single-quoted. */
+export function formatDibArgs(argv: readonly string[]): string {
+  const [prog = 'virt-dib', ...rest] = argv
+  return [prog, ...rest.map(shellQuote)].join(' ')
+}
+
+/** DIB_ENV as modern diskimage-builder writes it: `declare -x NAME="value"` per host DIB_* variable. */
+export function formatDibEnv(hostEnv: NodeJS.ProcessEnv): string {
+  return Object.keys(hostEnv)
+    .filter((k) => k.startsWith('DIB_'))
+    .sort()
+    .map((k) => `declare -x ${k}=${JSON.stringify(hostEnv[k] ?? '')}`)
+    .join('\n')
+}
+
+/** IMAGE_ELEMENT_YAML: `name: path` per element, sorted (yaml.safe_dump sorts keys). */
+export function formatElementYaml(elements: readonly ResolvedElement[]): string {
+  return elements.map((e) => `${e.name}: ${e.dir}`).join('\n') + '\n'
+}
+
+/** Phases that see TARGET_ROOT (diskimage-builder sets it for these two only). */
+const TARGET_ROOT_HOOKS = new Set<HookName>(['root.d', 'cleanup.d'])
+/** Phases from which IMAGE_BLOCK_DEVICE exists. */
+const AFTER_BLOCK_DEVICE = new Set<HookName>(['pre-finalise.d', 'finalise.d', 'cleanup.d'])
+
+const CHROOT_PATH = `${L.HOOKS}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`
+const APPLIANCE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+/**
+ * Every variable a script of `hook` running at `where` sees, in the order they are exported,
+ * each with its source. For host phases the caller merges this over the host environment.
+ */
+export function phaseEnvironment(inputs: EnvInputs, hook: HookName, where: Where): { vars: EnvVar[]; warnings: string[] } {
+  const own = new Map<string, EnvVar>()
+  const set = (name: string, value: string, source: EnvSource = 'virt-dib') => own.set(name, { name, value, source })
+  // Inside the image, paths are what the chroot sees; outside, prefixed by /sysroot.
+  const at = where === 'appliance' ? L.inAppliance : (p: string) => p
+
+  set('LC_ALL', 'C')
+  set('ARCH', inputs.arch)
+  set('IMAGE_NAME', inputs.imageName)
+  set('IMAGE_ELEMENT', inputs.elements.map((e) => e.name).join(' '))
+  set('DIB_ARGS', formatDibArgs(inputs.argv))
+  set('DIB_ENV', formatDibEnv(inputs.hostEnv))
+  set('DIB_OFFLINE', inputs.offline ? '1' : '')
+  set('DIB_DEBUG_TRACE', String(inputs.debugTrace))
+  set('DIB_CHECKSUM', inputs.checksum ? '1' : '0')
+  set('DIB_ROOT_LABEL', inputs.blockDevice?.rootLabel ?? inputs.rootLabel)
+  set('DIB_IMAGE_ROOT_FS_UUID', inputs.rootFsUuid)
+  set('FS_TYPE', inputs.fsType)
+  set('DIB_NO_TMPFS', '1')
+  // compat: diskimage-builder leaks these host values into every phase; element manifests use them.
+  set('IMAGE_ELEMENT_YAML', formatElementYaml(inputs.elements))
+  set('ELEMENTS_PATH', inputs.elementPaths.join(':'))
+
+  if (where === 'host') {
+    const mount = inputs.hostMount ?? ''
+    set('TMP_MOUNT_PATH', mount)
+    set('TMP_HOOKS_PATH', `${mount}${L.HOOKS}`)
+    set('TMP_BUILD_DIR', `${mount}${L.AUX}`)
+    set('TMP_IMAGE_DIR', `${mount}${L.AUX}`)
+    set('TMPDIR', `${mount}/tmp`)
+    set('TMP_DIR', `${mount}/tmp`)
+    set('_LIB', inputs.libPath)
+    set('DIB_IMAGE_CACHE', inputs.imageCache)
+    set('DIB_PYTHON_EXEC', inputs.python)
+    set('DIB_MANIFEST_SAVE_DIR', `${mount}${L.outDir(inputs.imageName)}/`)
+    const hostPath = inputs.hostEnv['PATH'] ?? '/usr/bin:/bin'
+    set('PATH', inputs.hostFakeBin ? `${inputs.hostFakeBin}:${hostPath}` : hostPath)
+  } else {
+    set('TMP_MOUNT_PATH', where === 'appliance' ? L.SYSROOT : '')
+    set('TMP_HOOKS_PATH', at(L.HOOKS))
+    set('TMP_BUILD_DIR', at(L.AUX))
+    set('TMP_IMAGE_DIR', at(L.AUX))
+    set('TMPDIR', at('/tmp'))
+    set('TMP', at('/tmp'))
+    set('TMP_DIR', at('/tmp'))
+    set('_LIB', at(L.LIB))
+    set('DIB_IMAGE_CACHE', at(L.PERM_IMAGE_CACHE))
+    set('DIB_MANIFEST_SAVE_DIR', `${at(L.outDir(inputs.imageName))}/`)
+    set('HOME', where === 'chroot' ? '/root' : at(L.PERM_HOME))
+    set(
+      'PATH',
+      where === 'chroot' ? CHROOT_PATH : `${at(L.FAKE_BIN)}:${at(L.HOOKS)}/bin:${APPLIANCE_PATH}`,
+    )
+  }
+  if (where !== 'chroot' && TARGET_ROOT_HOOKS.has(hook)) {
+    set('TARGET_ROOT', where === 'host' ? (inputs.hostMount ?? '') : L.SYSROOT)
+  }
+  const bd = inputs.blockDevice
+  if (bd && AFTER_BLOCK_DEVICE.has(hook)) {
+    set('IMAGE_BLOCK_DEVICE', bd.device, 'block-device')
+    set('IMAGE_BLOCK_DEVICE_WITHOUT_PART', bd.device.replace(/(loop\d+)p\d+$/, '$1'), 'block-device')
+    if (bd.devices !== undefined) set('IMAGE_BLOCK_DEVICES', bd.devices, 'block-device')
+    if (bd.rootFsType !== undefined) set('DIB_ROOT_FSTYPE', bd.rootFsType, 'block-device')
+    if (bd.bootLabel !== undefined) set('DIB_BOOT_LABEL', bd.bootLabel, 'block-device')
+    if (bd.mountPoints !== undefined) set('DIB_MOUNTPOINTS', bd.mountPoints, 'block-device')
+  }
+
+  const warnings: string[] = []
+  const vars: EnvVar[] = []
+  for (const v of resolveEnvvars(inputs.envvars, inputs.hostEnv)) {
+    if (own.has(v.name)) {
+      warnings.push(`--envvar ${v.name} is ignored: virt-dib sets ${v.name} itself`)
+      continue
+    }
+    vars.push(v)
+  }
+  vars.push(...own.values())
+  return { vars, warnings }
+}
