@@ -440,6 +440,10 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
   downloadStream(remotefilename: string, c: CallOptions = {}): { stream: Readable; done: Promise<void> } {
     return this.#outStream((fd) => this.download(remotefilename, fd, c))
   }
+  /** mksquashfs to a stream (the squashfs image while the guest writes it). */
+  mksquashfsStream(path: string, o: MksquashfsOptions = {}, c: CallOptions = {}): { stream: Readable; done: Promise<void> } {
+    return this.#outStream((fd) => this.mksquashfs(path, fd, o, c))
+  }
   /** tar_in from any readable stream (e.g. a compressor's output or a network socket). */
   tarInStream(source: Readable | AsyncIterable<Uint8Array>, directory: string, o: TarInOptions = {}, c: CallOptions = {}) {
     return this.#inStream(source, (fd) => this.tarIn(fd, directory, o, c))

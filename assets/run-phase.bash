@@ -1,0 +1,80 @@
+#!/bin/bash
+# virt-dib phase runner (assets/run-phase.bash). Protocol: src/phases/runner-script.ts.
+set -u
+shopt -s lastpipe 2>/dev/null
+. "$1" || { echo "virt-dib runner: cannot read $1" >&2; exit 90; }
+if [ -n "${VDIB_EXTRA_ENV:-}" ] && [ -f "$VDIB_EXTRA_ENV" ]; then . "$VDIB_EXTRA_ENV"; fi
+T=$VDIB_TOKEN
+exec 7>>"${VDIB_CONSOLE:-/dev/null}" || exec 7>/dev/null
+if [ -n "${VDIB_LOG:-}" ]; then exec 8>>"$VDIB_LOG" || exec 8>/dev/null; else exec 8>/dev/null; fi
+say() { printf '%s|S|%s\n' "$T" "$*"; }
+live() { printf '%s|L|%s\n' "$T" "$*" >&7; }
+now_ms() {
+  if [ -n "${EPOCHREALTIME:-}" ]; then local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); else date +%s%3N; fi
+}
+
+dir=${VDIB_SCRIPTS_DIR:-$VDIB_HOOKS_DIR/$VDIB_HOOK}
+scripts=()
+if [ -d "$dir" ]; then
+  for f in "$dir"/*; do
+    n=${f##*/}
+    [[ $n =~ ^[0-9A-Za-z_-]+$ ]] || continue
+    [ -f "$f" ] && [ -x "$f" ] || continue
+    excluded=0
+    for x in ${VDIB_EXCLUDE:-}; do [ "$x" = "$n" ] && excluded=1; done
+    [ $excluded = 1 ] && continue
+    printf '%s\n' "$n"
+  done | LC_ALL=C sort -n | while IFS= read -r n; do scripts+=("$n"); done
+fi
+say "list|${scripts[*]:-}"
+live "list|${scripts[*]:-}"
+printf 'Running hooks for %s: %s\n' "$VDIB_HOOK" "${scripts[*]:-}" >&8
+
+(
+  set -eu -o pipefail
+  current_env=
+  trap 'rc=$?; if [ $rc -ne 0 ] && [ -n "$current_env" ]; then say "envfail|$current_env|$rc"; fi' EXIT
+  envdir=${VDIB_ENV_DIR:-$VDIB_HOOKS_DIR/environment.d}
+  if [ -d "$envdir" ]; then
+    for f in "$envdir"/*; do
+      n=${f##*/}
+      [[ $n =~ ^[0-9A-Za-z_.-]+$ ]] && [ -f "$f" ] || continue
+      current_env=$n
+      say "env|$n"
+      if [ "${VDIB_TRACE:-0}" = 1 ]; then set -x; fi
+      source "$f"
+      set +x
+    done
+  fi
+  current_env=
+  cwd=${VDIB_CWD:-/}
+  for s in ${scripts[@]+"${scripts[@]}"}; do
+    live "start|$s"
+    printf 'Running %s/%s\n' "$VDIB_HOOK" "$s" >&8
+    t0=$(now_ms)
+    tail=()
+    set +e
+    ( cd "$cwd" && exec "$dir/$s" ) 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
+      printf '%s|L|o|%s\n' "$T" "$line" >&7
+      printf '%s\n' "$line" >&8
+      tail+=("$line")
+      [ ${#tail[@]} -gt 40 ] && tail=("${tail[@]:1}")
+      case $line in IMAGE_BLOCK_DEVICE=*) say "var|IMAGE_BLOCK_DEVICE|${line#IMAGE_BLOCK_DEVICE=}" ;; esac
+    done
+    rc=${PIPESTATUS[0]}
+    set -e
+    ms=$(( $(now_ms) - t0 ))
+    live "end|$s|$rc|$ms"
+    say "end|$s|$rc|$ms"
+    printf '%s completed with status %s after %s ms\n' "$s" "$rc" "$ms" >&8
+    if [ "$rc" -ne 0 ]; then
+      for l in ${tail[@]+"${tail[@]}"}; do say "tail|$l"; done
+      trap - EXIT
+      exit "$rc"
+    fi
+  done
+  trap - EXIT
+)
+rc=$?
+say "done|$rc"
+exit 0

@@ -1,0 +1,92 @@
+// The appliance of a build: created, given its drives and launched here (the only place that
+// launches), then the build root and the aux tree are set up in it.
+import { join } from 'node:path'
+
+import * as L from '../elements/layout.js'
+import { Guestfs } from '../guestfs/index.js'
+import { chooseBackendSettings } from '../host/kvm.js'
+import type { BuildContext } from './context.js'
+import { uploadAuxTree } from './prepare-aux.js'
+
+const GiB = 1024 ** 3
+/** Drives by label: /dev/disk/guestfs/<label> inside the appliance. */
+export const DRIVE = {
+  out: '/dev/disk/guestfs/out',
+  build: '/dev/disk/guestfs/build',
+  aux: '/dev/disk/guestfs/aux',
+  perm: '/dev/disk/guestfs/perm',
+} as const
+
+/** Creates the output disk, adds the drives and boots the appliance. */
+export async function launchAppliance(ctx: BuildContext): Promise<string> {
+  const { plan } = ctx
+  const o = plan.options
+  ctx.progress('Opening the disks')
+  const backendSettings = chooseBackendSettings(plan.env)
+  const g = await Guestfs.create({
+    abortPolicy: 'kill-appliance',
+    program: 'virt-dib',
+    ...(backendSettings ? { backendSettings } : {}),
+    ...(o.memsize !== undefined ? { memsize: o.memsize } : {}),
+    ...(o.smp !== undefined ? { smp: o.smp } : {}),
+    network: o.network !== false,
+    verbose: o.verbose ?? false,
+    trace: o.trace ?? false,
+  })
+  ctx.g = g
+  ctx.cleanup.defer('appliance', async () => {
+    if (ctx.signal.aborted) g.killAppliance()
+    await g.close().catch(() => undefined)
+  })
+  if (o.verbose) {
+    g.on('library', (t) => ctx.emit({ kind: 'debug', text: t.trimEnd() }))
+  }
+  if (o.trace) g.on('trace', (t) => ctx.emit({ kind: 'debug', text: `libguestfs: trace: ${t}` }))
+
+  // The output disk: straight in the output directory when raw is wanted (renamed at the end).
+  const raw = plan.formats.find((f) => f.isRawDisk)
+  const disk = raw && !plan.ramdisk ? ctx.stage(`${plan.outputPath}.raw`, 'raw').temp : join(ctx.workspace, 'image.raw')
+  await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
+  await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe' })
+  await g.addDriveScratch(plan.size + GiB, { label: 'build' })
+  await g.addDriveScratch(16 * GiB, { label: 'aux' })
+  if (o.drive) await g.addDrive(o.drive, { label: 'perm', ...(o.driveFormat ? { format: o.driveFormat } : {}) })
+  const t = Date.now()
+  await g.launch({ signal: ctx.signal })
+  ctx.emit({ kind: 'step', name: 'launch', seconds: (Date.now() - t) / 1000 })
+  return disk
+}
+
+/** The device of the helper drive to mount: the whole disk, or its first partition. */
+async function helperDevice(ctx: BuildContext): Promise<string> {
+  const dev = (await ctx.g.debug('sh', [`readlink -f ${DRIVE.perm}`])).trim()
+  const parts = (await ctx.g.listPartitions()).filter((p) => p.startsWith(dev))
+  return parts[0] ?? dev
+}
+
+/** Formats the build root and the aux drive, mounts them and uploads the aux tree. */
+export async function prepareBuildRoot(ctx: BuildContext, auxDir: string): Promise<void> {
+  const g = ctx.g
+  ctx.progress('Preparing auxiliary data')
+  await g.mkfs('ext4', DRIVE.build)
+  await g.mkfs('ext4', DRIVE.aux)
+  await g.mount(DRIVE.build, '/')
+  await mountAux(ctx, true)
+  await uploadAuxTree(ctx, auxDir, L.AUX)
+  if (ctx.plan.options.drive) {
+    await g.mkdirP(L.PERM)
+    await g.mount(await helperDevice(ctx), L.PERM)
+  }
+  await g.mkdirP(L.PERM_IMAGE_CACHE)
+  await g.mkdirP(`${L.PERM}/logs`)
+  await g.lnSf('in_target.aux/hooks', L.IN_TARGET_D)
+}
+
+/** Mounts the aux drive (and the helper drive) into the image root mounted at /. */
+export async function mountAux(ctx: BuildContext, first = false): Promise<void> {
+  const g = ctx.g
+  await g.mkdirP(L.AUX)
+  if (first) await g.chmod(0o1777, '/tmp')
+  await g.mount(DRIVE.aux, L.AUX)
+  if (!first && ctx.plan.options.drive) await g.mount(await helperDevice(ctx), L.PERM)
+}

@@ -1,0 +1,107 @@
+// build(): the whole image build, one named step per line, in diskimage-builder's order.
+import { BuildAbortedError, VirtDibError } from '../errors.js'
+import { GuestfsError, AbortError as GuestfsAbortError } from '../guestfs/index.js'
+import { phase } from '../phases/registry.js'
+import { runPhase } from '../phases/run-scripts.js'
+import { launchAppliance, prepareBuildRoot } from './appliance.js'
+import { BuildContext, type BuildResult } from './context.js'
+import {
+  collectResult,
+  commitDirectory,
+  exportChecksums,
+  exportDiskOutputs,
+  exportExtraData,
+  exportTreeOutputs,
+} from './export.js'
+import { runExtraData } from './extra-data.js'
+import { createBlockDevice, finalizeImage } from './image.js'
+import type { BuildHooks, BuildOptions } from './options.js'
+import { planBuild, type BuildPlan } from './plan.js'
+import { prepareAuxTree } from './prepare-aux.js'
+
+export async function build(options: BuildOptions, hooks: BuildHooks = {}): Promise<BuildResult> {
+  const plan = planBuild(options)
+  return buildPlanned(plan, hooks)
+}
+
+/** Runs an already checked plan (planBuild → buildPlanned lets callers inspect the plan first). */
+export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Promise<BuildResult> {
+  const ctx = await BuildContext.open(plan, hooks)
+  let ok = false
+  try {
+    announce(ctx)
+    const auxDir = prepareAuxTree(ctx)
+    const disk = await launchAppliance(ctx)
+    await prepareBuildRoot(ctx, auxDir)
+    await step(ctx, () => runPhase(ctx, phase('root.d')))
+    await step(ctx, () => runExtraData(ctx))
+    await step(ctx, () => runPhase(ctx, phase('pre-install.d')))
+    if ((plan.options.extraPackages ?? []).length > 0) {
+      ctx.progress(`Installing: ${plan.options.extraPackages!.join(' ')}`)
+      await step(ctx, () => runPhase(ctx, { hook: 'extra-packages', where: 'chroot' }))
+    }
+    await step(ctx, () => runPhase(ctx, phase('install.d')))
+    await step(ctx, () => runPhase(ctx, phase('post-install.d')))
+    await step(ctx, () => runPhase(ctx, phase('post-root.d')))
+    await step(ctx, () => createBlockDevice(ctx))
+    await step(ctx, () => runPhase(ctx, phase('pre-finalise.d')))
+    await step(ctx, () => runPhase(ctx, phase('finalise.d')))
+    await step(ctx, () => runPhase(ctx, phase('cleanup.d')))
+    await step(ctx, () => exportExtraData(ctx))
+    await step(ctx, () => finalizeImage(ctx))
+    // divergence: in ramdisk mode no image is written at all (the original still wrote tarballs).
+    if (!plan.ramdisk) await step(ctx, () => exportTreeOutputs(ctx))
+    ctx.progress('Umounting the disks')
+    await ctx.g.umountAll()
+    await ctx.g.shutdown()
+    await ctx.g.close()
+    if (!plan.ramdisk) {
+      await step(ctx, () => exportDiskOutputs(ctx, disk))
+      await step(ctx, () => exportChecksums(ctx))
+    }
+    ctx.checkAborted()
+    await ctx.commitOutputs(commitDirectory)
+    ok = true
+    const result = collectResult(ctx)
+    for (const o of result.outputs) ctx.emit({ kind: 'output', ...o })
+    ctx.progress('Done')
+    return result
+  } catch (e) {
+    throw explain(ctx, e)
+  } finally {
+    if (!ok && plan.options.deleteOnFailure === false) {
+      const kept = ctx.staged.map((s) => s.temp)
+      if (kept.length > 0) ctx.emit({ kind: 'info', text: `partial outputs kept: ${kept.join(' ')}` })
+    }
+    const failures = await ctx.cleanup.run()
+    for (const f of failures) ctx.emit({ kind: 'warning', text: `cleanup of ${f.label} failed: ${String(f.error)}` })
+  }
+}
+
+async function step<T>(ctx: BuildContext, fn: () => Promise<T>): Promise<T> {
+  ctx.checkAborted()
+  return fn()
+}
+
+function announce(ctx: BuildContext): void {
+  const { plan } = ctx
+  ctx.emit({ kind: 'info', text: `Elements: ${plan.resolution.requested.join(' ')}` })
+  ctx.emit({ kind: 'info', text: `Expanded elements: ${plan.resolution.elements.map((e) => e.name).join(' ')}` })
+  const carried = (plan.options.envvars ?? []).map((e) => e.name)
+  ctx.emit({ kind: 'info', text: `Carried environment variables: ${[...new Set(carried)].join(' ')}` })
+  for (const w of plan.warnings) ctx.emit({ kind: 'warning', text: w })
+}
+
+/** Aborts become BuildAbortedError; an appliance killed by us is not reported as a crash. */
+function explain(ctx: BuildContext, e: unknown): unknown {
+  if (ctx.signal.aborted) {
+    const reason: unknown = ctx.signal.reason
+    if (reason instanceof BuildAbortedError) return reason
+    return new BuildAbortedError(undefined, { cause: reason ?? e })
+  }
+  if (e instanceof GuestfsAbortError) return new BuildAbortedError(undefined, { cause: e })
+  if (e instanceof GuestfsError && e.applianceDied) {
+    return new VirtDibError(`the appliance died: ${e.message}`, { cause: e, hint: 'was qemu killed or out of memory? try -m' })
+  }
+  return e
+}

@@ -1,0 +1,147 @@
+// BuildContext: the one object a build step receives — plan, workspace, cleanup stack,
+// events, cancellation, the appliance handle and the outputs staged so far.
+import { randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { mkdtemp, rename, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import type { Where } from '../elements/environment.js'
+import * as L from '../elements/layout.js'
+import { BuildAbortedError } from '../errors.js'
+import type { BuildEvent } from '../events.js'
+import type { Guestfs } from '../guestfs/index.js'
+import { HashingStream, type Digests } from '../host/checksums.js'
+import type { OutputFormat, FileSink } from '../outputs/types.js'
+import type { EventInput, Phase, PhaseContext } from '../phases/types.js'
+import { CleanupStack } from '../util/cleanup.js'
+import type { BuildHooks } from './options.js'
+import type { BuildPlan } from './plan.js'
+
+export interface StagedFile {
+  /** Where it is written during the build (a hidden name in the output directory). */
+  temp: string
+  /** Where it goes when the build succeeds. */
+  final: string
+  format?: string
+  digests?: Digests
+}
+
+export interface BuildResult {
+  outputs: { format: string; path: string; size: number; md5?: string; sha256?: string }[]
+  /** `<name>.d` if elements left files there. */
+  extraDataDir?: string
+  seconds: number
+}
+
+export class BuildContext implements PhaseContext {
+  readonly cleanup = new CleanupStack()
+  readonly token = `VDIB${randomBytes(6).toString('hex')}`
+  readonly staged: StagedFile[] = []
+  readonly t0 = Date.now()
+  #g: Guestfs | undefined
+  blockDevice: { device: string } | undefined
+  hostEnv?: NodeJS.ProcessEnv
+  hostCwd?: string
+  logPath?: string
+  extraDataDir: string | undefined
+
+  private constructor(
+    readonly plan: BuildPlan,
+    readonly workspace: string,
+    readonly hooks: BuildHooks,
+    readonly signal: AbortSignal,
+  ) {}
+
+  static async open(plan: BuildPlan, hooks: BuildHooks): Promise<BuildContext> {
+    const signal = hooks.signal ?? new AbortController().signal
+    const workspace = await mkdtemp(join(plan.env['TMPDIR'] || tmpdir(), 'dib.'))
+    const ctx = new BuildContext(plan, workspace, hooks, signal)
+    ctx.cleanup.defer('workspace', () => rm(workspace, { recursive: true, force: true }))
+    return ctx
+  }
+
+  get g(): Guestfs {
+    if (!this.#g) throw new Error('internal error: the appliance is not running')
+    return this.#g
+  }
+
+  set g(g: Guestfs) {
+    this.#g = g
+  }
+
+  get hasAppliance(): boolean {
+    return this.#g !== undefined
+  }
+
+  emit(event: EventInput): void {
+    try {
+      this.hooks.onEvent?.({ ...event, elapsed: (Date.now() - this.t0) / 1000 } as BuildEvent)
+    } catch {
+      // A failing listener must not break the build.
+    }
+  }
+
+  progress(text: string): void {
+    this.emit({ kind: 'progress', text })
+  }
+
+  checkAborted(): void {
+    if (this.signal.aborted) {
+      const reason: unknown = this.signal.reason
+      throw reason instanceof BuildAbortedError ? reason : new BuildAbortedError(undefined, { cause: reason })
+    }
+  }
+
+  controlFile(phase: Phase): string {
+    if (phase.where === 'host') return join(this.workspace, `${phase.hook}.ctl`)
+    const path = `${L.RUNNERS}/${phase.hook}.ctl`
+    return phase.where === 'appliance' ? L.inAppliance(path) : path
+  }
+
+  runnerPath(where: Where): string {
+    if (where === 'host') return join(this.workspace, 'run-phase.bash')
+    const path = `${L.RUNNERS}/run-phase`
+    return where === 'appliance' ? L.inAppliance(path) : path
+  }
+
+  /** A hidden temporary name in the output directory, removed on failure unless kept. */
+  stage(final: string, format?: string): StagedFile {
+    const base = final.slice(this.plan.outputDir.length + 1)
+    const temp = join(this.plan.outputDir, `.${base}.vdib-${randomBytes(4).toString('hex')}.tmp`)
+    const file: StagedFile = { temp, final, ...(format ? { format } : {}) }
+    this.staged.push(file)
+    if (this.plan.options.deleteOnFailure !== false) {
+      this.cleanup.defer(`output ${temp}`, () => rm(temp, { force: true }))
+    }
+    return file
+  }
+
+  /** A write stream to a staged file that hashes on the way when checksums are on. */
+  fileSink(file: StagedFile): FileSink {
+    const out = createWriteStream(file.temp)
+    const done = new Promise<void>((resolve, reject) => {
+      out.on('close', resolve)
+      out.on('error', reject)
+    })
+    if (!this.plan.options.checksum) return Object.assign(out, { done }) as unknown as FileSink
+    const hash = new HashingStream()
+    hash.pipe(out)
+    const hashed = done.then(() => {
+      file.digests = hash.digests()
+    })
+    return Object.assign(hash, { done: hashed }) as unknown as FileSink
+  }
+
+  outputPathFor(format: OutputFormat): string {
+    return `${this.plan.outputPath}.${format.extension}`
+  }
+
+  /** Renames every staged file into place; nothing is renamed unless the whole build worked. */
+  async commitOutputs(commitDirectory: (f: StagedFile) => void): Promise<void> {
+    for (const f of this.staged) {
+      if ((await stat(f.temp)).isDirectory()) commitDirectory(f)
+      else await rename(f.temp, f.final)
+    }
+  }
+}

@@ -1,0 +1,87 @@
+// --dry-run: what a build would do, without launching anything: the expanded elements and where
+// each came from, every phase with its scripts in run order, skipped files and why, the
+// variables of each phase and the environment.d files sourced (listed, not run).
+import { phaseEnvironment, type EnvSource, type HookName, type Where } from '../elements/environment.js'
+import { listEnvironmentFiles, listPhaseScripts, type SkipReason } from '../elements/hooks.js'
+import { PHASES } from '../phases/registry.js'
+import type { BuildPlan } from './plan.js'
+
+export interface DryRunReport {
+  elements: { name: string; path: string; reason: string }[]
+  provided: Record<string, string>
+  excluded: string[]
+  overrides: { name: string; used: string; ignored: string }[]
+  environmentFiles: { name: string; element: string | undefined }[]
+  phases: {
+    hook: string
+    where: Where
+    scripts: { name: string; element: string | undefined }[]
+    skipped: { name: string; element: string | undefined; reason: SkipReason }[]
+    environment: { name: string; value: string; source: EnvSource }[]
+  }[]
+  outputs: string[]
+  ramdisk: boolean
+  warnings: string[]
+}
+
+export function describePlan(plan: BuildPlan): DryRunReport {
+  const warnings = new Set(plan.warnings)
+  const phases = PHASES.map((p) => {
+    const { scripts, skipped } = listPhaseScripts(plan.hooks, p.hook)
+    const { vars, warnings: w } = phaseEnvironment(
+      { ...plan.envInputs, ...(p.where === 'host' ? { hostMount: '<image mount>' } : {}) },
+      p.hook as HookName,
+      p.where,
+    )
+    w.forEach((x) => warnings.add(x))
+    return { hook: p.hook, where: p.where, scripts, skipped, environment: vars }
+  })
+  return {
+    elements: plan.resolution.elements.map((e) => ({
+      name: e.name,
+      path: e.dir,
+      reason:
+        e.reason.kind === 'dependency' ? `dependency of ${e.reason.of}` : e.reason.kind === 'implicit' ? `implicit (${e.reason.why})` : 'requested',
+    })),
+    provided: Object.fromEntries(plan.resolution.provided),
+    excluded: plan.resolution.excluded,
+    overrides: plan.index.overrides,
+    environmentFiles: listEnvironmentFiles(plan.hooks),
+    phases,
+    outputs: plan.ramdisk
+      ? [`${plan.outputPath}.d`]
+      : plan.formats.map((f) => (f.extension ? `${plan.outputPath}.${f.extension}` : `docker:${plan.options.dockerTarget ?? ''}`)),
+    ramdisk: plan.ramdisk,
+    warnings: [...warnings],
+  }
+}
+
+const REASONS: Record<SkipReason, string> = {
+  'bad-name': 'name does not match ^[0-9A-Za-z_-]+$',
+  'not-executable': 'not executable',
+  'not-a-file': 'not a regular file (or a broken symlink)',
+  excluded: 'excluded by --exclude-script',
+}
+
+export function formatDryRun(r: DryRunReport): string {
+  const out: string[] = []
+  out.push('Elements:')
+  for (const e of r.elements) out.push(`  ${e.name.padEnd(28)} ${e.path}  [${e.reason}]`)
+  for (const [v, p] of Object.entries(r.provided)) out.push(`  (${v} provided by ${p})`)
+  for (const x of r.excluded) out.push(`  (${x} excluded)`)
+  for (const o of r.overrides) out.push(`  (${o.name}: ${o.used} overrides ${o.ignored})`)
+  out.push('', 'environment.d files, sourced before every phase in this order:')
+  for (const f of r.environmentFiles) out.push(`  ${f.name}  (${f.element ?? 'virt-dib'})`)
+  for (const p of r.phases) {
+    out.push('', `${p.hook} (${p.where === 'chroot' ? 'in the image chroot' : p.where === 'host' ? 'on the host' : 'in the appliance, outside the chroot'}):`)
+    if (p.scripts.length === 0) out.push('  (no scripts)')
+    for (const s of p.scripts) out.push(`  ${s.name.padEnd(36)} ${s.element ?? ''}`)
+    for (const s of p.skipped) out.push(`  skipped ${s.name} (${s.element ?? ''}): ${REASONS[s.reason]}`)
+    out.push('  environment:')
+    for (const v of p.environment) out.push(`    ${v.name}=${JSON.stringify(v.value)}${v.source === 'virt-dib' ? '' : `  [${v.source}]`}`)
+  }
+  out.push('', `Outputs${r.ramdisk ? ' (ramdisk build)' : ''}:`)
+  for (const o of r.outputs) out.push(`  ${o}`)
+  for (const w of r.warnings) out.push(`warning: ${w}`)
+  return out.join('\n') + '\n'
+}

@@ -1,0 +1,74 @@
+// The typed options of build(): what the CLI flags become, and what Node services pass.
+import type { EnvvarSpec } from '../elements/environment.js'
+import type { BuildEvent } from '../events.js'
+
+export type OutputFormatName = 'docker' | 'qcow2' | 'raw' | 'squashfs' | 'tar' | 'tgz' | 'vhd'
+
+export interface BuildOptions {
+  /** Elements to build, in order (besides the implicit `base` and ramdisk elements). */
+  elements: string[]
+  /** diskimage-builder's `lib` directory (-B). Must contain `die`. */
+  libPath: string
+  /** Element paths, searched in order (-p). Nothing is added implicitly. */
+  elementPaths: string[]
+  excludeElements?: string[]
+  excludeScripts?: string[]
+  /** --envvar: `{ name }` carries the host value, `{ name, value }` sets it. */
+  envvars?: EnvvarSpec[]
+  skipBase?: boolean
+  /** Root file system label (default `cloudimg-rootfs`, `img-rootfs` for xfs). */
+  rootLabel?: string
+  /** DIB_DEFAULT_INSTALLTYPE (default `source`). */
+  installType?: string
+  /** Host image cache for extra-data.d (default `$HOME/.cache/image-create`). */
+  imageCache?: string
+  mkfsOptions?: string
+  extraPackages?: string[]
+  checksum?: boolean
+  /** Python for host-side scripts (DIB_PYTHON_EXEC); default `python`, else `python3`. */
+  python?: string
+  ramdisk?: boolean
+  ramdiskElement?: string
+  /** Output name, may include directories (default `image`). */
+  name?: string
+  fsType?: string
+  /** Output disk size in bytes (default 5 GiB). */
+  size?: number
+  formats?: OutputFormatName[]
+  /** qcow2: compress (default true). */
+  compress?: boolean
+  qemuImgOptions?: string
+  dockerTarget?: string
+  /** dpkg-style architecture (default: the host's). */
+  arch?: string
+  /** A persistent helper drive: HOME, the image cache, build logs. */
+  drive?: string
+  driveFormat?: 'raw' | 'qcow2'
+  memsize?: number
+  smp?: number
+  network?: boolean
+  /** Keep partial outputs (under their temporary names) when the build fails. */
+  deleteOnFailure?: boolean
+  /** DIB_DEBUG_TRACE; >= 1 also traces the runners. */
+  debug?: number
+  /** libguestfs verbose messages (as events). */
+  verbose?: boolean
+  /** libguestfs call trace (as events). */
+  trace?: boolean
+  /** argv for DIB_ARGS (default: ['virt-dib']). */
+  argv?: string[]
+  /** Extra Debian packages for the build appliance (beyond those virt-dib adds). */
+  appliancePackages?: string[]
+  /** Environment the host phases inherit and --envvar reads (default process.env). */
+  env?: NodeJS.ProcessEnv
+}
+
+export interface BuildHooks {
+  /** Progress and log events, in order. Never throws into the build: errors are reported. */
+  onEvent?: (event: BuildEvent) => void
+  /** Cancels the build: the appliance is stopped, temp files and partial outputs removed. */
+  signal?: AbortSignal
+}
+
+export const DEFAULT_SIZE = 5 * 1024 ** 3
+export const DEFAULT_FORMATS: OutputFormatName[] = ['qcow2']

@@ -1,0 +1,184 @@
+// planBuild(): everything that can be checked before an appliance is launched — options,
+// elements, hooks, host tools, output directory — in one pass that throws a clear error.
+import { randomUUID } from 'node:crypto'
+import { accessSync, constants, existsSync, statSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { basename, dirname, resolve } from 'node:path'
+
+import { resolveElements } from '../elements/deps.js'
+import { loadElementIndex } from '../elements/discover.js'
+import type { EnvInputs } from '../elements/environment.js'
+import { planHooksTree, type HooksPlan } from '../elements/hooks.js'
+import type { ElementIndex, Resolution } from '../elements/types.js'
+import { PrerequisiteError, UsageError } from '../errors.js'
+import { findExecutable } from '../host/which.js'
+import { OUTPUT_FORMATS } from '../outputs/registry.js'
+import type { OutputFormat } from '../outputs/types.js'
+import { hostArch } from '../util/host-arch.js'
+import { DEFAULT_FORMATS, DEFAULT_SIZE, type BuildOptions } from './options.js'
+
+/** Label length limits of the file systems we make. */
+const LABEL_MAX: Record<string, number> = { ext2: 16, ext3: 16, ext4: 16, xfs: 12, btrfs: 255, vfat: 11 }
+
+export interface BuildPlan {
+  options: Readonly<BuildOptions>
+  /** --name as given, and its parts. */
+  name: string
+  imageName: string
+  outputDir: string
+  /** Absolute `<outputDir>/<imageName>`: outputs are `<outputPath>.<ext>`. */
+  outputPath: string
+  formats: OutputFormat[]
+  index: ElementIndex
+  resolution: Resolution
+  hooks: HooksPlan
+  arch: string
+  fsType: string
+  rootLabel: string
+  rootFsUuid: string
+  size: number
+  python: string
+  ramdisk: boolean
+  env: NodeJS.ProcessEnv
+  /** The environment model's inputs (block device and host mount are added during the build). */
+  envInputs: EnvInputs
+  warnings: string[]
+}
+
+function checkWritableDir(dir: string): void {
+  if (!existsSync(dir)) throw new UsageError(`output directory ‘${dir}’ does not exist`)
+  if (!statSync(dir).isDirectory()) throw new UsageError(`output directory ‘${dir}’ is not a directory`)
+  try {
+    accessSync(dir, constants.W_OK)
+  } catch {
+    throw new UsageError(`output directory ‘${dir}’ is not writable`)
+  }
+}
+
+function resolvePython(requested: string | undefined, env: NodeJS.ProcessEnv): string {
+  if (requested !== undefined) {
+    const p = findExecutable(requested, env['PATH'])
+    if (!p) throw new PrerequisiteError(`${requested} needed but not found`)
+    return p
+  }
+  // divergence: the original requires `python`, which Debian 12 does not have.
+  const p = findExecutable('python', env['PATH']) ?? findExecutable('python3', env['PATH'])
+  if (!p) throw new PrerequisiteError('python needed but not found', { hint: 'install python3 or use --python' })
+  return p
+}
+
+export function planBuild(options: BuildOptions): BuildPlan {
+  const env = options.env ?? process.env
+  const warnings: string[] = []
+  if (!options.libPath) throw new UsageError('-B must be specified')
+  if (options.elements.length === 0) throw new UsageError('at least one distribution root element must be specified')
+  if (!existsSync(resolve(options.libPath, 'die'))) {
+    throw new UsageError('the specified base path is not the diskimage-builder library', {
+      hint: `‘${options.libPath}/die’ does not exist; -B takes diskimage-builder's lib directory`,
+    })
+  }
+  const formatNames = options.formats ?? DEFAULT_FORMATS
+  if (formatNames.length === 0) throw new UsageError('the list of output formats cannot be empty')
+  const formats = [...new Set(formatNames)].map((n) => {
+    const f = OUTPUT_FORMATS.get(n)
+    if (!f) throw new UsageError(`invalid format ‘${n}’ in --formats`)
+    return f
+  })
+  formats.sort((a, b) => (a.name < b.name ? -1 : 1))
+
+  const size = options.size ?? DEFAULT_SIZE
+  if (!Number.isSafeInteger(size) || size <= 0) throw new UsageError('--size must be greater than zero')
+  if (size < 16 * 1024 * 1024) throw new UsageError(`--size ${size} is too small for an image (16M at least)`)
+  const fsType = options.fsType ?? 'ext4'
+  if (!(fsType in LABEL_MAX)) {
+    throw new UsageError(`unsupported --fs-type ‘${fsType}’`, { hint: `supported: ${Object.keys(LABEL_MAX).join(', ')}` })
+  }
+  const rootLabel = options.rootLabel ?? (fsType === 'xfs' ? 'img-rootfs' : 'cloudimg-rootfs')
+  if (rootLabel.length > LABEL_MAX[fsType]!) {
+    throw new UsageError(`root label ‘${rootLabel}’ is too long for ${fsType} (at most ${LABEL_MAX[fsType]} characters)`)
+  }
+  for (const [n, v, min, max] of [
+    ['-m', options.memsize, 256, 1024 * 1024],
+    ['--smp', options.smp, 1, 255],
+    ['--debug', options.debug, 0, 1000],
+  ] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) {
+      throw new UsageError(n === '--debug' ? '--debug parameter must be >= 0' : `${n} must be between ${min} and ${max}`)
+    }
+  }
+  if (options.drive !== undefined) {
+    try {
+      accessSync(options.drive, constants.R_OK | constants.W_OK)
+    } catch {
+      throw new UsageError(`--drive ‘${options.drive}’ does not exist or is not readable and writable`)
+    }
+  }
+  if (options.driveFormat !== undefined && !['raw', 'qcow2'].includes(options.driveFormat)) {
+    throw new UsageError(`--drive-format must be raw or qcow2, not ‘${options.driveFormat}’`)
+  }
+
+  const name = options.name ?? 'image'
+  if (name === '' || name.endsWith('/')) throw new UsageError(`invalid --name ‘${name}’`)
+  const outputPath = resolve(name)
+  const outputDir = dirname(outputPath)
+  const imageName = basename(outputPath)
+  checkWritableDir(outputDir)
+
+  const python = resolvePython(options.python, env)
+  for (const f of formats) f.checkHost?.(options)
+
+  const index = loadElementIndex(options.elementPaths)
+  for (const o of index.overrides) warnings.push(`element ${o.name}: ${o.used} overrides ${o.ignored}`)
+  const arch = options.arch ?? hostArch()
+  const resolution = resolveElements(index, {
+    elements: options.elements,
+    skipBase: options.skipBase ?? false,
+    ramdisk: options.ramdisk ?? false,
+    ...(options.ramdiskElement !== undefined ? { ramdiskElement: options.ramdiskElement } : {}),
+    excludeElements: options.excludeElements ?? [],
+    arch,
+  })
+  const hooks = planHooksTree(resolution.elements, options.excludeScripts ?? [])
+  const rootFsUuid = randomUUID()
+  const imageCache = options.imageCache ?? resolve(env['HOME'] ?? homedir(), '.cache/image-create')
+
+  const envInputs: EnvInputs = {
+    arch,
+    imageName,
+    elements: resolution.elements,
+    argv: options.argv ?? ['virt-dib'],
+    hostEnv: env,
+    envvars: options.envvars ?? [],
+    offline: options.network === false,
+    debugTrace: options.debug ?? 0,
+    checksum: options.checksum ?? false,
+    rootLabel,
+    rootFsUuid,
+    fsType,
+    elementPaths: options.elementPaths,
+    libPath: options.libPath,
+    imageCache,
+    python,
+  }
+  return {
+    options,
+    name,
+    imageName,
+    outputDir,
+    outputPath,
+    formats,
+    index,
+    resolution,
+    hooks,
+    arch,
+    fsType,
+    rootLabel,
+    rootFsUuid,
+    size,
+    python,
+    ramdisk: resolution.ramdisk,
+    env,
+    envInputs,
+    warnings,
+  }
+}

@@ -1,0 +1,148 @@
+// Prepares, on the host, everything virt-dib brings into the image: the merged hooks tree,
+// diskimage-builder's lib, the runner and one control file per phase, fake sudo/awk, and the
+// out directory. It goes into the appliance as one tar stream.
+import { spawn } from 'node:child_process'
+import { chmodSync, cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { phaseEnvironment, shellQuote, type EnvInputs, type Where } from '../elements/environment.js'
+import { prepareHooksTree } from '../elements/hooks.js'
+import * as L from '../elements/layout.js'
+import { formatControlFile, type ControlOptions } from '../phases/control-file.js'
+import { PHASES } from '../phases/registry.js'
+import { FAKE_AWK, FAKE_SUDO, RUNNER_SCRIPT } from '../phases/runner-script.js'
+import type { Phase } from '../phases/types.js'
+import type { BuildContext } from './context.js'
+
+const EXTRA_PACKAGES: Phase = { hook: 'extra-packages', where: 'chroot' }
+
+function writeExecutable(path: string, content: string): void {
+  writeFileSync(path, content)
+  chmodSync(path, 0o755)
+}
+
+/** Paths as a runner at `where` sees them. */
+function view(where: Where, path: string): string {
+  return where === 'appliance' ? L.inAppliance(path) : path
+}
+
+export function elementArray(ctx: BuildContext): string {
+  return ctx.plan.resolution.elements.map((e) => `[${e.name}]=${e.dir}`).join(' ') + ' '
+}
+
+export function logFileName(start: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0')
+  const d = start
+  return `virt-dib-${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}.log`
+}
+
+function controlFor(ctx: BuildContext, phase: Phase, inputs: EnvInputs, logName: string): ControlOptions {
+  const where = phase.where
+  const envHook = phase.hook === 'extra-packages' ? 'install.d' : phase.hook
+  const { vars } = phaseEnvironment(inputs, envHook, where)
+  const afterBlockDevice = ['pre-finalise.d', 'finalise.d', 'cleanup.d'].includes(phase.hook)
+  return {
+    hook: phase.hook,
+    hooksDir: view(where, L.HOOKS),
+    token: ctx.token,
+    console: '/dev/ttyS0',
+    log: view(where, `${L.PERM}/logs/${logName}`),
+    cwd: phase.cwd === 'out' ? view(where, L.outDir(ctx.plan.imageName)) : '/',
+    exclude: ctx.plan.options.excludeScripts ?? [],
+    trace: (ctx.plan.options.debug ?? 0) > 0,
+    extraEnv: afterBlockDevice ? view(where, `${L.RUNNERS}/block-device.env`) : '',
+    vars,
+    elementArray: elementArray(ctx),
+    ...(phase.hook === 'extra-packages' ? { scriptsDir: view(where, `${L.RUNNERS}/extra-packages`) } : {}),
+  }
+}
+
+/** Writes the aux tree into the workspace; returns its directory. */
+export function prepareAuxTree(ctx: BuildContext): string {
+  const { plan } = ctx
+  const aux = join(ctx.workspace, 'aux')
+  const hooks = join(aux, 'hooks')
+  prepareHooksTree(plan.hooks, hooks)
+  mkdirSync(join(hooks, 'environment.d'), { recursive: true })
+  // Same file diskimage-builder writes (it overrides an element's file of that name).
+  writeFileSync(
+    join(hooks, 'environment.d', '11-dib-install-type.bash'),
+    `export DIB_DEFAULT_INSTALLTYPE=\${DIB_DEFAULT_INSTALLTYPE:-${shellQuote(plan.options.installType ?? 'source')}}\n`,
+  )
+  cpSync(plan.options.libPath, join(aux, 'lib'), { recursive: true, dereference: true })
+  const fakeBin = join(aux, 'fake-bin')
+  mkdirSync(fakeBin, { recursive: true })
+  writeExecutable(join(fakeBin, 'sudo'), FAKE_SUDO)
+  writeExecutable(join(fakeBin, 'awk'), FAKE_AWK)
+  const runParts = join(plan.options.libPath, 'dib-run-parts')
+  if (existsSync(runParts)) {
+    cpSync(runParts, join(fakeBin, 'dib-run-parts'), { dereference: true })
+    cpSync(runParts, join(hooks, 'dib-run-parts'), { dereference: true })
+  }
+  mkdirSync(join(aux, 'out', `${plan.imageName}.d`), { recursive: true })
+  if (!plan.options.drive) mkdirSync(join(aux, 'perm'), { recursive: true })
+
+  const run = join(aux, 'run')
+  mkdirSync(run, { recursive: true })
+  writeExecutable(join(run, 'run-phase'), RUNNER_SCRIPT)
+  const logName = logFileName(new Date(ctx.t0))
+  ctx.logPath = `${L.PERM}/logs/${logName} (on the helper drive)`
+  const warnings = new Set<string>()
+  for (const phase of [...PHASES, EXTRA_PACKAGES]) {
+    if (phase.where === 'host') continue
+    const control = controlFor(ctx, phase, plan.envInputs, logName)
+    writeFileSync(join(run, `${phase.hook}.ctl`), formatControlFile(control))
+    const envHook = phase.hook === 'extra-packages' ? 'install.d' : phase.hook
+    for (const w of phaseEnvironment(plan.envInputs, envHook, phase.where).warnings) warnings.add(w)
+  }
+  for (const w of warnings) ctx.emit({ kind: 'warning', text: w })
+  const pkgs = plan.options.extraPackages ?? []
+  if (pkgs.length > 0) {
+    mkdirSync(join(run, 'extra-packages'), { recursive: true })
+    writeExecutable(
+      join(run, 'extra-packages', '00-install-packages'),
+      `#!/bin/bash\nset -eu\ninstall-packages ${pkgs.map(shellQuote).join(' ')}\n`,
+    )
+  }
+  // The host side of extra-data.d.
+  writeExecutable(join(ctx.workspace, 'run-phase.bash'), RUNNER_SCRIPT)
+  const hostBin = join(ctx.workspace, 'host-bin')
+  mkdirSync(hostBin, { recursive: true })
+  writeExecutable(join(hostBin, 'sudo'), FAKE_SUDO)
+  return aux
+}
+
+/** The control file and environment of extra-data.d, for a FUSE mount at `mountpoint`. */
+export function prepareHostPhase(ctx: BuildContext, phase: Phase, mountpoint: string): NodeJS.ProcessEnv {
+  const inputs: EnvInputs = { ...ctx.plan.envInputs, hostMount: mountpoint, hostFakeBin: join(ctx.workspace, 'host-bin') }
+  const { vars } = phaseEnvironment(inputs, phase.hook as 'extra-data.d', 'host')
+  const control: ControlOptions = {
+    hook: phase.hook,
+    hooksDir: `${mountpoint}${L.HOOKS}`,
+    token: ctx.token,
+    console: '/dev/stdout',
+    log: '',
+    cwd: process.cwd(),
+    exclude: ctx.plan.options.excludeScripts ?? [],
+    trace: (ctx.plan.options.debug ?? 0) > 0,
+    extraEnv: '',
+    vars,
+    elementArray: elementArray(ctx),
+  }
+  writeFileSync(ctx.controlFile(phase), formatControlFile(control))
+  const env: NodeJS.ProcessEnv = { ...ctx.plan.env }
+  for (const v of vars) env[v.name] = v.value
+  return env
+}
+
+/** Streams the aux tree into the appliance at `guestDir` (owned by root). */
+export async function uploadAuxTree(ctx: BuildContext, auxDir: string, guestDir: string): Promise<void> {
+  // prettier-ignore
+  const tar = spawn('tar', ['-C', auxDir, '--owner=0', '--group=0', '-cf', '-', '.'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let err = ''
+  tar.stderr.on('data', (b: Buffer) => (err += b.toString()))
+  const exited = new Promise<number | null>((resolve) => tar.on('close', resolve))
+  await ctx.g.tarInStream(tar.stdout, guestDir, {}, { signal: ctx.signal })
+  const status = await exited
+  if (status !== 0) throw new Error(`tar of the aux tree failed: ${err.trim()}`)
+}

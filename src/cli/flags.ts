@@ -1,0 +1,165 @@
+// Every command-line option, as data: the parser, --help and --long-options are built from
+// this one table (names and help texts as the original virt-dib prints them).
+import type { OutputFormatName } from '../api/options.js'
+
+export interface CliFlags {
+  libPath?: string
+  elementPaths: string[]
+  excludeElements: string[]
+  excludeScripts: string[]
+  envvars: string[]
+  skipBase: boolean
+  rootLabel?: string
+  installType?: string
+  imageCache?: string
+  mkfsOptions?: string
+  extraPackages: string[]
+  checksum: boolean
+  python?: string
+  ramdisk: boolean
+  ramdiskElement?: string
+  name?: string
+  fsType?: string
+  size?: string
+  formats?: string
+  arch?: string
+  drive?: string
+  driveFormat?: string
+  memsize?: string
+  smp?: string
+  network: boolean
+  deleteOnFailure: boolean
+  debug?: string
+  noCompress: boolean
+  qemuImgOptions?: string
+  dockerTarget?: string
+  appliancePackages: string[]
+  colors: boolean
+  wrap: boolean
+  quiet: boolean
+  verbose: boolean
+  trace: boolean
+  machineReadable?: string | true
+  dryRun?: 'text' | 'json'
+  help: boolean
+  version: boolean
+  longOptions: boolean
+  shortOptions: boolean
+}
+
+export function defaultFlags(): CliFlags {
+  return {
+    elementPaths: [],
+    excludeElements: [],
+    excludeScripts: [],
+    envvars: [],
+    skipBase: false,
+    extraPackages: [],
+    checksum: false,
+    ramdisk: false,
+    network: true,
+    deleteOnFailure: true,
+    noCompress: false,
+    appliancePackages: [],
+    colors: false,
+    wrap: false,
+    quiet: false,
+    verbose: false,
+    trace: false,
+    help: false,
+    version: false,
+    longOptions: false,
+    shortOptions: false,
+  }
+}
+
+export interface FlagSpec {
+  /** Spellings, short first (`-p`, `--element-path`). */
+  keys: string[]
+  /** Placeholder of a required value (`<path>`); absent for switches. */
+  arg?: string
+  /** The value is optional and only taken with `=` (`--machine-readable[=format]`). */
+  optionalArg?: string
+  help: string
+  /** Sort key for --help when it is not the first key (as the original lists -p). */
+  sortAs?: string
+  /** Not listed by --help (kept for compatibility). */
+  hidden?: boolean
+  apply: (f: CliFlags, value: string) => void
+}
+
+const split = (v: string) => v.split(',')
+
+/** The table. Order here does not matter: --help sorts like the original (by first key). */
+export const FLAGS: readonly FlagSpec[] = [
+  { keys: ['--arch'], arg: '<arch>', help: 'Output architecture', apply: (f, v) => void (f.arch = v) },
+  { keys: ['-B'], arg: '<path>', help: 'Base path of diskimage-builder library', apply: (f, v) => void (f.libPath = v) },
+  { keys: ['--checksum'], help: 'Generate MD5 and SHA256 checksum files', apply: (f) => void (f.checksum = true) },
+  {
+    keys: ['--color', '--colors', '--colour', '--colours'],
+    help: 'Use ANSI colour sequences even if not tty',
+    apply: (f) => void (f.colors = true),
+  },
+  { keys: ['--debug'], arg: '<level>', help: 'Set debug level', apply: (f, v) => void (f.debug = v) },
+  { keys: ['--docker-target'], arg: '<target>', help: 'Repo and tag for docker', apply: (f, v) => void (f.dockerTarget = v) },
+  { keys: ['--drive'], arg: '<path>', help: 'Optional drive for caches', apply: (f, v) => void (f.drive = v) },
+  { keys: ['--drive-format'], arg: '<format>', help: 'Format of optional drive', apply: (f, v) => void (f.driveFormat = v) },
+  {
+    keys: ['--dry-run'],
+    optionalArg: 'json',
+    help: 'Print elements, phases, scripts and environment; build nothing',
+    apply: (f, v) => void (f.dryRun = v === 'json' ? 'json' : 'text'),
+  },
+  { keys: ['-p', '--element-path'], sortAs: 'element-path', arg: '<path>', help: 'Add new a elements location', apply: (f, v) => void f.elementPaths.push(v) },
+  { keys: ['--envvar'], arg: '<envvar[=value]>', help: 'Carry/set this environment variable', apply: (f, v) => void f.envvars.push(v) },
+  { keys: ['--exclude-element'], arg: '<element>', help: 'Exclude the specified element', apply: (f, v) => void f.excludeElements.push(v) },
+  { keys: ['--exclude-script'], arg: '<script>', help: 'Exclude the specified script', apply: (f, v) => void f.excludeScripts.push(v) },
+  {
+    keys: ['--extra-packages'],
+    arg: '<pkg,...>',
+    help: 'Add extra packages to install',
+    apply: (f, v) => void f.extraPackages.push(...split(v).filter((p) => p !== '')),
+  },
+  {
+    keys: ['--appliance-packages'],
+    arg: '<pkg,...>',
+    help: 'Add Debian packages to the build appliance',
+    apply: (f, v) => void f.appliancePackages.push(...split(v).filter((p) => p !== '')),
+  },
+  { keys: ['--formats'], arg: '<qcow2,tgz,...>', help: 'Output formats', apply: (f, v) => void (f.formats = v) },
+  { keys: ['--fs-type'], arg: '<fs>', help: 'Filesystem for the image', apply: (f, v) => void (f.fsType = v) },
+  { keys: ['--help'], help: 'Display brief help', apply: (f) => void (f.help = true) },
+  { keys: ['--image-cache'], arg: '<directory>', help: 'Location for cached images', apply: (f, v) => void (f.imageCache = v) },
+  { keys: ['--install-type'], arg: '<type>', help: 'Installation type', apply: (f, v) => void (f.installType = v) },
+  { keys: ['-m', '--memsize'], arg: '<mb>', help: 'Set memory size', apply: (f, v) => void (f.memsize = v) },
+  {
+    keys: ['--machine-readable'],
+    optionalArg: 'format',
+    help: 'Make output machine readable',
+    apply: (f, v) => void (f.machineReadable = v === '' ? true : v),
+  },
+  { keys: ['--mkfs-options'], arg: '<option>', help: 'Add mkfs options', apply: (f, v) => void (f.mkfsOptions = v) },
+  { keys: ['--name'], arg: '<name>', help: 'Name of the image', apply: (f, v) => void (f.name = v) },
+  { keys: ['--network'], help: 'Enable appliance network (default)', apply: (f) => void (f.network = true) },
+  { keys: ['--no-delete-on-failure'], help: 'Don’t delete output file on failure', apply: (f) => void (f.deleteOnFailure = false) },
+  { keys: ['--no-network'], help: 'Disable appliance network', apply: (f) => void (f.network = false) },
+  { keys: ['--python'], arg: '<python>', help: 'Set Python interpreter', apply: (f, v) => void (f.python = v) },
+  { keys: ['-q', '--quiet'], help: 'Don’t print progress messages', apply: (f) => void (f.quiet = true) },
+  { keys: ['--qemu-img-options'], arg: '<option>', help: 'Add qemu-img options', apply: (f, v) => void (f.qemuImgOptions = v) },
+  { keys: ['--ramdisk'], help: 'Switch to a ramdisk build', apply: (f) => void (f.ramdisk = true) },
+  { keys: ['--ramdisk-element'], arg: '<name>', help: 'Main element for building ramdisks', apply: (f, v) => void (f.ramdiskElement = v) },
+  { keys: ['--root-label'], arg: '<label>', help: 'Label for the root fs', apply: (f, v) => void (f.rootLabel = v) },
+  { keys: ['--size'], arg: '<size>', help: 'Set output disk size', apply: (f, v) => void (f.size = v) },
+  { keys: ['--skip-base'], help: 'Skip the inclusion of the ‘base’ element', apply: (f) => void (f.skipBase = true) },
+  { keys: ['--smp'], arg: '<vcpus>', help: 'Set number of vCPUs', apply: (f, v) => void (f.smp = v) },
+  { keys: ['-u'], help: 'Do not compress the qcow2 image', apply: (f) => void (f.noCompress = true) },
+  { keys: ['-V', '--version'], help: 'Display version and exit', apply: (f) => void (f.version = true) },
+  { keys: ['-v', '--verbose'], help: 'Enable libguestfs debugging messages', apply: (f) => void (f.verbose = true) },
+  { keys: ['--wrap'], help: 'Wrap log messages even if not tty', apply: (f) => void (f.wrap = true) },
+  { keys: ['-x'], help: 'Enable tracing of libguestfs calls', apply: (f) => void (f.trace = true) },
+  { keys: ['--long-options'], help: 'List long options', hidden: true, apply: (f) => void (f.longOptions = true) },
+  { keys: ['--short-options'], help: 'List short options', hidden: true, apply: (f) => void (f.shortOptions = true) },
+  { keys: ['--debug-gc'], help: 'Debug GC and memory allocations', hidden: true, apply: () => undefined },
+]
+
+export const FORMAT_NAMES: readonly OutputFormatName[] = ['docker', 'qcow2', 'raw', 'squashfs', 'tar', 'tgz', 'vhd']

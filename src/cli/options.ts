@@ -1,0 +1,72 @@
+// CliFlags -> BuildOptions: string values become typed ones, with the original's messages.
+import type { BuildOptions, OutputFormatName } from '../api/options.js'
+import { parseEnvvar } from '../elements/environment.js'
+import { UsageError } from '../errors.js'
+import { isFormatName } from '../outputs/registry.js'
+import { parseSize } from '../util/sizes.js'
+import type { CliFlags } from './flags.js'
+import { GetoptError } from './parse.js'
+
+function parseInt32(v: string): number {
+  if (!/^[-+]?\d+$/.test(v.trim())) throw new GetoptError(`‘${v}’ is not a numeric value.`)
+  const n = Number(v)
+  if (Math.abs(n) > 2 ** 30) throw new GetoptError(`‘${v}’ is out of range.`)
+  return n
+}
+
+export function parseFormats(v: string): OutputFormatName[] {
+  const out: OutputFormatName[] = []
+  for (const f of v.split(',')) {
+    if (!isFormatName(f)) throw new UsageError(`invalid format ‘${f}’ in --formats`)
+    if (!out.includes(f)) out.push(f)
+  }
+  return out
+}
+
+export function toBuildOptions(elements: string[], f: CliFlags, argv: string[]): BuildOptions {
+  const o: BuildOptions = {
+    elements,
+    libPath: f.libPath ?? '',
+    elementPaths: f.elementPaths,
+    excludeElements: f.excludeElements,
+    excludeScripts: f.excludeScripts,
+    envvars: f.envvars.map(parseEnvvar),
+    skipBase: f.skipBase,
+    extraPackages: f.extraPackages,
+    checksum: f.checksum,
+    ramdisk: f.ramdisk,
+    network: f.network,
+    deleteOnFailure: f.deleteOnFailure,
+    compress: !f.noCompress,
+    verbose: f.verbose,
+    trace: f.trace,
+    argv: ['virt-dib', ...argv],
+    appliancePackages: f.appliancePackages,
+  }
+  if (f.debug !== undefined) {
+    o.debug = parseInt32(f.debug)
+    if (o.debug < 0) throw new UsageError('--debug parameter must be >= 0')
+  }
+  if (f.formats !== undefined) o.formats = parseFormats(f.formats)
+  if (f.size !== undefined) {
+    const size = parseSize(f.size)
+    if (size === undefined) throw new UsageError(`${f.size}: cannot parse size field`)
+    o.size = size
+  }
+  if (f.memsize !== undefined) o.memsize = parseInt32(f.memsize)
+  if (f.smp !== undefined) o.smp = parseInt32(f.smp)
+  if (f.rootLabel !== undefined) o.rootLabel = f.rootLabel
+  if (f.installType !== undefined) o.installType = f.installType
+  if (f.imageCache !== undefined) o.imageCache = f.imageCache
+  if (f.mkfsOptions !== undefined) o.mkfsOptions = f.mkfsOptions
+  if (f.python !== undefined) o.python = f.python
+  if (f.ramdiskElement !== undefined) o.ramdiskElement = f.ramdiskElement
+  if (f.name !== undefined) o.name = f.name
+  if (f.fsType !== undefined) o.fsType = f.fsType
+  if (f.arch !== undefined) o.arch = f.arch
+  if (f.drive !== undefined) o.drive = f.drive
+  if (f.driveFormat !== undefined) o.driveFormat = f.driveFormat as 'raw' | 'qcow2'
+  if (f.qemuImgOptions !== undefined) o.qemuImgOptions = f.qemuImgOptions
+  if (f.dockerTarget !== undefined) o.dockerTarget = f.dockerTarget
+  return o
+}

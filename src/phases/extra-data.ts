@@ -1,0 +1,4 @@
+// Runs on the host against a FUSE view of the image; files under TMP_HOOKS_PATH reach the guest.
+import type { Phase } from './types.js'
+
+export const extraData: Phase = { hook: 'extra-data.d', where: 'host' }

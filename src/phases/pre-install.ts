@@ -1,0 +1,4 @@
+// Runs in the image's chroot, before packages are installed.
+import type { Phase } from './types.js'
+
+export const preInstall: Phase = { hook: 'pre-install.d', where: 'chroot' }

@@ -1,0 +1,227 @@
+// Runs one phase: one appliance round trip (or one host process) for all of its scripts.
+// Live lines come from the console (appliance events) or the host process's stdout; the
+// summary the runner prints at the end decides success.
+import { spawn } from 'node:child_process'
+
+import { ScriptError, VirtDibError } from '../errors.js'
+import { GuestfsError } from '../guestfs/index.js'
+import { LineSplitter } from '../util/lines.js'
+import type { Phase, PhaseContext, PhaseResult } from './types.js'
+
+const LIVE_DRAIN_MS = 500
+
+interface Summary {
+  scripts: string[]
+  ran: { name: string; status: number; ms: number }[]
+  envFiles: string[]
+  tail: string[]
+  envFail?: { file: string; status: number }
+  blockDevice?: string
+  done?: number
+}
+
+/** Parses the runner's summary lines out of whatever else the output contains. */
+export function parseSummary(output: string, token: string): Summary {
+  const s: Summary = { scripts: [], ran: [], envFiles: [], tail: [] }
+  const prefix = `${token}|S|`
+  for (const raw of output.split('\n')) {
+    const at = raw.indexOf(prefix)
+    if (at === -1) continue
+    const body = raw.slice(at + prefix.length).replace(/\r$/, '')
+    const bar = body.indexOf('|')
+    const kind = bar === -1 ? body : body.slice(0, bar)
+    const rest = bar === -1 ? '' : body.slice(bar + 1)
+    const f = rest.split('|')
+    switch (kind) {
+      case 'list':
+        s.scripts = rest === '' ? [] : rest.split(' ')
+        break
+      case 'env':
+        s.envFiles.push(rest)
+        break
+      case 'end':
+        s.ran.push({ name: f[0]!, status: Number(f[1]), ms: Number(f[2]) })
+        break
+      case 'tail':
+        s.tail.push(rest)
+        break
+      case 'envfail':
+        s.envFail = { file: f[0]!, status: Number(f[1]) }
+        break
+      case 'var':
+        if (f[0] === 'IMAGE_BLOCK_DEVICE') s.blockDevice = unquote(f.slice(1).join('|'))
+        break
+      case 'done':
+        s.done = Number(rest)
+        break
+    }
+  }
+  return s
+}
+
+function unquote(v: string): string {
+  const t = v.trim()
+  if ((t.startsWith("'") && t.endsWith("'")) || (t.startsWith('"') && t.endsWith('"'))) return t.slice(1, -1)
+  return t
+}
+
+/** Turns live lines into events; remembers which scripts were seen ending. */
+class LiveParser {
+  readonly #split = new LineSplitter()
+  readonly ended = new Set<string>()
+  #current: string | undefined
+  #lastListed: string[] | undefined
+  constructor(
+    private readonly ctx: PhaseContext,
+    private readonly phase: Phase,
+    private readonly onOther?: (line: string) => void,
+  ) {}
+
+  push(chunk: string): void {
+    for (const line of this.#split.push(chunk)) this.line(line)
+  }
+
+  flush(): void {
+    for (const line of this.#split.flush()) this.line(line)
+  }
+
+  get listed(): string[] | undefined {
+    return this.#lastListed
+  }
+
+  line(raw: string): void {
+    const prefix = `${this.ctx.token}|L|`
+    const at = raw.indexOf(prefix)
+    if (at === -1) {
+      if (!raw.includes(`${this.ctx.token}|S|`)) this.onOther?.(raw)
+      return
+    }
+    const body = raw.slice(at + prefix.length).replace(/\r$/, '')
+    const hook = this.phase.hook
+    if (body.startsWith('o|')) {
+      this.ctx.emit({ kind: 'script-output', hook, script: this.#current ?? '', line: body.slice(2) })
+    } else if (body.startsWith('start|')) {
+      this.#current = body.slice(6)
+      this.ctx.emit({ kind: 'script-start', hook, script: this.#current })
+    } else if (body.startsWith('end|')) {
+      const [name = '', status = '0', ms = '0'] = body.slice(4).split('|')
+      this.ended.add(name)
+      this.ctx.emit({ kind: 'script-end', hook, script: name, status: Number(status), seconds: Number(ms) / 1000 })
+    } else if (body.startsWith('list|')) {
+      this.#lastListed = body.slice(5) === '' ? [] : body.slice(5).split(' ')
+    }
+  }
+}
+
+/** Runs every script of `phase`; throws ScriptError if one fails. */
+export async function runPhase(ctx: PhaseContext, phase: Phase): Promise<PhaseResult> {
+  const t0 = Date.now()
+  ctx.emit({ kind: 'phase-start', hook: phase.hook, where: phase.where })
+  const live = new LiveParser(ctx, phase, (line) => {
+    if (line.trim()) ctx.emit({ kind: 'appliance-log', text: line })
+  })
+  let output: string
+  if (phase.where === 'host') {
+    output = await runOnHost(ctx, phase, live)
+  } else {
+    output = await runInAppliance(ctx, phase, live)
+  }
+  const summary = parseSummary(output, ctx.token)
+  for (const r of summary.ran) {
+    if (!live.ended.has(r.name)) {
+      ctx.emit({ kind: 'script-end', hook: phase.hook, script: r.name, status: r.status, seconds: r.ms / 1000 })
+    }
+  }
+  const seconds = (Date.now() - t0) / 1000
+  const status = summary.done ?? 1
+  ctx.emit({ kind: 'phase-end', hook: phase.hook, where: phase.where, seconds, status, scripts: summary.scripts })
+  if (summary.done === undefined) {
+    throw new VirtDibError(`${phase.hook}: the phase runner did not finish`, {
+      hint: output.trim().split('\n').slice(-5).join(' / ') || undefined,
+    })
+  }
+  if (status !== 0) {
+    const failed = summary.ran.find((r) => r.status !== 0)
+    if (failed) {
+      throw new ScriptError({
+        hook: phase.hook,
+        script: failed.name,
+        status: failed.status,
+        where: phase.where,
+        outputTail: summary.tail,
+        ...(ctx.logPath ? { logPath: ctx.logPath } : {}),
+      })
+    }
+    const env = summary.envFail
+    throw new ScriptError({
+      hook: phase.hook,
+      script: env ? `../environment.d/${env.file}` : '(runner)',
+      status: env?.status ?? status,
+      where: phase.where,
+    })
+  }
+  return {
+    scripts: summary.scripts,
+    ran: summary.ran,
+    envFiles: summary.envFiles,
+    ...(summary.blockDevice !== undefined ? { blockDevice: summary.blockDevice } : {}),
+    seconds,
+  }
+}
+
+async function runInAppliance(ctx: PhaseContext, phase: Phase, live: LiveParser): Promise<string> {
+  const onConsole = (text: string) => live.push(text)
+  ctx.g.on('appliance', onConsole)
+  const runner = ctx.runnerPath(phase.where)
+  const control = ctx.controlFile(phase)
+  try {
+    const call = { signal: ctx.signal, onAbort: 'kill-appliance' as const }
+    if (phase.where === 'chroot') {
+      // guestfs sh: /bin/sh -c in the chroot of the image; the image must have bash (as DIB needs).
+      return await ctx.g.sh(`exec /bin/bash ${runner} ${control}`, call)
+    }
+    // Outside the chroot: guestfsd joins the arguments with spaces, so pass one finished command.
+    return await ctx.g.debug('sh', [`exec /bin/bash ${runner} ${control}`], call)
+  } catch (e) {
+    if (e instanceof GuestfsError && !e.applianceDied) {
+      throw new VirtDibError(`${phase.hook}: the phase could not run: ${e.message.trim().split('\n').pop()}`, {
+        cause: e,
+        hint: phase.where === 'chroot' ? 'chroot phases need /bin/sh and bash in the image' : undefined,
+      })
+    }
+    throw e
+  } finally {
+    // Console lines can trail the call's reply: give the last ones a moment.
+    const expected = live.listed
+    const end = Date.now() + LIVE_DRAIN_MS
+    while (expected && expected.some((s) => !live.ended.has(s)) && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 25))
+    }
+    live.flush()
+    ctx.g.off('appliance', onConsole)
+  }
+}
+
+function runOnHost(ctx: PhaseContext, phase: Phase, live: LiveParser): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/bash', [ctx.runnerPath('host'), ctx.controlFile(phase)], {
+      cwd: ctx.hostCwd,
+      env: ctx.hostEnv,
+      stdio: ['inherit', 'pipe', 'pipe'],
+      signal: ctx.signal,
+    })
+    let output = ''
+    child.stdout.setEncoding('utf8')
+    child.stderr.setEncoding('utf8')
+    child.stdout.on('data', (s: string) => {
+      output += s
+      live.push(s)
+    })
+    child.stderr.on('data', (s: string) => ctx.emit({ kind: 'appliance-log', text: s }))
+    child.on('error', (e) => reject(e))
+    child.on('close', () => {
+      live.flush()
+      resolve(output)
+    })
+  })
+}
