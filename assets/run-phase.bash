@@ -5,7 +5,8 @@ shopt -s lastpipe 2>/dev/null
 . "$1" || { echo "virt-dib runner: cannot read $1" >&2; exit 90; }
 if [ -n "${VDIB_EXTRA_ENV:-}" ] && [ -f "$VDIB_EXTRA_ENV" ]; then . "$VDIB_EXTRA_ENV"; fi
 T=$VDIB_TOKEN
-exec 7>>"${VDIB_CONSOLE:-/dev/null}" || exec 7>/dev/null
+# An empty console means our own stdout (the host case, where stdout may be a socket).
+if [ -z "${VDIB_CONSOLE:-}" ]; then exec 7>&1; else exec 7>>"$VDIB_CONSOLE" || exec 7>/dev/null; fi
 if [ -n "${VDIB_LOG:-}" ]; then exec 8>>"$VDIB_LOG" || exec 8>/dev/null; else exec 8>/dev/null; fi
 say() { printf '%s|S|%s\n' "$T" "$*"; }
 live() { printf '%s|L|%s\n' "$T" "$*" >&7; }

@@ -120,7 +120,7 @@ export function prepareHostPhase(ctx: BuildContext, phase: Phase, mountpoint: st
     hook: phase.hook,
     hooksDir: `${mountpoint}${L.HOOKS}`,
     token: ctx.token,
-    console: '/dev/stdout',
+    console: '',
     log: '',
     cwd: process.cwd(),
     exclude: ctx.plan.options.excludeScripts ?? [],

@@ -1,6 +1,6 @@
 // Finds elements on the element paths (host only; never touches the appliance).
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 
 import { ElementError } from '../errors.js'
 import type { Element, ElementIndex, ElementOverride } from './types.js'
@@ -37,7 +37,7 @@ export function loadElementIndex(paths: readonly string[]): ElementIndex {
     if (!existsSync(path)) throw new ElementError(`element path ‘${path}’ does not exist`)
     if (!isDirectory(path)) throw new ElementError(`element path ‘${path}’ is not a directory`)
     for (const name of readdirSync(path).sort()) {
-      const dir = join(path, name)
+      const dir = resolve(path, name)
       if (!isDirectory(dir)) continue
       const existing = elements.get(name)
       if (existing) {
