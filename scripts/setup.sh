@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One command on a fresh Debian 12 machine: installs what virt-dib needs (Debian packages,
+# npm dependencies, the native addon), then builds the demo image from examples/elements.
+#   scripts/setup.sh            install + demo build
+#   scripts/setup.sh --no-demo  install only (CI runs the demo separately)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake pkg-config
+  libguestfs-dev libguestfs0 libguestfs-tools guestfish
+  qemu-system-x86 qemu-utils supermin linux-image-amd64
+  squashfs-tools fuse3 python3 python3-diskimage-builder sudo
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "setup: npm ci (builds the native addon with cmake-js)"
+npm ci --no-audit --no-fund
+npm run build:ts
+
+if [ "${1:-}" = --no-demo ]; then exit 0; fi
+npm run demo

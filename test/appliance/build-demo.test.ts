@@ -1,0 +1,220 @@
+// A real build of the demo elements plus a probe element that records what every phase sees;
+// one build feeds many assertions. Then a failing build, which must leave nothing behind.
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { build, type BuildEvent, type BuildResult } from '../../src/index.js'
+import { ScriptError } from '../../src/errors.js'
+import { createHandle } from '../helpers/appliance.js'
+import { qemuDescendants, waitFor } from '../helpers/processes.js'
+
+const root = resolve(import.meta.dirname, '..', '..')
+const LIB = '/usr/lib/python3/dist-packages/diskimage_builder/lib'
+const demoElements = join(root, 'examples', 'elements')
+const fixtures = join(root, 'test', 'fixtures', 'elements')
+
+/** dib.* temp dirs in a TMPDIR we give each build, so other processes cannot interfere. */
+function workspaceDirs(tmp: string): string[] {
+  return readdirSync(tmp).filter((d) => d.startsWith('dib.'))
+}
+
+describe('demo build: demo-os demo-app probe → qcow2, tar, raw', () => {
+  const out = mkdtempSync(join(tmpdir(), 'vdib-build.'))
+  const tmp = mkdtempSync(join(tmpdir(), 'vdib-tmp.'))
+  const events: BuildEvent[] = []
+  let result: BuildResult
+  const name = join(out, 'img')
+  const probe = (f: string) => readFileSync(join(`${name}.d`, f), 'utf8')
+  const env = (hook: string) =>
+    Object.fromEntries(
+      probe(`${hook}.env`)
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    )
+
+  beforeAll(async () => {
+    result = await build(
+      {
+        elements: ['demo-os', 'demo-app', 'probe'],
+        libPath: LIB,
+        elementPaths: [demoElements, fixtures],
+        skipBase: true,
+        size: 768 * 1024 ** 2,
+        formats: ['qcow2', 'tar', 'raw'],
+        checksum: true,
+        name,
+        excludeScripts: ['99-probe-excluded'],
+        envvars: [{ name: 'PROBE_SET', value: `it's "quoted" $(not run) \`nor this\`` }, { name: 'PROBE_CARRIED' }],
+        extraPackages: ['pkg-a', 'pkg b'],
+        env: { ...process.env, TMPDIR: tmp, PROBE_CARRIED: 'from host', PROBE_SECRET: 'must not leak', DIB_PROBE: 'x' },
+      },
+      { onEvent: (e) => events.push(e) },
+    )
+  }, 20 * 60_000)
+
+  afterAll(() => {
+    rmSync(out, { recursive: true, force: true })
+    rmSync(tmp, { recursive: true, force: true })
+  })
+
+  it('writes every requested output with checksums that md5sum -c and sha256sum -c accept', () => {
+    expect(result.outputs.map((o) => o.format).sort()).toEqual(['qcow2', 'raw', 'tar'])
+    for (const ext of ['qcow2', 'raw', 'tar']) {
+      expect(existsSync(`${name}.${ext}`)).toBe(true)
+      execFileSync('md5sum', ['-c', `img.${ext}.md5`], { cwd: out })
+      execFileSync('sha256sum', ['-c', `img.${ext}.sha256`], { cwd: out })
+    }
+    expect(readdirSync(out).filter((f) => f.startsWith('.'))).toEqual([]) // no temp names left
+  })
+
+  it('makes a disk of --size: qemu-img agrees, and the raw file has that size', () => {
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', `${name}.qcow2`], { encoding: 'utf8' }))
+    expect(info['virtual-size']).toBe(768 * 1024 ** 2)
+    execFileSync('qemu-img', ['check', `${name}.qcow2`])
+    expect(statSync(`${name}.raw`).size).toBe(768 * 1024 ** 2)
+  })
+
+  it('tars the image root without the build scaffolding, logs truncated, tmp emptied', () => {
+    const list = execFileSync('tar', ['-tvf', `${name}.tar`], { encoding: 'utf8' })
+    expect(list).toMatch(/\.\/usr\/local\/bin\/hello/)
+    expect(list).toMatch(/\.\/etc\/demo-extra-data\.txt/)
+    expect(list).not.toMatch(/in_target/)
+    // lost+found is there, as in diskimage-builder's tarballs (mkfs makes it on the final fs)
+    expect(list).toMatch(/0\/0 +0 [^\n]* \.\/var\/log\/demo-root\.log/)
+    const tmpEntries = list.split('\n').filter((l) => / \.\/tmp\/./.test(l))
+    expect(tmpEntries).toEqual([])
+  })
+
+  it('runs the phases in diskimage-builder order, each where it belongs', () => {
+    expect(probe('order').trim().split('\n')).toEqual([
+      'root.d', 'extra-data.d', 'pre-install.d', 'install.d', 'post-install.d',
+      'post-root.d', 'block-device.d', 'pre-finalise.d', 'finalise.d', 'cleanup.d',
+    ])
+    const where = (h: string) => probe(`${h}.where`).trim()
+    expect(['root.d', 'post-root.d', 'block-device.d', 'pre-finalise.d', 'cleanup.d'].map(where)).toEqual(Array(5).fill('appliance'))
+    expect(['pre-install.d', 'install.d', 'post-install.d', 'finalise.d'].map(where)).toEqual(Array(4).fill('chroot'))
+    expect(where('extra-data.d')).toBe('host')
+  })
+
+  it('orders scripts like sort -n across elements, skips bad names, non-executables and excluded ones', () => {
+    expect(probe('install-order').trim().split('\n')).toEqual(['probe-noprefix', '05-probe-first', '5-probe-second'])
+    const started = events.filter((e) => e.kind === 'script-start' && e.hook === 'install.d').map((e) => (e as { script: string }).script)
+    expect(started).toEqual(['probe-noprefix', '05-probe-first', '5-probe-second', '10-probe', '50-demo-app', '60-demo-extra-data'])
+  })
+
+  it('sources environment.d in byte order and passes --envvar values literally', () => {
+    const e = env('install.d')
+    expect(e['PROBE_ORDER']).toBe('ba')
+    expect(e['PROBE_SET']).toBe(`it's "quoted" $(not run) \`nor this\``)
+    expect(e['PROBE_CARRIED']).toBe('from host')
+    expect(e['PROBE_SECRET']).toBeUndefined()
+    expect(e['DIB_PROBE']).toBeUndefined()
+    expect(e['DIB_ENV']).toContain('DIB_PROBE')
+    expect(e['DIB_OFFLINE']).toBe('')
+    expect(e['ARCH']).toBe('amd64')
+    expect(e['IMAGE_NAME']).toBe('img')
+    expect(e['HOME']).toBe('/root')
+    expect(e['DIB_DEFAULT_INSTALLTYPE']).toBe('source')
+    expect(e['TARGET_ROOT']).toBeUndefined()
+  })
+
+  it('gives outside phases TARGET_ROOT where diskimage-builder does, and the block device later', () => {
+    expect(env('root.d')['TARGET_ROOT']).toBe('/sysroot')
+    expect(env('cleanup.d')['TARGET_ROOT']).toBe('/sysroot')
+    expect(env('post-root.d')['TARGET_ROOT']).toBeUndefined()
+    expect(env('post-install.d')['IMAGE_BLOCK_DEVICE']).toBeUndefined()
+    expect(env('finalise.d')['IMAGE_BLOCK_DEVICE']).toMatch(/^\/dev\/sd[a-z]$/)
+    expect(env('pre-finalise.d')['DIB_ROOT_FSTYPE']).toBe('ext4')
+    expect(probe('cleanup.d.cwd').trim()).toBe('/sysroot/tmp/in_target.aux/out/img.d')
+    expect(probe('install.d.cwd').trim()).toBe('/')
+  })
+
+  it('gives extra-data.d the host environment plus the DIB variables, and its files reach the guest', () => {
+    const e = env('extra-data.d')
+    expect(e['PROBE_SECRET']).toBe('must not leak') // host phase: host environment, as DIB
+    expect(e['TMP_HOOKS_PATH']).toMatch(/\/tmp\/in_target\.aux\/hooks$/)
+    expect(e['DIB_PYTHON_EXEC']).toMatch(/python/)
+    const tar = execFileSync('tar', ['-xOf', `${name}.tar`, './etc/demo-extra-data.txt'], { encoding: 'utf8' })
+    expect(tar).toMatch(/^from extra-data\.d on /)
+  })
+
+  it('hands --extra-packages to install-packages in one call, each name intact', () => {
+    const pkgs = execFileSync('tar', ['-xOf', `${name}.tar`, './var/lib/demo-os/packages'], { encoding: 'utf8' })
+    expect(pkgs).toBe('pkg-a pkg b\n')
+  })
+
+  it('shows script output live, before the script ends, with durations', () => {
+    const i = events.findIndex((e) => e.kind === 'script-output' && e.line === 'demo-app: installed /usr/local/bin/hello')
+    const end = events.findIndex((e) => e.kind === 'script-end' && e.script === '50-demo-app')
+    expect(i).toBeGreaterThan(-1)
+    expect(i).toBeLessThan(end)
+    const ends = events.filter((e) => e.kind === 'script-end')
+    expect(ends.every((e) => typeof (e as { seconds: number }).seconds === 'number')).toBe(true)
+  })
+
+  it('leaves $NAME.d with what cleanup.d wrote', () => {
+    expect(probe('demo-manifest.txt')).toMatch(/^image: img\nelements: demo-app demo-os probe\n/)
+  })
+
+  it('leaves no temp dir and no qemu behind', async () => {
+    expect(workspaceDirs(tmp)).toEqual([])
+    expect(await waitFor(() => qemuDescendants().length === 0, 10_000)).toBe(true)
+  })
+
+  it('produces an image that works: a second appliance chroots into it and runs its programs', async () => {
+    const g = await createHandle()
+    try {
+      await g.addDrive(`${name}.qcow2`, { format: 'qcow2', readonly: true })
+      await g.launch()
+      const fs = await g.listFilesystems()
+      expect(Object.values(fs)).toContain('ext4')
+      const dev = Object.keys(fs)[0]!
+      expect(await g.vfsLabel(dev)).toBe('cloudimg-rootfs')
+      await g.mountRo(dev, '/')
+      expect(await g.sh('/usr/local/bin/hello')).toMatch(/^hello from the virt-dib demo image/)
+      expect(await g.sh('ls /etc/demo-built && cat /etc/demo-app.conf')).toBe('/etc/demo-built\ngreeting=hello\n')
+    } finally {
+      await g.close()
+    }
+  })
+})
+
+describe('failing builds leave nothing behind', () => {
+  const out = mkdtempSync(join(tmpdir(), 'vdib-fail.'))
+  const tmp = mkdtempSync(join(tmpdir(), 'vdib-tmp.'))
+  afterAll(() => {
+    rmSync(out, { recursive: true, force: true })
+    rmSync(tmp, { recursive: true, force: true })
+  })
+
+  it('a failing chroot script: ScriptError with hook, script, status and output; outputs removed; old files kept', async () => {
+    const name = join(out, 'img')
+    writeFileSync(`${name}.qcow2`, 'previous build')
+    const events: BuildEvent[] = []
+    const e = await build(
+      {
+        elements: ['demo-os', 'failing'],
+        libPath: LIB,
+        elementPaths: [demoElements, fixtures],
+        skipBase: true,
+        size: 256 * 1024 ** 2,
+        formats: ['qcow2', 'raw'],
+        name,
+        env: { ...process.env, TMPDIR: tmp },
+      },
+      { onEvent: (ev) => events.push(ev) },
+    ).catch((x: unknown) => x)
+    expect(e).toBeInstanceOf(ScriptError)
+    expect(e).toMatchObject({ hook: 'install.d', script: '20-fail', status: 7, where: 'chroot', exitCode: 1 })
+    expect((e as ScriptError).outputTail).toEqual(['about to fail', 'the reason is on stderr'])
+    expect(readFileSync(`${name}.qcow2`, 'utf8')).toBe('previous build')
+    expect(readdirSync(out)).toEqual(['img.qcow2'])
+    expect(workspaceDirs(tmp)).toEqual([])
+    expect(await waitFor(() => qemuDescendants().length === 0, 10_000)).toBe(true)
+  }, 20 * 60_000)
+})
