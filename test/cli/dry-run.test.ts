@@ -1,0 +1,68 @@
+// --dry-run on Debian's real elements, checked against diskimage-builder's own resolver.
+import { spawnSync } from 'node:child_process'
+
+import { describe, expect, it } from 'vitest'
+
+import type { DryRunReport } from '../../src/api/dry-run.js'
+import { DIB_ELEMENTS, DIB_LIB, runCli } from '../helpers/cli.js'
+
+/** diskimage-builder's element_dependencies on the same request (it prepends base itself: we do too). */
+function dibElements(elements: string[]): string[] {
+  const code = `import sys\nfrom diskimage_builder import element_dependencies as d\nprint(' '.join(sorted(e for e, _ in d.get_elements(sys.argv[1:], ${JSON.stringify(DIB_ELEMENTS)}))))`
+  const r = spawnSync('/usr/bin/python3', ['-c', code, ...elements], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(r.stderr)
+  return r.stdout.trim().split(' ')
+}
+
+function ours(args: string[]): DryRunReport {
+  const r = runCli(['-B', DIB_LIB, '-p', DIB_ELEMENTS, '--dry-run=json', ...args])
+  if (r.status !== 0) throw new Error(r.stderr)
+  return JSON.parse(r.stdout) as DryRunReport
+}
+
+describe('--dry-run on the elements Debian ships', () => {
+  for (const req of [
+    ['debian-minimal', 'vm'],
+    ['ubuntu', 'vm', 'dhcp-all-interfaces'],
+    ['debian-minimal', 'vm', 'block-device-gpt', 'growroot', 'cloud-init-datasources', 'devuser'],
+  ]) {
+    it(`expands ${req.join(' ')} to the same set as diskimage-builder`, () => {
+      const report = ours(req)
+      // diskimage-builder's driver adds base and, for vm, block-device-mbr before resolving.
+      const dibReq = ['base', ...req, ...(req.includes('vm') && !req.some((e) => e.startsWith('block-device-')) ? ['block-device-mbr'] : [])]
+      expect(report.elements.map((e) => e.name)).toEqual(dibElements(dibReq))
+    })
+  }
+
+  it('expands a ramdisk request like ramdisk-image-create', () => {
+    const report = runCli(['-B', DIB_LIB, '-p', DIB_ELEMENTS, '--ramdisk', '--dry-run=json', 'debian-minimal'])
+    expect(report.status).toBe(0)
+    const r = JSON.parse(report.stdout) as DryRunReport
+    expect(r.ramdisk).toBe(true)
+    expect(r.elements.map((e) => e.name)).toEqual(dibElements(['ramdisk', 'base', 'debian-minimal']))
+  })
+
+  it('lists each phase with its scripts in run order, skipped files, and the environment', () => {
+    const r = ours(['debian-minimal', 'vm'])
+    const phase = (h: string) => r.phases.find((p) => p.hook === h)!
+    expect(r.phases.map((p) => p.hook)).toEqual([
+      'root.d', 'extra-data.d', 'pre-install.d', 'install.d', 'post-install.d',
+      'post-root.d', 'block-device.d', 'pre-finalise.d', 'finalise.d', 'cleanup.d',
+    ])
+    expect(phase('root.d').scripts.map((s) => s.name)).toContain('08-debootstrap')
+    expect(phase('finalise.d').scripts.map((s) => s.name)).toContain('50-bootloader')
+    const install = phase('install.d').scripts.map((s) => s.name)
+    const sorted = spawnSync('sort', ['-n'], { input: install.join('\n') + '\n', env: { LC_ALL: 'C' }, encoding: 'utf8' }).stdout
+    expect(install).toEqual(sorted.trim().split('\n'))
+    expect(phase('install.d').where).toBe('chroot')
+    expect(phase('root.d').environment.find((v) => v.name === 'TARGET_ROOT')?.value).toBe('/sysroot')
+    expect(r.environmentFiles.length).toBeGreaterThan(0)
+  })
+
+  it('takes the --dry-run value only with =, so an element named after it still works', () => {
+    const r = runCli(['-B', DIB_LIB, '-p', DIB_ELEMENTS, '--dry-run', 'debian-minimal'])
+    expect(r.status).toBe(0)
+    expect(r.stdout).toMatch(/^Elements:\n/)
+    expect(r.stdout).toMatch(/debian-minimal/)
+  })
+})
