@@ -111,6 +111,7 @@ class Session {
   std::mutex mu_;                   // guards queue_, running_, g_ nulling
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Job>> queue_;
+  std::atomic<bool> has_work_{false};  // mirrors !queue_.empty() for the worker's short spin
   Job* running_ = nullptr;
 
   std::mutex pid_mu_;               // guards pidfd_

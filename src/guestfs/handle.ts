@@ -189,12 +189,37 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
   }
 
   /** Queues one native call; handles AbortSignal and error shaping. */
-  async #call<T>(op: string, args: unknown[], options: CallOptions = {}): Promise<T> {
+  #call<T>(op: string, args: unknown[], options: CallOptions = {}): Promise<T> {
     const site = new Error()
-    const { signal } = options
-    if (signal?.aborted) throw new AbortError(`${op}: aborted before it started`, { cause: signal.reason })
     const fn = this.#native[op] as ((...a: unknown[]) => Promise<T>) | undefined
-    if (typeof fn !== 'function') throw new GuestfsError(`${op}: not available in this build`, { op, code: 'ENOTSUP' })
+    if (typeof fn !== 'function') {
+      return Promise.reject(new GuestfsError(`${op}: not available in this build`, { op, code: 'ENOTSUP' }))
+    }
+    const { signal } = options
+    if (!signal) {
+      // Fast path (most calls): no abort bookkeeping, one extra promise at most.
+      let promise: Promise<T>
+      try {
+        promise = fn.apply(this.#native, args)
+      } catch (e) {
+        return Promise.reject(e)
+      }
+      return promise.catch((e: unknown) => {
+        throw GuestfsError.from(e, op, site, op === 'launch' ? [...this.#launchLog] : undefined)
+      })
+    }
+    return this.#callWithSignal(op, fn, args, options, signal, site)
+  }
+
+  async #callWithSignal<T>(
+    op: string,
+    fn: (...a: unknown[]) => Promise<T>,
+    args: unknown[],
+    options: CallOptions,
+    signal: AbortSignal,
+    site: Error,
+  ): Promise<T> {
+    if (signal.aborted) throw new AbortError(`${op}: aborted before it started`, { cause: signal.reason })
     const promise = fn.apply(this.#native, args)
     const jobId = this.#native.lastJobId
     let timer: NodeJS.Timeout | undefined
@@ -207,15 +232,15 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
         this.#native.kill_appliance()
       }
     }
-    signal?.addEventListener('abort', onAbort, { once: true })
+    signal.addEventListener('abort', onAbort, { once: true })
     try {
       return await promise
     } catch (e) {
-      if (signal?.aborted) throw new AbortError(`${op}: aborted`, { cause: GuestfsError.from(e, op, site) })
+      if (signal.aborted) throw new AbortError(`${op}: aborted`, { cause: GuestfsError.from(e, op, site) })
       throw GuestfsError.from(e, op, site, op === 'launch' ? [...this.#launchLog] : undefined)
     } finally {
       if (timer) clearInterval(timer)
-      signal?.removeEventListener('abort', onAbort)
+      signal.removeEventListener('abort', onAbort)
     }
   }
 
