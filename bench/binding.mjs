@@ -1,7 +1,7 @@
 // Binding overhead: (1) a cheap library-side call made many times through the worker queue from
 // JS vs the same call in a C loop — the difference per call in µs; (2) wall time of one
 // appliance launch through the binding vs `guestfish -a /dev/null run`, alternating.
-// Not a test: prints a report (and appends it to bench/RESULTS-binding.md with --write).
+// Not a test: prints a report (and appends it to bench/RESULTS-overhead.md with --write).
 import { execFileSync, spawnSync } from 'node:child_process'
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -89,4 +89,4 @@ if (LAUNCHES > 0) {
 }
 const report = lines.join('\n') + '\n'
 process.stdout.write(report)
-if (process.argv.includes('--write')) appendFileSync(new URL('./RESULTS-binding.md', import.meta.url), report + '\n')
+if (process.argv.includes('--write')) appendFileSync(new URL('./RESULTS-overhead.md', import.meta.url), report + '\n')
