@@ -11,6 +11,8 @@ packages=(
   libguestfs-dev libguestfs0 libguestfs-tools guestfish
   qemu-system-x86 qemu-utils supermin linux-image-amd64
   squashfs-tools fuse3 python3 python3-diskimage-builder sudo
+  # what virt-dib adds to its build appliance (supermin copies installed host packages)
+  python3-yaml perl gpgv debian-archive-keyring ca-certificates wget git rsync
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 
 import * as L from '../elements/layout.js'
 import { Guestfs } from '../guestfs/index.js'
+import { applianceCacheRoot, prepareAppliance } from '../host/appliance.js'
 import { chooseBackendSettings } from '../host/kvm.js'
 import type { BuildContext } from './context.js'
 import { uploadAuxTree } from './prepare-aux.js'
@@ -38,6 +39,17 @@ export async function launchAppliance(ctx: BuildContext): Promise<string> {
     if (ctx.signal.aborted) g.killAppliance()
     await g.close().catch(() => undefined)
   })
+  if (!o.stockAppliance) {
+    const stockPath = await g.getPath()
+    const appliance = await prepareAppliance({
+      stockPath,
+      extraPackages: o.appliancePackages ?? [],
+      cacheRoot: applianceCacheRoot(plan.env),
+    })
+    if (appliance.fresh) ctx.progress('Prepared the build appliance (first use of this package set)')
+    await g.setPath(appliance.path)
+    await g.setCachedir(appliance.cachedir)
+  }
   if (o.verbose) {
     g.on('library', (t) => ctx.emit({ kind: 'debug', text: t.trimEnd() }))
   }

@@ -59,6 +59,8 @@ export interface BuildOptions {
   argv?: string[]
   /** Extra Debian packages for the build appliance (beyond those virt-dib adds). */
   appliancePackages?: string[]
+  /** Use libguestfs's stock appliance instead of virt-dib's (no python3, perl, gpgv…). */
+  stockAppliance?: boolean
   /** Environment the host phases inherit and --envvar reads (default process.env). */
   env?: NodeJS.ProcessEnv
 }

@@ -123,6 +123,10 @@ describe('demo build: demo-os demo-app probe → qcow2, tar, raw', () => {
     expect(e['TARGET_ROOT']).toBeUndefined()
   })
 
+  it('runs outside scripts in an appliance with the tools diskimage-builder needs', () => {
+    expect(probe('root.d.tools').trim().split('\n')).toEqual(['python3', 'perl', 'gpgv', 'awk', 'debootstrap', 'sudo', 'wget', 'git', 'python3-yaml'])
+  })
+
   it('gives outside phases TARGET_ROOT where diskimage-builder does, and the block device later', () => {
     expect(env('root.d')['TARGET_ROOT']).toBe('/sysroot')
     expect(env('cleanup.d')['TARGET_ROOT']).toBe('/sysroot')

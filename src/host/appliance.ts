@@ -1,0 +1,123 @@
+// virt-dib's own build appliance: libguestfs's appliance plus the packages diskimage-builder's
+// outside-chroot scripts need (the stock one lacks python3, perl, gpgv, keyrings, an `awk`
+// name…). Prepared with supermin from the host's installed packages, kept in the user's cache
+// folder under a key of the package set, and never touching system files. libguestfs then builds
+// and caches the appliance itself (supermin --if-newer rebuilds it when host packages change).
+import { createHash } from 'node:crypto'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdtemp, cp } from 'node:fs/promises'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+
+import { PrerequisiteError } from '../errors.js'
+import { runTool } from './spawn.js'
+import { findExecutable } from './which.js'
+
+/** Packages added to libguestfs's appliance for diskimage-builder's host-side scripts. */
+export const DEFAULT_APPLIANCE_PACKAGES: readonly string[] = [
+  'python3',
+  'python3-yaml',
+  'perl',
+  'gpgv',
+  'debian-archive-keyring',
+  'ca-certificates',
+  'wget',
+  'git',
+  'rsync',
+]
+
+export interface PreparedAppliance {
+  /** For guestfs set_path: a directory with supermin.d. */
+  path: string
+  /** For guestfs set_cachedir: where libguestfs keeps the built appliance of this package set. */
+  cachedir: string
+  /** True if this call prepared it (first use of this package set). */
+  fresh: boolean
+}
+
+export function applianceCacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  const base = env['XDG_CACHE_HOME'] || join(env['HOME'] || homedir(), '.cache')
+  return join(base, 'virt-dib')
+}
+
+/** Packages (of `wanted`) not installed on the host: supermin copies installed packages only. */
+export function missingHostPackages(wanted: readonly string[]): string[] {
+  const r = spawnSync('dpkg-query', ['-W', '-f', '${Package} ${db:Status-Status}\\n', ...wanted], { encoding: 'utf8' })
+  const installed = new Set(
+    r.stdout
+      .split('\n')
+      .filter((l) => l.endsWith(' installed'))
+      .map((l) => l.split(' ')[0]),
+  )
+  return wanted.filter((p) => !installed.has(p))
+}
+
+function key(stockSupermin: string, packages: readonly string[]): string {
+  const h = createHash('sha256')
+  h.update(JSON.stringify([...packages].sort()))
+  for (const f of readdirSync(stockSupermin).sort()) {
+    const st = statSync(join(stockSupermin, f))
+    h.update(`${f}:${st.size}:${st.mtimeMs}\n`)
+  }
+  return h.digest('hex').slice(0, 16)
+}
+
+/**
+ * Returns the appliance for `packages` (DEFAULT + extra), preparing it on first use. Concurrent
+ * builds are safe: each prepares in a private directory and the first rename wins.
+ */
+export async function prepareAppliance(o: {
+  stockPath: string
+  extraPackages?: readonly string[]
+  cacheRoot?: string
+}): Promise<PreparedAppliance> {
+  const stockSupermin = join(o.stockPath, 'supermin.d')
+  if (!existsSync(stockSupermin)) {
+    throw new PrerequisiteError(`libguestfs appliance not found in ‘${o.stockPath}’ (no supermin.d)`)
+  }
+  const packages = [...new Set([...DEFAULT_APPLIANCE_PACKAGES, ...(o.extraPackages ?? [])])]
+  const root = o.cacheRoot ?? applianceCacheRoot()
+  const dir = join(root, `appliance-${key(stockSupermin, packages)}`)
+  const ready = () => ({ path: dir, cachedir: join(dir, 'cache'), fresh: false })
+  if (existsSync(join(dir, '.complete'))) return ready()
+
+  if (!findExecutable('supermin')) throw new PrerequisiteError('supermin needed but not found')
+  const missing = missingHostPackages(packages)
+  if (missing.length > 0) {
+    throw new PrerequisiteError(`the build appliance needs host packages that are not installed: ${missing.join(' ')}`, {
+      hint: `apt-get install ${missing.join(' ')}`,
+    })
+  }
+  mkdirSync(root, { recursive: true })
+  const tmp = await mkdtemp(join(root, '.prepare-'))
+  try {
+    const smd = join(tmp, 'supermin.d')
+    await cp(stockSupermin, smd, { recursive: true })
+    const prep = join(tmp, 'prepare')
+    await runTool('supermin', ['--prepare', '--use-installed', '-o', prep, ...packages])
+    renameSync(join(prep, 'packages'), join(smd, 'zz-virt-dib-packages'))
+    if (existsSync(join(prep, 'base.tar.gz'))) renameSync(join(prep, 'base.tar.gz'), join(smd, 'zz-virt-dib-base.tar.gz'))
+    // `awk` by that name: diskimage-builder scripts call it; the appliance only has gawk.
+    const awkRoot = join(tmp, 'awk-root')
+    mkdirSync(join(awkRoot, 'usr', 'bin'), { recursive: true })
+    symlinkSync('gawk', join(awkRoot, 'usr', 'bin', 'awk'))
+    await runTool('tar', ['-C', awkRoot, '--owner=0', '--group=0', '-czf', join(smd, 'zz-virt-dib-awk.tar.gz'), '.'])
+    rmSync(prep, { recursive: true, force: true })
+    rmSync(awkRoot, { recursive: true, force: true })
+    mkdirSync(join(tmp, 'cache'), { recursive: true })
+    // Outside supermin.d: supermin reads every file there.
+    writeFileSync(join(tmp, '.complete'), `${packages.join(' ')}\n`)
+    try {
+      renameSync(tmp, dir)
+    } catch {
+      // Another build prepared the same package set meanwhile: use theirs.
+      rmSync(tmp, { recursive: true, force: true })
+      return ready()
+    }
+    return { ...ready(), fresh: true }
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true })
+    throw e
+  }
+}
