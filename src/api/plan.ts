@@ -1,5 +1,6 @@
 // planBuild(): everything that can be checked before an appliance is launched — options,
 // elements, hooks, host tools, output directory — in one pass that throws a clear error.
+import { spawnSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { accessSync, constants, existsSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
@@ -61,10 +62,15 @@ function resolvePython(requested: string | undefined, env: NodeJS.ProcessEnv): s
     if (!p) throw new PrerequisiteError(`${requested} needed but not found`)
     return p
   }
-  // divergence: the original requires `python`, which Debian 12 does not have.
-  const p = findExecutable('python', env['PATH']) ?? findExecutable('python3', env['PATH'])
-  if (!p) throw new PrerequisiteError('python needed but not found', { hint: 'install python3 or use --python' })
-  return p
+  // divergence: the original requires `python`, which Debian 12 does not have. We prefer the
+  // interpreter that can import diskimage_builder (host-side element scripts such as
+  // package-installs-squash need it, as DIB_PYTHON_EXEC is DIB's own interpreter), then any python.
+  const candidates = [...new Set(['python', 'python3', '/usr/bin/python3'].map((n) => findExecutable(n, env['PATH'])))].filter(
+    (p): p is string => p !== undefined,
+  )
+  if (candidates.length === 0) throw new PrerequisiteError('python needed but not found', { hint: 'install python3 or use --python' })
+  const withDib = candidates.find((p) => spawnSync(p, ['-c', 'import diskimage_builder'], { stdio: 'ignore', env }).status === 0)
+  return withDib ?? candidates[0]!
 }
 
 export function planBuild(options: BuildOptions): BuildPlan {

@@ -1,0 +1,65 @@
+// An unprivileged user builds an image: no root, no loop devices, no sudo. (The test needs root
+// only to create that user.) Two builds of the same user run at once and share nothing.
+import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { DIB_LIB, root } from '../helpers/cli.js'
+
+const USER = 'vdib-rootless'
+const isRoot = process.getuid?.() === 0
+
+function runAs(args: string[], env: Record<string, string>): Promise<{ status: number | null; out: string }> {
+  return new Promise((resolve) => {
+    // prettier-ignore
+    const child = spawn('runuser', ['-u', USER, '--', 'env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      process.execPath, join(root, 'bin', 'virt-dib'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()))
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()))
+    child.on('close', (status) => resolve({ status, out }))
+  })
+}
+
+describe.runIf(isRoot)('rootless builds', () => {
+  const home = `/home/${USER}`
+  let out: string
+
+  beforeAll(() => {
+    if (spawnSync('id', [USER]).status !== 0) {
+      expect(spawnSync('useradd', ['--create-home', '--home-dir', home, USER]).status).toBe(0)
+    }
+    out = mkdtempSync(join(tmpdir(), 'vdib-rootless.'))
+    spawnSync('chown', [USER, out])
+    chmodSync(out, 0o755)
+  })
+  afterAll(() => {
+    rmSync(out, { recursive: true, force: true })
+  })
+
+  it('builds the demo image as a normal user, twice at once, each with its own appliance and temp dir', async () => {
+    const env = { HOME: home, PATH: process.env['PATH'] ?? '/usr/bin:/bin', TMPDIR: out }
+    const common = ['-B', DIB_LIB, '-p', join(root, 'examples', 'elements'), '--skip-base', '--size', '256M', '--formats', 'tar']
+    // The first build of this user prepares its appliance; build once, then two at once.
+    const first = await runAs([...common, '--name', join(out, 'a'), 'demo-os', 'demo-app'], env)
+    expect(first.out).toMatch(/Done/)
+    expect(first.status).toBe(0)
+    const [b, c] = await Promise.all([
+      runAs([...common, '--name', join(out, 'b'), 'demo-os', 'demo-app'], env),
+      runAs([...common, '--name', join(out, 'c'), 'demo-os', 'demo-app'], env),
+    ])
+    expect([b.status, c.status]).toEqual([0, 0])
+    for (const n of ['a', 'b', 'c']) {
+      expect(existsSync(join(out, `${n}.tar`))).toBe(true)
+      const owner = spawnSync('stat', ['-c', '%U', join(out, `${n}.tar`)], { encoding: 'utf8' }).stdout.trim()
+      expect(owner).toBe(USER)
+      const list = spawnSync('tar', ['-tf', join(out, `${n}.tar`)], { encoding: 'utf8' }).stdout
+      expect(list).toMatch(/\.\/usr\/local\/bin\/hello/)
+    }
+    expect(readdirSync(out).filter((f) => f.startsWith('dib.') || f.startsWith('.'))).toEqual([])
+    expect(existsSync(join(home, '.cache', 'virt-dib'))).toBe(true)
+  }, 20 * 60_000)
+})
