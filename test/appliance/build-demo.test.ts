@@ -22,7 +22,7 @@ function workspaceDirs(tmp: string): string[] {
   return readdirSync(tmp).filter((d) => d.startsWith('dib.'))
 }
 
-describe('demo build: demo-os demo-app probe → qcow2, tar, raw', () => {
+describe('demo build: demo-os demo-app probe → every output format', () => {
   const out = mkdtempSync(join(tmpdir(), 'vdib-build.'))
   const tmp = mkdtempSync(join(tmpdir(), 'vdib-tmp.'))
   const events: BuildEvent[] = []
@@ -38,6 +38,9 @@ describe('demo build: demo-os demo-app probe → qcow2, tar, raw', () => {
     )
 
   beforeAll(async () => {
+    // A stand-in docker client on PATH (no daemon can run here): it records what it gets.
+    process.env['PATH'] = `${join(root, 'test', 'fixtures', 'bin')}:${process.env['PATH']}`
+    process.env['VDIB_FAKE_DOCKER_DIR'] = out
     result = await build(
       {
         elements: ['demo-os', 'demo-app', 'probe'],
@@ -45,7 +48,8 @@ describe('demo build: demo-os demo-app probe → qcow2, tar, raw', () => {
         elementPaths: [demoElements, fixtures],
         skipBase: true,
         size: 768 * 1024 ** 2,
-        formats: ['qcow2', 'tar', 'raw'],
+        formats: ['qcow2', 'tar', 'raw', 'tgz', 'squashfs', 'vhd', 'docker'],
+        dockerTarget: 'vdib/demo:test',
         checksum: true,
         name,
         excludeScripts: ['99-probe-excluded'],
@@ -63,13 +67,34 @@ describe('demo build: demo-os demo-app probe → qcow2, tar, raw', () => {
   })
 
   it('writes every requested output with checksums that md5sum -c and sha256sum -c accept', () => {
-    expect(result.outputs.map((o) => o.format).sort()).toEqual(['qcow2', 'raw', 'tar'])
-    for (const ext of ['qcow2', 'raw', 'tar']) {
+    expect(result.outputs.map((o) => o.format).sort()).toEqual(['qcow2', 'raw', 'squashfs', 'tar', 'tgz', 'vhd'])
+    for (const ext of ['qcow2', 'raw', 'tar', 'tgz', 'squash', 'vhd']) {
       expect(existsSync(`${name}.${ext}`)).toBe(true)
       execFileSync('md5sum', ['-c', `img.${ext}.md5`], { cwd: out })
       execFileSync('sha256sum', ['-c', `img.${ext}.sha256`], { cwd: out })
     }
     expect(readdirSync(out).filter((f) => f.startsWith('.'))).toEqual([]) // no temp names left
+    // checksums in the result are those of the files
+    const tar = result.outputs.find((o) => o.format === 'tar')!
+    expect(readFileSync(`${name}.tar.sha256`, 'utf8')).toBe(`${tar.sha256}  img.tar\n`)
+  })
+
+  it('tgz, squashfs and vhd hold the same image, read back with the real tools', () => {
+    const tarList = execFileSync('tar', ['-tf', `${name}.tar`], { encoding: 'utf8' }).split('\n').filter(Boolean).sort()
+    const tgzList = execFileSync('tar', ['-tzf', `${name}.tgz`], { encoding: 'utf8' }).split('\n').filter(Boolean).sort()
+    expect(tgzList).toEqual(tarList)
+    const squash = execFileSync('unsquashfs', ['-l', `${name}.squash`], { encoding: 'utf8' })
+    expect(squash).toMatch(/squashfs-root\/usr\/local\/bin\/hello/)
+    expect(squash).not.toMatch(/squashfs-root\/proc\/./)
+    const vhd = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', `${name}.vhd`], { encoding: 'utf8' }))
+    expect(vhd.format).toBe('vpc')
+    expect(vhd['virtual-size']).toBeGreaterThanOrEqual(768 * 1024 ** 2)
+  })
+
+  it('imports the tarball into docker through stdin with --docker-target', () => {
+    expect(readFileSync(join(out, 'docker.args'), 'utf8')).toBe('import\n-\nvdib/demo:test\n')
+    const stdin = readFileSync(join(out, 'docker.stdin'))
+    expect(Buffer.compare(stdin, readFileSync(`${name}.tar`))).toBe(0)
   })
 
   it('makes a disk of --size: qemu-img agrees, and the raw file has that size', () => {
@@ -220,5 +245,30 @@ describe('failing builds leave nothing behind', () => {
     expect(readdirSync(out)).toEqual(['img.qcow2'])
     expect(workspaceDirs(tmp)).toEqual([])
     expect(await waitFor(() => qemuDescendants().length === 0, 10_000)).toBe(true)
+  }, 20 * 60_000)
+})
+
+describe('ramdisk mode', () => {
+  const out = mkdtempSync(join(tmpdir(), 'vdib-ramdisk.'))
+  afterAll(() => rmSync(out, { recursive: true, force: true }))
+
+  it('writes no image, only $NAME.d with the kernel and initramfs the ramdisk element made', async () => {
+    const name = join(out, 'ird')
+    const result = await build({
+      elements: ['demo-os'],
+      ramdisk: true,
+      ramdiskElement: 'mini-ramdisk',
+      libPath: LIB,
+      elementPaths: [demoElements, fixtures],
+      skipBase: true,
+      size: 256 * 1024 ** 2,
+      formats: ['qcow2', 'tar'],
+      name,
+    })
+    expect(result.outputs).toEqual([])
+    expect(readdirSync(out)).toEqual(['ird.d'])
+    expect(readdirSync(`${name}.d`).sort()).toEqual(['ird.initramfs', 'ird.kernel'])
+    const list = execFileSync('sh', ['-c', `zcat '${name}.d/ird.initramfs' | cpio -t --quiet`], { encoding: 'utf8' })
+    expect(list).toMatch(/^usr\/bin\/bash$/m)
   }, 20 * 60_000)
 })
