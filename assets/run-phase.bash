@@ -5,6 +5,21 @@ shopt -s lastpipe 2>/dev/null
 . "$1" || { echo "virt-dib runner: cannot read $1" >&2; exit 90; }
 if [ -n "${VDIB_EXTRA_ENV:-}" ] && [ -f "$VDIB_EXTRA_ENV" ]; then . "$VDIB_EXTRA_ENV"; fi
 T=$VDIB_TOKEN
+if [ "${VDIB_WHERE:-}" != chroot ]; then
+  # As diskimage-builder: die and _ps4 (for xtrace) are exported to scripts outside the chroot.
+  [ -f "${_LIB:-}/die" ] && . "$_LIB/die"
+  _ps4() {
+    IFS=" " called=($(caller 0))
+    local f
+    f=$(readlink -f "${called[2]}")
+    printf "%-80s " "${f##*site-packages/}:${called[1]}:${called[0]}"
+  }
+  export -f _ps4
+  export PS4='+ $(_ps4):   '
+  export -f get_image_element_array
+else
+  export -n -f get_image_element_array 2>/dev/null || true
+fi
 # An empty console means our own stdout (the host case, where stdout may be a socket).
 if [ -z "${VDIB_CONSOLE:-}" ]; then exec 7>&1; else exec 7>>"$VDIB_CONSOLE" || exec 7>/dev/null; fi
 if [ -n "${VDIB_LOG:-}" ]; then exec 8>>"$VDIB_LOG" || exec 8>/dev/null; else exec 8>/dev/null; fi
@@ -55,7 +70,7 @@ printf 'Running hooks for %s: %s\n' "$VDIB_HOOK" "${scripts[*]:-}" >&8
     t0=$(now_ms)
     tail=()
     set +e
-    ( cd "$cwd" && exec "$dir/$s" ) 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
+    ( cd "$cwd" && unset OLDPWD && exec "$dir/$s" ) 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
       printf '%s|L|o|%s\n' "$T" "$line" >&7
       printf '%s\n' "$line" >&8
       tail+=("$line")

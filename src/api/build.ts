@@ -17,7 +17,7 @@ import { runExtraData } from './extra-data.js'
 import { createBlockDevice, finalizeImage } from './image.js'
 import type { BuildHooks, BuildOptions } from './options.js'
 import { planBuild, type BuildPlan } from './plan.js'
-import { prepareAuxTree } from './prepare-aux.js'
+import { installTypeFile, prepareAuxTree } from './prepare-aux.js'
 
 export async function build(options: BuildOptions, hooks: BuildHooks = {}): Promise<BuildResult> {
   const plan = planBuild(options)
@@ -34,6 +34,8 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
     const disk = await launchAppliance(ctx)
     await prepareBuildRoot(ctx, auxDir)
     await step(ctx, () => runPhase(ctx, phase('root.d')))
+    const installType = installTypeFile(ctx)
+    await ctx.g.write(installType.path, installType.content)
     await step(ctx, () => runExtraData(ctx))
     await step(ctx, () => runPhase(ctx, phase('pre-install.d')))
     if ((plan.options.extraPackages ?? []).length > 0) {

@@ -1,6 +1,6 @@
 // The image's file systems: the block device step (block-device.d, then the layout), copying
 // the built tree onto it, and the final clean-up before outputs are taken.
-import { shellQuote } from '../elements/environment.js'
+import { phaseEnvironment, shellQuote } from '../elements/environment.js'
 import * as L from '../elements/layout.js'
 import { formatExtraEnv } from '../phases/control-file.js'
 import { phase } from '../phases/registry.js'
@@ -14,13 +14,23 @@ async function applianceSh(ctx: BuildContext, script: string): Promise<string> {
   return ctx.g.debug('sh', [`set -e; ${script}`], { signal: ctx.signal })
 }
 
-/** mkfs command for the root file system, with diskimage-builder's ext4 defaults. */
-export function mkfsCommand(fsType: string, device: string, mkfsOptions: string | undefined): string {
+/**
+ * mkfs command for the root file system, with diskimage-builder's ext4 defaults, the label and
+ * the UUID given at creation (as diskimage-builder does: no separate tune2fs that could race
+ * with udev probing the new file system).
+ */
+export function mkfsCommand(fsType: string, device: string, mkfsOptions: string | undefined, label: string, uuid: string): string {
   const extra = fsType === 'ext4' ? ['-i', '4096', '-J', 'size=64'] : []
   const force = fsType === 'xfs' || fsType === 'btrfs' ? ['-f'] : fsType.startsWith('ext') ? ['-F'] : []
+  const ids =
+    fsType === 'vfat'
+      ? ['-n', label]
+      : fsType === 'xfs'
+        ? ['-L', label, '-m', `uuid=${uuid}`]
+        : ['-L', label, '-U', uuid]
   // --mkfs-options is a list of words: split on blanks, each passed as one literal argument.
   const user = (mkfsOptions ?? '').split(/\s+/).filter(Boolean)
-  return ['mkfs', '-t', fsType, ...force, ...extra, ...user, device].map(shellQuote).join(' ')
+  return ['mkfs', '-t', fsType, ...force, ...extra, ...ids, ...user, device].map(shellQuote).join(' ')
 }
 
 /** block-device.d, then the layout (one file system on the whole disk), then the tree copy. */
@@ -31,9 +41,7 @@ export async function createBlockDevice(ctx: BuildContext): Promise<void> {
   ctx.checkAborted()
   const device = bd.blockDevice ?? outDev
   ctx.progress('Setting up the destination root')
-  await applianceSh(ctx, mkfsCommand(plan.fsType, device, plan.options.mkfsOptions))
-  await g.setLabel(device, plan.rootLabel)
-  if (plan.fsType.startsWith('ext') || plan.fsType === 'xfs') await g.setUuid(device, plan.rootFsUuid)
+  await applianceSh(ctx, `${mkfsCommand(plan.fsType, device, plan.options.mkfsOptions, plan.rootLabel, plan.rootFsUuid)}; udevadm settle || true`)
   // Copy the built tree (everything, hidden top-level files included) onto the new file system.
   ctx.progress('Copying the root tree onto the image')
   const t = Date.now()
@@ -54,13 +62,10 @@ export async function createBlockDevice(ctx: BuildContext): Promise<void> {
   await g.mount(device, '/')
   await mountAux(ctx)
   ctx.blockDevice = { device }
-  const vars = [
-    { name: 'IMAGE_BLOCK_DEVICE', value: device },
-    { name: 'IMAGE_BLOCK_DEVICE_WITHOUT_PART', value: device.replace(/(loop\d+)p\d+$/, '$1') },
-    { name: 'DIB_ROOT_FSTYPE', value: plan.fsType },
-    { name: 'DIB_ROOT_LABEL', value: plan.rootLabel },
-  ]
-  await g.write(`${L.RUNNERS}/block-device.env`, formatExtraEnv(vars))
+  // The environment model is the one source of these values: what it gives the later phases.
+  const { vars } = phaseEnvironment({ ...plan.envInputs, blockDevice: { device } }, 'pre-finalise.d', 'appliance')
+  const late = vars.filter((v) => v.source === 'block-device' || v.name === 'DIB_IMAGE_SIZE')
+  await g.write(`${L.RUNNERS}/block-device.env`, formatExtraEnv(late))
 }
 
 /** Empties /tmp, truncates logs under /var/log and removes /root/*.log, like diskimage-builder. */

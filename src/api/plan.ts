@@ -165,6 +165,8 @@ export function planBuild(options: BuildOptions): BuildPlan {
     libPath: options.libPath,
     imageCache,
     python,
+    skipBase: options.skipBase ?? false,
+    size,
   }
   return {
     options,

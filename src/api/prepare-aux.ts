@@ -53,7 +53,20 @@ function controlFor(ctx: BuildContext, phase: Phase, inputs: EnvInputs, logName:
     extraEnv: afterBlockDevice ? view(where, `${L.RUNNERS}/block-device.env`) : '',
     vars,
     elementArray: elementArray(ctx),
+    where,
     ...(phase.hook === 'extra-packages' ? { scriptsDir: view(where, `${L.RUNNERS}/extra-packages`) } : {}),
+  }
+}
+
+/**
+ * The environment file diskimage-builder writes before extra-data.d (so root.d does not see it);
+ * it replaces an element's file of the same name.
+ */
+export function installTypeFile(ctx: BuildContext): { path: string; content: string } {
+  const type = shellQuote(ctx.plan.options.installType ?? 'source')
+  return {
+    path: `${L.HOOKS}/environment.d/11-dib-install-type.bash`,
+    content: `export DIB_DEFAULT_INSTALLTYPE=\${DIB_DEFAULT_INSTALLTYPE:-${type}}\n`,
   }
 }
 
@@ -64,11 +77,6 @@ export function prepareAuxTree(ctx: BuildContext): string {
   const hooks = join(aux, 'hooks')
   prepareHooksTree(plan.hooks, hooks)
   mkdirSync(join(hooks, 'environment.d'), { recursive: true })
-  // Same file diskimage-builder writes (it overrides an element's file of that name).
-  writeFileSync(
-    join(hooks, 'environment.d', '11-dib-install-type.bash'),
-    `export DIB_DEFAULT_INSTALLTYPE=\${DIB_DEFAULT_INSTALLTYPE:-${shellQuote(plan.options.installType ?? 'source')}}\n`,
-  )
   cpSync(plan.options.libPath, join(aux, 'lib'), { recursive: true, dereference: true })
   const fakeBin = join(aux, 'fake-bin')
   mkdirSync(fakeBin, { recursive: true })
@@ -86,7 +94,8 @@ export function prepareAuxTree(ctx: BuildContext): string {
   mkdirSync(run, { recursive: true })
   writeExecutable(join(run, 'run-phase'), RUNNER_SCRIPT)
   const logName = logFileName(new Date(ctx.t0))
-  ctx.logPath = `${L.PERM}/logs/${logName} (on the helper drive)`
+  // Without --drive the helper drive is a scratch disk: its log is gone after the build.
+  if (plan.options.drive) ctx.logPath = `${L.PERM}/logs/${logName} on the helper drive ${plan.options.drive}`
   const warnings = new Set<string>()
   for (const phase of [...PHASES, EXTRA_PACKAGES]) {
     if (phase.where === 'host') continue
@@ -128,6 +137,7 @@ export function prepareHostPhase(ctx: BuildContext, phase: Phase, mountpoint: st
     extraEnv: '',
     vars,
     elementArray: elementArray(ctx),
+    where: 'host',
   }
   writeFileSync(ctx.controlFile(phase), formatControlFile(control))
   const env: NodeJS.ProcessEnv = { ...ctx.plan.env }

@@ -73,7 +73,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
       const render = createRenderer({
         color: useColor,
         quiet: flags.quiet,
-        debug: (options.debug ?? 0) > 0,
+        debug: (options.debug ?? 0) > 0 || flags.trace,
         verbose: flags.verbose,
         out: process.stdout,
         ...(machine ? { machine } : {}),
@@ -100,6 +100,7 @@ function report(e: unknown, color: boolean, debug: boolean): number {
     return e.exitCode
   }
   if (e instanceof ScriptError) {
+    if (e.outputTail.length > 0) process.stderr.write(`${PROG}: last lines of ${e.hook}/${e.script}:\n`)
     for (const l of e.outputTail) process.stderr.write(`  ${l}\n`)
     err(`${PROG}: error: ${e.message}${e.where === 'chroot' ? ' (in the image chroot)' : ''}`)
     if (e.logPath) process.stderr.write(`${PROG}: the full log is in ${e.logPath}\n`)

@@ -91,6 +91,9 @@ export interface EnvInputs {
   python: string
   /** Set once block-device.d ran / the layout exists. */
   blockDevice?: BlockDeviceVars
+  skipBase?: boolean
+  /** Output disk size in bytes (DIB_IMAGE_SIZE, in KiB, from block-device.d on). */
+  size?: number
   /** Host paths for extra-data.d: where the image root is mounted (FUSE). */
   hostMount?: string
   /** Host directory of fake sudo and friends for extra-data.d. */
@@ -153,6 +156,13 @@ export function phaseEnvironment(inputs: EnvInputs, hook: HookName, where: Where
   set('DIB_IMAGE_ROOT_FS_UUID', inputs.rootFsUuid)
   set('FS_TYPE', inputs.fsType)
   set('DIB_NO_TMPFS', '1')
+  set('DIB_MIN_TMPFS', '2')
+  // compat: diskimage-builder exports its default, whatever -t asked for.
+  set('IMAGE_TYPE', 'qcow2')
+  if (inputs.skipBase) set('SKIP_BASE', '1')
+  // diskimage-builder reads these from the block-device layout before root.d.
+  set('DIB_ROOT_FSTYPE', inputs.blockDevice?.rootFsType ?? inputs.fsType)
+  set('DIB_MOUNTPOINTS', inputs.blockDevice?.mountPoints ?? '/')
   // compat: diskimage-builder leaks these host values into every phase; element manifests use them.
   set('IMAGE_ELEMENT_YAML', formatElementYaml(inputs.elements))
   set('ELEMENTS_PATH', inputs.elementPaths.join(':'))
@@ -163,9 +173,8 @@ export function phaseEnvironment(inputs: EnvInputs, hook: HookName, where: Where
     set('TMP_HOOKS_PATH', `${mount}${L.HOOKS}`)
     set('TMP_BUILD_DIR', `${mount}${L.AUX}`)
     set('TMP_IMAGE_DIR', `${mount}${L.AUX}`)
-    set('TMPDIR', `${mount}/tmp`)
-    set('TMP_DIR', `${mount}/tmp`)
     set('_LIB', inputs.libPath)
+    set('DIB_LOCKFILES', `${inputs.hostEnv['HOME'] ?? ''}/.cache/dib/lockfiles`)
     set('DIB_IMAGE_CACHE', inputs.imageCache)
     set('DIB_PYTHON_EXEC', inputs.python)
     set('DIB_MANIFEST_SAVE_DIR', `${mount}${L.outDir(inputs.imageName)}/`)
@@ -176,12 +185,15 @@ export function phaseEnvironment(inputs: EnvInputs, hook: HookName, where: Where
     set('TMP_HOOKS_PATH', at(L.HOOKS))
     set('TMP_BUILD_DIR', at(L.AUX))
     set('TMP_IMAGE_DIR', at(L.AUX))
-    set('TMPDIR', at('/tmp'))
-    set('TMP', at('/tmp'))
-    set('TMP_DIR', at('/tmp'))
+    // divergence: outside the chroot TMPDIR is the image's /tmp (on the build disk), as the
+    // appliance's own /tmp is a small RAM disk. In the chroot it is unset, as diskimage-builder does.
+    if (where === 'appliance') set('TMPDIR', at('/tmp'))
     set('_LIB', at(L.LIB))
+    set('DIB_LOCKFILES', `${at(L.PERM_HOME)}/.cache/dib/lockfiles`)
     set('DIB_IMAGE_CACHE', at(L.PERM_IMAGE_CACHE))
     set('DIB_MANIFEST_SAVE_DIR', `${at(L.outDir(inputs.imageName))}/`)
+    // The appliance has python3 (virt-dib's appliance); in the chroot it is the image's business.
+    if (where === 'appliance') set('DIB_PYTHON_EXEC', '/usr/bin/python3')
     set('HOME', where === 'chroot' ? '/root' : at(L.PERM_HOME))
     set(
       'PATH',
@@ -195,10 +207,12 @@ export function phaseEnvironment(inputs: EnvInputs, hook: HookName, where: Where
   if (bd && AFTER_BLOCK_DEVICE.has(hook)) {
     set('IMAGE_BLOCK_DEVICE', bd.device, 'block-device')
     set('IMAGE_BLOCK_DEVICE_WITHOUT_PART', bd.device.replace(/(loop\d+)p\d+$/, '$1'), 'block-device')
-    if (bd.devices !== undefined) set('IMAGE_BLOCK_DEVICES', bd.devices, 'block-device')
-    if (bd.rootFsType !== undefined) set('DIB_ROOT_FSTYPE', bd.rootFsType, 'block-device')
+    set('IMAGE_BLOCK_DEVICES', bd.devices ?? `([image0]=${bd.device} [root]=${bd.device})`, 'block-device')
     if (bd.bootLabel !== undefined) set('DIB_BOOT_LABEL', bd.bootLabel, 'block-device')
-    if (bd.mountPoints !== undefined) set('DIB_MOUNTPOINTS', bd.mountPoints, 'block-device')
+  }
+
+  if (inputs.size !== undefined && (AFTER_BLOCK_DEVICE.has(hook) || hook === 'block-device.d')) {
+    set('DIB_IMAGE_SIZE', String(Math.ceil(inputs.size / 1024))) // KiB, as diskimage-builder re-exports it
   }
 
   const warnings: string[] = []

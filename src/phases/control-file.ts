@@ -21,6 +21,7 @@ export interface ControlOptions {
   elementArray: string
   /** Scripts directory when it is not `<hooksDir>/<hook>` (the extra-packages step). */
   scriptsDir?: string
+  where: 'host' | 'appliance' | 'chroot'
 }
 
 export function formatControlFile(o: ControlOptions): string {
@@ -35,11 +36,11 @@ export function formatControlFile(o: ControlOptions): string {
     `VDIB_CWD=${shellQuote(o.cwd)}`,
     `VDIB_EXCLUDE=${shellQuote(o.exclude.join(' '))}`,
     `VDIB_TRACE=${o.trace ? 1 : 0}`,
+    `VDIB_WHERE=${o.where}`,
     `VDIB_EXTRA_ENV=${shellQuote(o.extraEnv)}`,
     `VDIB_SCRIPTS_DIR=${shellQuote(o.scriptsDir ?? `${o.hooksDir}/${o.hook}`)}`,
     `VDIB_ENV_DIR=${shellQuote(`${o.hooksDir}/environment.d`)}`,
     `get_image_element_array() { printf '%s\\n' ${shellQuote(o.elementArray)}; }`,
-    'export -f get_image_element_array',
     '',
   ]
   return lines.join('\n')

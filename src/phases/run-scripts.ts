@@ -178,10 +178,11 @@ async function runInAppliance(ctx: PhaseContext, phase: Phase, live: LiveParser)
     const call = { signal: ctx.signal, onAbort: 'kill-appliance' as const }
     if (phase.where === 'chroot') {
       // guestfs sh: /bin/sh -c in the chroot of the image; the image must have bash (as DIB needs).
-      return await ctx.g.sh(`exec /bin/bash ${runner} ${control}`, call)
+      // env -i: nothing of guestfsd's own environment reaches the scripts.
+      return await ctx.g.sh(`exec env -i /bin/bash ${runner} ${control}`, call)
     }
     // Outside the chroot: guestfsd joins the arguments with spaces, so pass one finished command.
-    return await ctx.g.debug('sh', [`exec /bin/bash ${runner} ${control}`], call)
+    return await ctx.g.debug('sh', [`exec env -i /bin/bash ${runner} ${control}`], call)
   } catch (e) {
     if (e instanceof GuestfsError && !e.applianceDied) {
       throw new VirtDibError(`${phase.hook}: the phase could not run: ${e.message.trim().split('\n').pop()}`, {

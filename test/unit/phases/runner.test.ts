@@ -52,6 +52,7 @@ describe('phase runner', () => {
         extraEnv: '',
         vars: [{ name: 'PROBE', value: `it's $(literal) "q"`, source: 'envvar' }, ...Object.entries(extra).map(([name, value]) => ({ name, value, source: 'virt-dib' as const }))],
         elementArray: '[a]=/e/a ',
+        where: 'host',
       }),
     )
     const r = spawnSync('bash', [join(dir, 'run-phase'), ctl], { encoding: 'utf8' })
