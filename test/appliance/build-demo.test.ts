@@ -79,6 +79,18 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
     expect(readFileSync(`${name}.tar.sha256`, 'utf8')).toBe(`${tar.sha256}  img.tar\n`)
   })
 
+  it('keeps extended attributes, owners and modes in the tarball', () => {
+    const x = mkdtempSync(join(tmpdir(), 'vdib-xattr.'))
+    try {
+      execFileSync('tar', ['--xattrs', "--xattrs-include=*", '-C', x, '-xf', `${name}.tar`, './etc/xattr-probe'])
+      expect(execFileSync('getfattr', ['--only-values', '-n', 'user.vdib', join(x, 'etc/xattr-probe')], { encoding: 'utf8' })).toBe('probe-value')
+      expect(statSync(join(x, 'etc/xattr-probe')).mode & 0o777).toBe(0o640)
+      expect(execFileSync('tar', ['-tvf', `${name}.tar`, './etc/xattr-probe'], { encoding: 'utf8' })).toMatch(/^-rw-r----- 0\/0 /)
+    } finally {
+      rmSync(x, { recursive: true, force: true })
+    }
+  })
+
   it('tgz, squashfs and vhd hold the same image, read back with the real tools', () => {
     const tarList = execFileSync('tar', ['-tf', `${name}.tar`], { encoding: 'utf8' }).split('\n').filter(Boolean).sort()
     const tgzList = execFileSync('tar', ['-tzf', `${name}.tgz`], { encoding: 'utf8' }).split('\n').filter(Boolean).sort()

@@ -50,15 +50,18 @@ describe('CLI builds: interruption and host-side failure', () => {
     expect(events.some((e) => e.kind === 'script-start' && e.hook === 'root.d')).toBe(true)
   }, 10 * 60_000)
 
-  it('a failing extra-data.d script: its status is the exit code, its output is shown', async () => {
+  it('a failing extra-data.d script: its status is the exit code, its output is shown; with --no-delete-on-failure the partial disk is kept and named', async () => {
     // prettier-ignore
     const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'raw',
-      '--name', join(out, 'img2'), 'demo-os', 'failing-host'], env)
+      '--no-delete-on-failure', '--name', join(out, 'img2'), 'demo-os', 'failing-host'], env)
     expect(await run.exited).toBe(42)
     expect(run.out()).toContain('host side failing')
     expect(run.err()).toMatch(/virt-dib: error: extra-data\.d\/10-fail failed with exit status 42/)
     expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
     expect(readdirSync(tmp)).toEqual([])
-    expect(readdirSync(out).filter((f) => f.startsWith('img2') || f.startsWith('.img2'))).toEqual([])
+    const kept = readdirSync(out).filter((f) => f.startsWith('.img2.raw.vdib-'))
+    expect(kept.length).toBe(1)
+    expect(run.out()).toContain(`partial outputs kept: ${join(out, kept[0]!)}`)
+    expect(readdirSync(out).filter((f) => f.startsWith('img2'))).toEqual([])
   }, 10 * 60_000)
 })

@@ -93,6 +93,14 @@ describe('environment model', () => {
     expect(env['IMAGE_BLOCK_DEVICE_WITHOUT_PART']).toBe('/dev/loop0')
   })
 
+  it('sets DIB_OFFLINE=1 without network, and the trace level', () => {
+    const env = asMap(phaseEnvironment(inputs({ offline: true, debugTrace: 2 }), 'install.d', 'chroot').vars)
+    expect(env['DIB_OFFLINE']).toBe('1')
+    expect(env['DIB_DEBUG_TRACE']).toBe('2')
+    expect(env['TMPDIR']).toBeUndefined() // unset in the chroot, as diskimage-builder does
+    expect(env['DIB_ROOT_FSTYPE']).toBe('ext4')
+  })
+
   it('quotes values so that the shell sees them literally', () => {
     expect(shellQuote(`a'b $(x) \`y\` "z"\nw`)).toBe(`'a'\\''b $(x) \`y\` "z"\nw'`)
     expect(formatDibArgs(['virt-dib', '--name', "it's"])).toBe(`virt-dib '--name' 'it'\\''s'`)
