@@ -260,12 +260,13 @@ describe('failing builds leave nothing behind', () => {
   }, 20 * 60_000)
 })
 
-describe('ramdisk mode', () => {
+describe('ramdisk mode (with a --name that must stay data)', () => {
   const out = mkdtempSync(join(tmpdir(), 'vdib-ramdisk.'))
   afterAll(() => rmSync(out, { recursive: true, force: true }))
 
   it('writes no image, only $NAME.d with the kernel and initramfs the ramdisk element made', async () => {
-    const name = join(out, 'ird')
+    const base = `ird it's "$(touch /tmp/pwned)" \`x\` ü`
+    const name = join(out, base)
     const result = await build({
       elements: ['demo-os'],
       ramdisk: true,
@@ -278,9 +279,10 @@ describe('ramdisk mode', () => {
       name,
     })
     expect(result.outputs).toEqual([])
-    expect(readdirSync(out)).toEqual(['ird.d'])
-    expect(readdirSync(`${name}.d`).sort()).toEqual(['ird.initramfs', 'ird.kernel'])
-    const list = execFileSync('sh', ['-c', `zcat '${name}.d/ird.initramfs' | cpio -t --quiet`], { encoding: 'utf8' })
+    expect(readdirSync(out)).toEqual([`${base}.d`])
+    expect(readdirSync(`${name}.d`).sort()).toEqual([`${base}.initramfs`, `${base}.kernel`])
+    const list = execFileSync('sh', ['-c', 'zcat "$1" | cpio -t --quiet', 'sh', `${name}.d/${base}.initramfs`], { encoding: 'utf8' })
     expect(list).toMatch(/^usr\/bin\/bash$/m)
+    expect(existsSync('/tmp/pwned')).toBe(false)
   }, 20 * 60_000)
 })

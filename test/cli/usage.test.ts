@@ -75,3 +75,21 @@ describe('virt-dib CLI without an appliance', () => {
     expect(JSON.parse(r.stdout).outputs).toEqual([`${join(tmp, 'x')}.qcow2`])
   })
 })
+
+describe('host tools are checked before anything is launched', () => {
+  it('qcow2 without qemu-img on PATH: a clear error, nothing left', () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'vdib-cli2.'))
+    try {
+      const bin = join(tmp, 'bin')
+      // Only what virt-dib itself needs besides qemu-img: node and a python.
+      const r = runCli(['-B', DIB_LIB, '-p', join(root, 'examples', 'elements'), '--skip-base', '--python', '/usr/bin/python3', '--name', join(tmp, 'x'), 'demo-os'], {
+        env: { PATH: bin, HOME: tmp, TMPDIR: tmp },
+      })
+      expect(r.stderr).toBe('virt-dib: error: qemu-img needed but not found\n')
+      expect(r.status).toBe(1)
+      expect(readdirSync(tmp)).toEqual([])
+    } finally {
+      rmSync(tmp, { recursive: true, force: true })
+    }
+  })
+})
