@@ -12,7 +12,7 @@ packages=(
   qemu-system-x86 qemu-utils supermin linux-image-amd64
   squashfs-tools fuse3 cpio attr python3 python3-diskimage-builder sudo
   # what virt-dib adds to its build appliance (supermin copies installed host packages)
-  python3-yaml perl gpgv debian-archive-keyring ca-certificates wget git rsync
+  python3-yaml perl gpgv debian-archive-keyring ca-certificates wget git rsync xfsprogs
 )
 missing=()
 for p in "${packages[@]}"; do

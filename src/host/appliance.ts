@@ -25,6 +25,8 @@ export const DEFAULT_APPLIANCE_PACKAGES: readonly string[] = [
   'wget',
   'git',
   'rsync',
+  // --fs-type xfs (Debian ships it for libguestfs as the separate libguestfs-xfs)
+  'xfsprogs',
 ]
 
 export interface PreparedAppliance {
