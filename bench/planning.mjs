@@ -10,7 +10,13 @@ import { chooseBackendSettings } from '../dist/host/kvm.js'
 
 const LIB = '/usr/lib/python3/dist-packages/diskimage_builder/lib'
 const ELEMENTS = '/usr/lib/python3/dist-packages/diskimage_builder/elements'
-const opts = (elements) => ({ elements, libPath: LIB, elementPaths: [ELEMENTS], name: '/tmp/vdib-bench-plan', formats: ['qcow2'] })
+const opts = (elements) => ({
+  elements,
+  libPath: LIB,
+  elementPaths: [ELEMENTS],
+  name: '/tmp/vdib-bench-plan',
+  formats: ['qcow2'],
+})
 const tryPlan = (elements) => {
   try {
     return describePlan(planBuild(opts(elements)))
@@ -44,8 +50,12 @@ const launchMs = performance.now() - t
 await g.close()
 
 console.log(`## Planning vs launch (${new Date().toISOString()})\n`)
-console.log(`- request: ${request.length} elements requested, ${report.elements.length} after expansion, ` +
-  `${report.phases.reduce((n, p) => n + p.scripts.length, 0)} scripts`)
-console.log(`- planning (median of ${runs}): ${planMs.toFixed(1)} ms (min ${times[0].toFixed(1)}, max ${times.at(-1).toFixed(1)})`)
+console.log(
+  `- request: ${request.length} elements requested, ${report.elements.length} after expansion, ` +
+    `${report.phases.reduce((n, p) => n + p.scripts.length, 0)} scripts`,
+)
+console.log(
+  `- planning (median of ${runs}): ${planMs.toFixed(1)} ms (min ${times[0].toFixed(1)}, max ${times.at(-1).toFixed(1)})`,
+)
 console.log(`- one appliance launch: ${(launchMs / 1000).toFixed(1)} s`)
 console.log(`- planning / launch: ${((planMs / launchMs) * 100).toFixed(3)} % (target < 1 %)`)

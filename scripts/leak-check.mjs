@@ -20,8 +20,16 @@ const log = r.stderr
 const summary = /definitely lost: ([\d,]+) bytes in ([\d,]+) blocks/.exec(log)
 const records = log.split(/\n==\d+== \n/).filter((b) => /definitely lost/.test(b) && /virt_dib\.node/.test(b))
 console.log(r.stdout.trim())
-if (r.status !== 0) console.log(`leak-check: the workload failed (status ${r.status}):\n${log.split('\n').filter((l) => !l.startsWith('==')).join('\n')}`)
-console.log(`valgrind: definitely lost (whole process): ${summary ? `${summary[1]} bytes in ${summary[2]} blocks` : '0 bytes'}`)
+if (r.status !== 0)
+  console.log(
+    `leak-check: the workload failed (status ${r.status}):\n${log
+      .split('\n')
+      .filter((l) => !l.startsWith('=='))
+      .join('\n')}`,
+  )
+console.log(
+  `valgrind: definitely lost (whole process): ${summary ? `${summary[1]} bytes in ${summary[2]} blocks` : '0 bytes'}`,
+)
 console.log(`valgrind: definite leaks with virt_dib.node frames: ${records.length}`)
 for (const rec of records) console.log(rec)
 process.exit(r.status === 0 && records.length === 0 ? 0 : 1)

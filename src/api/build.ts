@@ -103,7 +103,10 @@ function explain(ctx: BuildContext, e: unknown): unknown {
   }
   if (e instanceof GuestfsAbortError) return new BuildAbortedError(undefined, { cause: e })
   if (e instanceof GuestfsError && e.applianceDied) {
-    return new VirtDibError(`the appliance died: ${e.message}`, { cause: e, hint: 'was qemu killed or out of memory? try -m' })
+    return new VirtDibError(`the appliance died: ${e.message}`, {
+      cause: e,
+      hint: 'was qemu killed or out of memory? try -m',
+    })
   }
   return e
 }

@@ -41,7 +41,11 @@ export function describePlan(plan: BuildPlan): DryRunReport {
       name: e.name,
       path: e.dir,
       reason:
-        e.reason.kind === 'dependency' ? `dependency of ${e.reason.of}` : e.reason.kind === 'implicit' ? `implicit (${e.reason.why})` : 'requested',
+        e.reason.kind === 'dependency'
+          ? `dependency of ${e.reason.of}`
+          : e.reason.kind === 'implicit'
+            ? `implicit (${e.reason.why})`
+            : 'requested',
     })),
     provided: Object.fromEntries(plan.resolution.provided),
     excluded: plan.resolution.excluded,
@@ -50,7 +54,9 @@ export function describePlan(plan: BuildPlan): DryRunReport {
     phases,
     outputs: plan.ramdisk
       ? [`${plan.outputPath}.d`]
-      : plan.formats.map((f) => (f.extension ? `${plan.outputPath}.${f.extension}` : `docker:${plan.options.dockerTarget ?? ''}`)),
+      : plan.formats.map((f) =>
+          f.extension ? `${plan.outputPath}.${f.extension}` : `docker:${plan.options.dockerTarget ?? ''}`,
+        ),
     ramdisk: plan.ramdisk,
     warnings: [...warnings],
   }
@@ -73,12 +79,16 @@ export function formatDryRun(r: DryRunReport): string {
   out.push('', 'environment.d files, sourced before every phase in this order:')
   for (const f of r.environmentFiles) out.push(`  ${f.name}  (${f.element ?? 'virt-dib'})`)
   for (const p of r.phases) {
-    out.push('', `${p.hook} (${p.where === 'chroot' ? 'in the image chroot' : p.where === 'host' ? 'on the host' : 'in the appliance, outside the chroot'}):`)
+    out.push(
+      '',
+      `${p.hook} (${p.where === 'chroot' ? 'in the image chroot' : p.where === 'host' ? 'on the host' : 'in the appliance, outside the chroot'}):`,
+    )
     if (p.scripts.length === 0) out.push('  (no scripts)')
     for (const s of p.scripts) out.push(`  ${s.name.padEnd(36)} ${s.element ?? ''}`)
     for (const s of p.skipped) out.push(`  skipped ${s.name} (${s.element ?? ''}): ${REASONS[s.reason]}`)
     out.push('  environment:')
-    for (const v of p.environment) out.push(`    ${v.name}=${JSON.stringify(v.value)}${v.source === 'virt-dib' ? '' : `  [${v.source}]`}`)
+    for (const v of p.environment)
+      out.push(`    ${v.name}=${JSON.stringify(v.value)}${v.source === 'virt-dib' ? '' : `  [${v.source}]`}`)
   }
   out.push('', `Outputs${r.ramdisk ? ' (ramdisk build)' : ''}:`)
   for (const o of r.outputs) out.push(`  ${o}`)

@@ -74,7 +74,11 @@ export async function exportTreeOutputs(ctx: BuildContext): Promise<void> {
       sinks.push({ f, sink: f.consumeTar!(octx, target) })
     }
     const t = Date.now()
-    const { stream, done } = ctx.g.tarOutStream('/', { excludes: TREE_EXCLUDES, xattrs: true, numericowner: true }, { signal: ctx.signal })
+    const { stream, done } = ctx.g.tarOutStream(
+      '/',
+      { excludes: TREE_EXCLUDES, xattrs: true, numericowner: true },
+      { signal: ctx.signal },
+    )
     // Fan out with back-pressure: the guest waits for the slowest consumer.
     stream.on('data', (chunk: Buffer) => {
       let waiting = 0

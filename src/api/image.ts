@@ -19,7 +19,13 @@ async function applianceSh(ctx: BuildContext, script: string): Promise<string> {
  * the UUID given at creation (as diskimage-builder does: no separate tune2fs that could race
  * with udev probing the new file system).
  */
-export function mkfsCommand(fsType: string, device: string, mkfsOptions: string | undefined, label: string, uuid: string): string {
+export function mkfsCommand(
+  fsType: string,
+  device: string,
+  mkfsOptions: string | undefined,
+  label: string,
+  uuid: string,
+): string {
   const extra = fsType === 'ext4' ? ['-i', '4096', '-J', 'size=64'] : []
   const force = fsType === 'xfs' || fsType === 'btrfs' ? ['-f'] : fsType.startsWith('ext') ? ['-F'] : []
   const ids =
@@ -41,7 +47,10 @@ export async function createBlockDevice(ctx: BuildContext): Promise<void> {
   ctx.checkAborted()
   const device = bd.blockDevice ?? outDev
   ctx.progress('Setting up the destination root')
-  await applianceSh(ctx, `${mkfsCommand(plan.fsType, device, plan.options.mkfsOptions, plan.rootLabel, plan.rootFsUuid)}; udevadm settle || true`)
+  await applianceSh(
+    ctx,
+    `${mkfsCommand(plan.fsType, device, plan.options.mkfsOptions, plan.rootLabel, plan.rootFsUuid)}; udevadm settle || true`,
+  )
   // Copy the built tree (everything, hidden top-level files included) onto the new file system.
   ctx.progress('Copying the root tree onto the image')
   const t = Date.now()

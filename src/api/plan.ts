@@ -65,11 +65,14 @@ function resolvePython(requested: string | undefined, env: NodeJS.ProcessEnv): s
   // divergence: the original requires `python`, which Debian 12 does not have. We prefer the
   // interpreter that can import diskimage_builder (host-side element scripts such as
   // package-installs-squash need it, as DIB_PYTHON_EXEC is DIB's own interpreter), then any python.
-  const candidates = [...new Set(['python', 'python3', '/usr/bin/python3'].map((n) => findExecutable(n, env['PATH'])))].filter(
-    (p): p is string => p !== undefined,
+  const candidates = [
+    ...new Set(['python', 'python3', '/usr/bin/python3'].map((n) => findExecutable(n, env['PATH']))),
+  ].filter((p): p is string => p !== undefined)
+  if (candidates.length === 0)
+    throw new PrerequisiteError('python needed but not found', { hint: 'install python3 or use --python' })
+  const withDib = candidates.find(
+    (p) => spawnSync(p, ['-c', 'import diskimage_builder'], { stdio: 'ignore', env }).status === 0,
   )
-  if (candidates.length === 0) throw new PrerequisiteError('python needed but not found', { hint: 'install python3 or use --python' })
-  const withDib = candidates.find((p) => spawnSync(p, ['-c', 'import diskimage_builder'], { stdio: 'ignore', env }).status === 0)
   return withDib ?? candidates[0]!
 }
 
@@ -97,11 +100,15 @@ export function planBuild(options: BuildOptions): BuildPlan {
   if (size < 16 * 1024 * 1024) throw new UsageError(`--size ${size} is too small for an image (16M at least)`)
   const fsType = options.fsType ?? 'ext4'
   if (!(fsType in LABEL_MAX)) {
-    throw new UsageError(`unsupported --fs-type ‘${fsType}’`, { hint: `supported: ${Object.keys(LABEL_MAX).join(', ')}` })
+    throw new UsageError(`unsupported --fs-type ‘${fsType}’`, {
+      hint: `supported: ${Object.keys(LABEL_MAX).join(', ')}`,
+    })
   }
   const rootLabel = options.rootLabel ?? (fsType === 'xfs' ? 'img-rootfs' : 'cloudimg-rootfs')
   if (rootLabel.length > LABEL_MAX[fsType]!) {
-    throw new UsageError(`root label ‘${rootLabel}’ is too long for ${fsType} (at most ${LABEL_MAX[fsType]} characters)`)
+    throw new UsageError(
+      `root label ‘${rootLabel}’ is too long for ${fsType} (at most ${LABEL_MAX[fsType]} characters)`,
+    )
   }
   for (const [n, v, min, max] of [
     ['-m', options.memsize, 256, 1024 * 1024],
@@ -109,7 +116,9 @@ export function planBuild(options: BuildOptions): BuildPlan {
     ['--debug', options.debug, 0, 1000],
   ] as const) {
     if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) {
-      throw new UsageError(n === '--debug' ? '--debug parameter must be >= 0' : `${n} must be between ${min} and ${max}`)
+      throw new UsageError(
+        n === '--debug' ? '--debug parameter must be >= 0' : `${n} must be between ${min} and ${max}`,
+      )
     }
   }
   if (options.drive !== undefined) {

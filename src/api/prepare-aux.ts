@@ -123,7 +123,11 @@ export function prepareAuxTree(ctx: BuildContext): string {
 
 /** The control file and environment of extra-data.d, for a FUSE mount at `mountpoint`. */
 export function prepareHostPhase(ctx: BuildContext, phase: Phase, mountpoint: string): NodeJS.ProcessEnv {
-  const inputs: EnvInputs = { ...ctx.plan.envInputs, hostMount: mountpoint, hostFakeBin: join(ctx.workspace, 'host-bin') }
+  const inputs: EnvInputs = {
+    ...ctx.plan.envInputs,
+    hostMount: mountpoint,
+    hostFakeBin: join(ctx.workspace, 'host-bin'),
+  }
   const { vars } = phaseEnvironment(inputs, phase.hook as 'extra-data.d', 'host')
   const control: ControlOptions = {
     hook: phase.hook,

@@ -51,7 +51,11 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     const machine = machineChannel(flags.machineReadable)
     if (machine && elements.length === 0) {
       const { availableFormats } = await import('../outputs/registry.js')
-      machine.write(`${PROG}\n${availableFormats().map((f) => `output:${f}\n`).join('')}`)
+      machine.write(
+        `${PROG}\n${availableFormats()
+          .map((f) => `output:${f}\n`)
+          .join('')}`,
+      )
       return 0
     }
     const options = toBuildOptions(elements, flags, argv)

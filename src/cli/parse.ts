@@ -109,7 +109,10 @@ export function parseArgv(args: readonly string[]): ParsedArgs {
       if (unknown) throw new GetoptError(`unrecognized option '${unknown[1]}'`)
       const missing = /option '([^']+)' argument missing/.exec(e.message)
       if (missing) {
-        const key = missing[1]!.split(/[ ,]+/).filter((k) => k.startsWith('-')).pop()
+        const key = missing[1]!
+          .split(/[ ,]+/)
+          .filter((k) => k.startsWith('-'))
+          .pop()
         throw new GetoptError(`option '${key}' requires an argument`)
       }
       throw new GetoptError(e.message.replace(/^error: /, ''))

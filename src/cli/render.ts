@@ -47,7 +47,13 @@ export function createRenderer(o: RenderOptions): (e: BuildEvent) => void {
         line(e.line)
         break
       case 'script-end':
-        if (!o.quiet) line(paint(DIM, `${stamp(e)}${e.hook}/${e.script} ${e.status === 0 ? 'completed' : `failed with status ${e.status}`} after ${e.seconds.toFixed(3)} s`))
+        if (!o.quiet)
+          line(
+            paint(
+              DIM,
+              `${stamp(e)}${e.hook}/${e.script} ${e.status === 0 ? 'completed' : `failed with status ${e.status}`} after ${e.seconds.toFixed(3)} s`,
+            ),
+          )
         break
       case 'phase-end':
         if (o.debug) line(`${e.hook}: ${e.scripts.length} scripts in ${e.seconds.toFixed(1)} s`)

@@ -137,7 +137,11 @@ const APPLIANCE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
  * Every variable a script of `hook` running at `where` sees, in the order they are exported,
  * each with its source. For host phases the caller merges this over the host environment.
  */
-export function phaseEnvironment(inputs: EnvInputs, hook: HookName, where: Where): { vars: EnvVar[]; warnings: string[] } {
+export function phaseEnvironment(
+  inputs: EnvInputs,
+  hook: HookName,
+  where: Where,
+): { vars: EnvVar[]; warnings: string[] } {
   const own = new Map<string, EnvVar>()
   const set = (name: string, value: string, source: EnvSource = 'virt-dib') => own.set(name, { name, value, source })
   // Inside the image, paths are what the chroot sees; outside, prefixed by /sysroot.
@@ -195,10 +199,7 @@ export function phaseEnvironment(inputs: EnvInputs, hook: HookName, where: Where
     // The appliance has python3 (virt-dib's appliance); in the chroot it is the image's business.
     if (where === 'appliance') set('DIB_PYTHON_EXEC', '/usr/bin/python3')
     set('HOME', where === 'chroot' ? '/root' : at(L.PERM_HOME))
-    set(
-      'PATH',
-      where === 'chroot' ? CHROOT_PATH : `${at(L.FAKE_BIN)}:${at(L.HOOKS)}/bin:${APPLIANCE_PATH}`,
-    )
+    set('PATH', where === 'chroot' ? CHROOT_PATH : `${at(L.FAKE_BIN)}:${at(L.HOOKS)}/bin:${APPLIANCE_PATH}`)
   }
   if (where !== 'chroot' && TARGET_ROOT_HOOKS.has(hook)) {
     set('TARGET_ROOT', where === 'host' ? (inputs.hostMount ?? '') : L.SYSROOT)

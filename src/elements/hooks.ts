@@ -133,10 +133,7 @@ export interface SkippedFile {
  * The scripts a phase directory runs, in order, and the files it skips with the reason: the
  * rules of dib-run-parts (names `^[0-9A-Za-z_-]+$`, regular after symlinks, executable).
  */
-export function listPhaseScripts(
-  plan: HooksPlan,
-  hook: string,
-): { scripts: PhaseScript[]; skipped: SkippedFile[] } {
+export function listPhaseScripts(plan: HooksPlan, hook: string): { scripts: PhaseScript[]; skipped: SkippedFile[] } {
   const scripts: PhaseScript[] = []
   const skipped: SkippedFile[] = []
   for (const f of plan.files) {
@@ -152,7 +149,8 @@ export function listPhaseScripts(
     else scripts.push({ name, element: f.element })
   }
   for (const x of plan.excluded) {
-    if (dirname(x.path) === hook) skipped.push({ name: x.path.slice(hook.length + 1), element: x.element, reason: 'excluded' })
+    if (dirname(x.path) === hook)
+      skipped.push({ name: x.path.slice(hook.length + 1), element: x.element, reason: 'excluded' })
   }
   return { scripts: sortRunParts(scripts, (s) => s.name), skipped }
 }
@@ -168,4 +166,3 @@ export function listEnvironmentFiles(plan: HooksPlan): PhaseScript[] {
   }
   return sortEnvFiles(out, (s) => s.name)
 }
-

@@ -246,51 +246,129 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
 
   // ------------------------------------------------------------------ settings
 
-  setMemsize(mb: number) { return this.#call<void>('set_memsize', [mb]) }
-  getMemsize() { return this.#call<number>('get_memsize', []) }
-  setSmp(n: number) { return this.#call<void>('set_smp', [n]) }
-  getSmp() { return this.#call<number>('get_smp', []) }
-  setNetwork(on: boolean) { return this.#call<void>('set_network', [on]) }
-  getNetwork() { return this.#call<boolean>('get_network', []) }
-  setAppend(append: string | null) { return this.#call<void>('set_append', [append]) }
-  getAppend() { return this.#call<string | null>('get_append', []) }
-  setVerbose(on: boolean) { return this.#call<void>('set_verbose', [on]) }
-  getVerbose() { return this.#call<boolean>('get_verbose', []) }
-  setTrace(on: boolean) { return this.#call<void>('set_trace', [on]) }
-  getTrace() { return this.#call<boolean>('get_trace', []) }
-  setBackend(backend: string) { return this.#call<void>('set_backend', [backend]) }
-  getBackend() { return this.#call<string>('get_backend', []) }
-  setBackendSettings(settings: string[]) { return this.#call<void>('set_backend_settings', [settings]) }
-  getBackendSettings() { return this.#call<string[]>('get_backend_settings', []) }
+  setMemsize(mb: number) {
+    return this.#call<void>('set_memsize', [mb])
+  }
+  getMemsize() {
+    return this.#call<number>('get_memsize', [])
+  }
+  setSmp(n: number) {
+    return this.#call<void>('set_smp', [n])
+  }
+  getSmp() {
+    return this.#call<number>('get_smp', [])
+  }
+  setNetwork(on: boolean) {
+    return this.#call<void>('set_network', [on])
+  }
+  getNetwork() {
+    return this.#call<boolean>('get_network', [])
+  }
+  setAppend(append: string | null) {
+    return this.#call<void>('set_append', [append])
+  }
+  getAppend() {
+    return this.#call<string | null>('get_append', [])
+  }
+  setVerbose(on: boolean) {
+    return this.#call<void>('set_verbose', [on])
+  }
+  getVerbose() {
+    return this.#call<boolean>('get_verbose', [])
+  }
+  setTrace(on: boolean) {
+    return this.#call<void>('set_trace', [on])
+  }
+  getTrace() {
+    return this.#call<boolean>('get_trace', [])
+  }
+  setBackend(backend: string) {
+    return this.#call<void>('set_backend', [backend])
+  }
+  getBackend() {
+    return this.#call<string>('get_backend', [])
+  }
+  setBackendSettings(settings: string[]) {
+    return this.#call<void>('set_backend_settings', [settings])
+  }
+  getBackendSettings() {
+    return this.#call<string[]>('get_backend_settings', [])
+  }
   /** Where libguestfs looks for the appliance (supermin.d, or a prebuilt kernel/initrd/root). */
-  setPath(path: string | null) { return this.#call<void>('set_path', [path]) }
-  getPath() { return this.#call<string>('get_path', []) }
-  setCachedir(dir: string | null) { return this.#call<void>('set_cachedir', [dir]) }
-  getCachedir() { return this.#call<string>('get_cachedir', []) }
-  setTmpdir(dir: string | null) { return this.#call<void>('set_tmpdir', [dir]) }
-  getTmpdir() { return this.#call<string>('get_tmpdir', []) }
-  setHv(hv: string) { return this.#call<void>('set_hv', [hv]) }
-  getHv() { return this.#call<string>('get_hv', []) }
+  setPath(path: string | null) {
+    return this.#call<void>('set_path', [path])
+  }
+  getPath() {
+    return this.#call<string>('get_path', [])
+  }
+  setCachedir(dir: string | null) {
+    return this.#call<void>('set_cachedir', [dir])
+  }
+  getCachedir() {
+    return this.#call<string>('get_cachedir', [])
+  }
+  setTmpdir(dir: string | null) {
+    return this.#call<void>('set_tmpdir', [dir])
+  }
+  getTmpdir() {
+    return this.#call<string>('get_tmpdir', [])
+  }
+  setHv(hv: string) {
+    return this.#call<void>('set_hv', [hv])
+  }
+  getHv() {
+    return this.#call<string>('get_hv', [])
+  }
   /** With true (the binding's default) qemu runs in its own process group: Ctrl-C reaches us, not qemu. */
-  setPgroup(on: boolean) { return this.#call<void>('set_pgroup', [on]) }
-  getPgroup() { return this.#call<boolean>('get_pgroup', []) }
-  setRecoveryProc(on: boolean) { return this.#call<void>('set_recovery_proc', [on]) }
-  getRecoveryProc() { return this.#call<boolean>('get_recovery_proc', []) }
-  setAutosync(on: boolean) { return this.#call<void>('set_autosync', [on]) }
-  getAutosync() { return this.#call<boolean>('get_autosync', []) }
-  setIdentifier(id: string) { return this.#call<void>('set_identifier', [id]) }
-  getIdentifier() { return this.#call<string>('get_identifier', []) }
-  setProgram(name: string) { return this.#call<void>('set_program', [name]) }
-  getProgram() { return this.#call<string>('get_program', []) }
-  getSockdir() { return this.#call<string>('get_sockdir', []) }
+  setPgroup(on: boolean) {
+    return this.#call<void>('set_pgroup', [on])
+  }
+  getPgroup() {
+    return this.#call<boolean>('get_pgroup', [])
+  }
+  setRecoveryProc(on: boolean) {
+    return this.#call<void>('set_recovery_proc', [on])
+  }
+  getRecoveryProc() {
+    return this.#call<boolean>('get_recovery_proc', [])
+  }
+  setAutosync(on: boolean) {
+    return this.#call<void>('set_autosync', [on])
+  }
+  getAutosync() {
+    return this.#call<boolean>('get_autosync', [])
+  }
+  setIdentifier(id: string) {
+    return this.#call<void>('set_identifier', [id])
+  }
+  getIdentifier() {
+    return this.#call<string>('get_identifier', [])
+  }
+  setProgram(name: string) {
+    return this.#call<void>('set_program', [name])
+  }
+  getProgram() {
+    return this.#call<string>('get_program', [])
+  }
+  getSockdir() {
+    return this.#call<string>('get_sockdir', [])
+  }
   /** 0 config, 1 launching, 2 ready. */
-  getState() { return this.#call<number>('get_state', []) }
-  version() { return this.#call<Version>('version', []) }
+  getState() {
+    return this.#call<number>('get_state', [])
+  }
+  version() {
+    return this.#call<Version>('version', [])
+  }
 
   // ------------------------------------------------------------------ drives and lifecycle
 
-  addDrive(filename: string, o: AddDriveOptions = {}) { return this.#call<void>('add_drive', [filename, o]) }
-  addDriveScratch(size: number, o: AddDriveScratchOptions = {}) { return this.#call<void>('add_drive_scratch', [size, o]) }
+  addDrive(filename: string, o: AddDriveOptions = {}) {
+    return this.#call<void>('add_drive', [filename, o])
+  }
+  addDriveScratch(size: number, o: AddDriveScratchOptions = {}) {
+    return this.#call<void>('add_drive_scratch', [size, o])
+  }
   diskCreate(filename: string, format: 'raw' | 'qcow2', size: number, o: DiskCreateOptions = {}) {
     return this.#call<void>('disk_create', [filename, format, size, o])
   }
@@ -306,138 +384,357 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
       this.#updateMask()
     }
   }
-  shutdown() { return this.#call<void>('shutdown', []) }
-  getPid() { return this.#call<number>('get_pid', []) }
-  featureAvailable(groups: string[]) { return this.#call<boolean>('feature_available', [groups]) }
-  availableAllGroups() { return this.#call<string[]>('available_all_groups', []) }
+  shutdown() {
+    return this.#call<void>('shutdown', [])
+  }
+  getPid() {
+    return this.#call<number>('get_pid', [])
+  }
+  featureAvailable(groups: string[]) {
+    return this.#call<boolean>('feature_available', [groups])
+  }
+  availableAllGroups() {
+    return this.#call<string[]>('available_all_groups', [])
+  }
 
   // ------------------------------------------------------------------ devices, partitions, LVM
 
-  listDevices() { return this.#call<string[]>('list_devices', []) }
-  listPartitions() { return this.#call<string[]>('list_partitions', []) }
-  listFilesystems() { return this.#call<Record<string, string>>('list_filesystems', []) }
-  listDmDevices() { return this.#call<string[]>('list_dm_devices', []) }
-  blkid(device: string) { return this.#call<Record<string, string>>('blkid', [device]) }
-  vfsType(mountable: string) { return this.#call<string>('vfs_type', [mountable]) }
-  vfsLabel(mountable: string) { return this.#call<string>('vfs_label', [mountable]) }
-  vfsUuid(mountable: string) { return this.#call<string>('vfs_uuid', [mountable]) }
-  blockdevGetsize64(device: string) { return this.#call<number>('blockdev_getsize64', [device]) }
-  blockdevRereadpt(device: string) { return this.#call<void>('blockdev_rereadpt', [device]) }
-  canonicalDeviceName(device: string) { return this.#call<string>('canonical_device_name', [device]) }
-  partInit(device: string, parttype: 'mbr' | 'msdos' | 'gpt' | (string & {})) { return this.#call<void>('part_init', [device, parttype]) }
+  listDevices() {
+    return this.#call<string[]>('list_devices', [])
+  }
+  listPartitions() {
+    return this.#call<string[]>('list_partitions', [])
+  }
+  listFilesystems() {
+    return this.#call<Record<string, string>>('list_filesystems', [])
+  }
+  listDmDevices() {
+    return this.#call<string[]>('list_dm_devices', [])
+  }
+  blkid(device: string) {
+    return this.#call<Record<string, string>>('blkid', [device])
+  }
+  vfsType(mountable: string) {
+    return this.#call<string>('vfs_type', [mountable])
+  }
+  vfsLabel(mountable: string) {
+    return this.#call<string>('vfs_label', [mountable])
+  }
+  vfsUuid(mountable: string) {
+    return this.#call<string>('vfs_uuid', [mountable])
+  }
+  blockdevGetsize64(device: string) {
+    return this.#call<number>('blockdev_getsize64', [device])
+  }
+  blockdevRereadpt(device: string) {
+    return this.#call<void>('blockdev_rereadpt', [device])
+  }
+  canonicalDeviceName(device: string) {
+    return this.#call<string>('canonical_device_name', [device])
+  }
+  partInit(device: string, parttype: 'mbr' | 'msdos' | 'gpt' | (string & {})) {
+    return this.#call<void>('part_init', [device, parttype])
+  }
   /** `prlogex`: 'p'rimary, 'l'ogical or 'e'xtended; sectors are inclusive, negative counts from the end. */
-  partAdd(device: string, prlogex: 'p' | 'l' | 'e' | 'primary' | 'logical' | 'extended', startsect: number, endsect: number) {
+  partAdd(
+    device: string,
+    prlogex: 'p' | 'l' | 'e' | 'primary' | 'logical' | 'extended',
+    startsect: number,
+    endsect: number,
+  ) {
     return this.#call<void>('part_add', [device, prlogex, startsect, endsect])
   }
-  partDisk(device: string, parttype: string) { return this.#call<void>('part_disk', [device, parttype]) }
-  partDel(device: string, partnum: number) { return this.#call<void>('part_del', [device, partnum]) }
-  partList(device: string) { return this.#call<Partition[]>('part_list', [device]) }
-  partSetBootable(device: string, partnum: number, bootable: boolean) { return this.#call<void>('part_set_bootable', [device, partnum, bootable]) }
-  partSetName(device: string, partnum: number, name: string) { return this.#call<void>('part_set_name', [device, partnum, name]) }
-  partSetMbrId(device: string, partnum: number, id: number) { return this.#call<void>('part_set_mbr_id', [device, partnum, id]) }
-  partGetMbrId(device: string, partnum: number) { return this.#call<number>('part_get_mbr_id', [device, partnum]) }
-  partSetGptType(device: string, partnum: number, guid: string) { return this.#call<void>('part_set_gpt_type', [device, partnum, guid]) }
-  partGetGptType(device: string, partnum: number) { return this.#call<string>('part_get_gpt_type', [device, partnum]) }
-  partSetGptGuid(device: string, partnum: number, guid: string) { return this.#call<void>('part_set_gpt_guid', [device, partnum, guid]) }
-  partGetParttype(device: string) { return this.#call<string>('part_get_parttype', [device]) }
-  partToDev(partition: string) { return this.#call<string>('part_to_dev', [partition]) }
-  partToPartnum(partition: string) { return this.#call<number>('part_to_partnum', [partition]) }
-  pvcreate(device: string) { return this.#call<void>('pvcreate', [device]) }
-  vgcreate(vg: string, pvs: string[]) { return this.#call<void>('vgcreate', [vg, pvs]) }
-  lvcreate(lv: string, vg: string, mbytes: number) { return this.#call<void>('lvcreate', [lv, vg, mbytes]) }
-  lvcreateFree(lv: string, vg: string, percent: number) { return this.#call<void>('lvcreate_free', [lv, vg, percent]) }
-  vgActivateAll(activate: boolean) { return this.#call<void>('vg_activate_all', [activate]) }
-  vgActivate(activate: boolean, vgs: string[]) { return this.#call<void>('vg_activate', [activate, vgs]) }
-  lvmScan(activate: boolean) { return this.#call<void>('lvm_scan', [activate]) }
-  pvs() { return this.#call<string[]>('pvs', []) }
-  vgs() { return this.#call<string[]>('vgs', []) }
-  lvs() { return this.#call<string[]>('lvs', []) }
-  lvremove(device: string) { return this.#call<void>('lvremove', [device]) }
-  vgremove(vg: string) { return this.#call<void>('vgremove', [vg]) }
-  pvremove(device: string) { return this.#call<void>('pvremove', [device]) }
+  partDisk(device: string, parttype: string) {
+    return this.#call<void>('part_disk', [device, parttype])
+  }
+  partDel(device: string, partnum: number) {
+    return this.#call<void>('part_del', [device, partnum])
+  }
+  partList(device: string) {
+    return this.#call<Partition[]>('part_list', [device])
+  }
+  partSetBootable(device: string, partnum: number, bootable: boolean) {
+    return this.#call<void>('part_set_bootable', [device, partnum, bootable])
+  }
+  partSetName(device: string, partnum: number, name: string) {
+    return this.#call<void>('part_set_name', [device, partnum, name])
+  }
+  partSetMbrId(device: string, partnum: number, id: number) {
+    return this.#call<void>('part_set_mbr_id', [device, partnum, id])
+  }
+  partGetMbrId(device: string, partnum: number) {
+    return this.#call<number>('part_get_mbr_id', [device, partnum])
+  }
+  partSetGptType(device: string, partnum: number, guid: string) {
+    return this.#call<void>('part_set_gpt_type', [device, partnum, guid])
+  }
+  partGetGptType(device: string, partnum: number) {
+    return this.#call<string>('part_get_gpt_type', [device, partnum])
+  }
+  partSetGptGuid(device: string, partnum: number, guid: string) {
+    return this.#call<void>('part_set_gpt_guid', [device, partnum, guid])
+  }
+  partGetParttype(device: string) {
+    return this.#call<string>('part_get_parttype', [device])
+  }
+  partToDev(partition: string) {
+    return this.#call<string>('part_to_dev', [partition])
+  }
+  partToPartnum(partition: string) {
+    return this.#call<number>('part_to_partnum', [partition])
+  }
+  pvcreate(device: string) {
+    return this.#call<void>('pvcreate', [device])
+  }
+  vgcreate(vg: string, pvs: string[]) {
+    return this.#call<void>('vgcreate', [vg, pvs])
+  }
+  lvcreate(lv: string, vg: string, mbytes: number) {
+    return this.#call<void>('lvcreate', [lv, vg, mbytes])
+  }
+  lvcreateFree(lv: string, vg: string, percent: number) {
+    return this.#call<void>('lvcreate_free', [lv, vg, percent])
+  }
+  vgActivateAll(activate: boolean) {
+    return this.#call<void>('vg_activate_all', [activate])
+  }
+  vgActivate(activate: boolean, vgs: string[]) {
+    return this.#call<void>('vg_activate', [activate, vgs])
+  }
+  lvmScan(activate: boolean) {
+    return this.#call<void>('lvm_scan', [activate])
+  }
+  pvs() {
+    return this.#call<string[]>('pvs', [])
+  }
+  vgs() {
+    return this.#call<string[]>('vgs', [])
+  }
+  lvs() {
+    return this.#call<string[]>('lvs', [])
+  }
+  lvremove(device: string) {
+    return this.#call<void>('lvremove', [device])
+  }
+  vgremove(vg: string) {
+    return this.#call<void>('vgremove', [vg])
+  }
+  pvremove(device: string) {
+    return this.#call<void>('pvremove', [device])
+  }
 
   // ------------------------------------------------------------------ file systems and mounts
 
-  mkfs(fstype: string, device: string, o: MkfsOptions = {}) { return this.#call<void>('mkfs', [fstype, device, o]) }
-  setLabel(mountable: string, label: string) { return this.#call<void>('set_label', [mountable, label]) }
-  setUuid(device: string, uuid: string) { return this.#call<void>('set_uuid', [device, uuid]) }
-  setUuidRandom(device: string) { return this.#call<void>('set_uuid_random', [device]) }
-  mount(mountable: string, mountpoint: string) { return this.#call<void>('mount', [mountable, mountpoint]) }
-  mountRo(mountable: string, mountpoint: string) { return this.#call<void>('mount_ro', [mountable, mountpoint]) }
-  mountOptions(options: string, mountable: string, mountpoint: string) { return this.#call<void>('mount_options', [options, mountable, mountpoint]) }
+  mkfs(fstype: string, device: string, o: MkfsOptions = {}) {
+    return this.#call<void>('mkfs', [fstype, device, o])
+  }
+  setLabel(mountable: string, label: string) {
+    return this.#call<void>('set_label', [mountable, label])
+  }
+  setUuid(device: string, uuid: string) {
+    return this.#call<void>('set_uuid', [device, uuid])
+  }
+  setUuidRandom(device: string) {
+    return this.#call<void>('set_uuid_random', [device])
+  }
+  mount(mountable: string, mountpoint: string) {
+    return this.#call<void>('mount', [mountable, mountpoint])
+  }
+  mountRo(mountable: string, mountpoint: string) {
+    return this.#call<void>('mount_ro', [mountable, mountpoint])
+  }
+  mountOptions(options: string, mountable: string, mountpoint: string) {
+    return this.#call<void>('mount_options', [options, mountable, mountpoint])
+  }
   mountVfs(options: string, vfstype: string, mountable: string, mountpoint: string) {
     return this.#call<void>('mount_vfs', [options, vfstype, mountable, mountpoint])
   }
-  umount(pathOrDevice: string, o: UmountOptions = {}) { return this.#call<void>('umount', [pathOrDevice, o]) }
-  umountAll() { return this.#call<void>('umount_all', []) }
-  mkmountpoint(path: string) { return this.#call<void>('mkmountpoint', [path]) }
-  rmmountpoint(path: string) { return this.#call<void>('rmmountpoint', [path]) }
-  mounts() { return this.#call<string[]>('mounts', []) }
-  mountpoints() { return this.#call<Record<string, string>>('mountpoints', []) }
+  umount(pathOrDevice: string, o: UmountOptions = {}) {
+    return this.#call<void>('umount', [pathOrDevice, o])
+  }
+  umountAll() {
+    return this.#call<void>('umount_all', [])
+  }
+  mkmountpoint(path: string) {
+    return this.#call<void>('mkmountpoint', [path])
+  }
+  rmmountpoint(path: string) {
+    return this.#call<void>('rmmountpoint', [path])
+  }
+  mounts() {
+    return this.#call<string[]>('mounts', [])
+  }
+  mountpoints() {
+    return this.#call<Record<string, string>>('mountpoints', [])
+  }
   /** Prepares a FUSE view of the guest at a host directory; serve it with {@link mountLocalRun}. */
-  mountLocal(localMountpoint: string, o: MountLocalOptions = {}) { return this.#call<void>('mount_local', [localMountpoint, o]) }
+  mountLocal(localMountpoint: string, o: MountLocalOptions = {}) {
+    return this.#call<void>('mount_local', [localMountpoint, o])
+  }
   /** Serves the FUSE mount until {@link umountLocal} (or `fusermount -u`); occupies the handle meanwhile. */
-  mountLocalRun() { return this.#call<void>('mount_local_run', []) }
-  umountLocal(o: { retry?: boolean } = {}) { return this.#call<void>('umount_local', [o]) }
-  sync() { return this.#call<void>('sync', []) }
-  dropCaches(whattodrop: 1 | 2 | 3) { return this.#call<void>('drop_caches', [whattodrop]) }
-  statvfs(path: string) { return this.#call<Statvfs>('statvfs', [path]) }
+  mountLocalRun() {
+    return this.#call<void>('mount_local_run', [])
+  }
+  umountLocal(o: { retry?: boolean } = {}) {
+    return this.#call<void>('umount_local', [o])
+  }
+  sync() {
+    return this.#call<void>('sync', [])
+  }
+  dropCaches(whattodrop: 1 | 2 | 3) {
+    return this.#call<void>('drop_caches', [whattodrop])
+  }
+  statvfs(path: string) {
+    return this.#call<Statvfs>('statvfs', [path])
+  }
 
   // ------------------------------------------------------------------ files and directories
 
-  mkdir(path: string) { return this.#call<void>('mkdir', [path]) }
-  mkdirP(path: string) { return this.#call<void>('mkdir_p', [path]) }
-  mkdirMode(path: string, mode: number) { return this.#call<void>('mkdir_mode', [path, mode]) }
-  rm(path: string) { return this.#call<void>('rm', [path]) }
-  rmF(path: string) { return this.#call<void>('rm_f', [path]) }
-  rmRf(path: string) { return this.#call<void>('rm_rf', [path]) }
-  rmdir(path: string) { return this.#call<void>('rmdir', [path]) }
-  ls(directory: string) { return this.#call<string[]>('ls', [directory]) }
-  find(directory: string) { return this.#call<string[]>('find', [directory]) }
-  readdir(dir: string) { return this.#call<Dirent[]>('readdir', [dir]) }
-  exists(path: string) { return this.#call<boolean>('exists', [path]) }
-  isDir(path: string, o: { followsymlinks?: boolean } = {}) { return this.#call<boolean>('is_dir', [path, o]) }
-  isFile(path: string, o: { followsymlinks?: boolean } = {}) { return this.#call<boolean>('is_file', [path, o]) }
-  isSymlink(path: string) { return this.#call<boolean>('is_symlink', [path]) }
-  statns(path: string) { return this.#call<Statns>('statns', [path]) }
-  lstatns(path: string) { return this.#call<Statns>('lstatns', [path]) }
-  filesize(path: string) { return this.#call<number>('filesize', [path]) }
-  readFile(path: string) { return this.#call<Buffer>('read_file', [path]) }
-  cat(path: string) { return this.#call<string>('cat', [path]) }
-  write(path: string, content: Buffer | string) { return this.#call<void>('write', [path, content]) }
-  writeAppend(path: string, content: Buffer | string) { return this.#call<void>('write_append', [path, content]) }
-  cp(src: string, dest: string) { return this.#call<void>('cp', [src, dest]) }
-  cpA(src: string, dest: string) { return this.#call<void>('cp_a', [src, dest]) }
-  cpR(src: string, dest: string) { return this.#call<void>('cp_r', [src, dest]) }
-  mv(src: string, dest: string) { return this.#call<void>('mv', [src, dest]) }
-  lnS(target: string, linkname: string) { return this.#call<void>('ln_s', [target, linkname]) }
-  lnSf(target: string, linkname: string) { return this.#call<void>('ln_sf', [target, linkname]) }
-  readlink(path: string) { return this.#call<string>('readlink', [path]) }
-  realpath(path: string) { return this.#call<string>('realpath', [path]) }
-  chmod(mode: number, path: string) { return this.#call<void>('chmod', [mode, path]) }
-  chown(owner: number, group: number, path: string) { return this.#call<void>('chown', [owner, group, path]) }
-  lchown(owner: number, group: number, path: string) { return this.#call<void>('lchown', [owner, group, path]) }
-  touch(path: string) { return this.#call<void>('touch', [path]) }
-  truncate(path: string) { return this.#call<void>('truncate', [path]) }
-  truncateSize(path: string, size: number) { return this.#call<void>('truncate_size', [path, size]) }
-  fill(c: number, len: number, path: string) { return this.#call<void>('fill', [c, len, path]) }
-  fallocate64(path: string, len: number) { return this.#call<void>('fallocate64', [path, len]) }
-  checksum(csumtype: string, path: string) { return this.#call<string>('checksum', [csumtype, path]) }
-  du(path: string) { return this.#call<number>('du', [path]) }
+  mkdir(path: string) {
+    return this.#call<void>('mkdir', [path])
+  }
+  mkdirP(path: string) {
+    return this.#call<void>('mkdir_p', [path])
+  }
+  mkdirMode(path: string, mode: number) {
+    return this.#call<void>('mkdir_mode', [path, mode])
+  }
+  rm(path: string) {
+    return this.#call<void>('rm', [path])
+  }
+  rmF(path: string) {
+    return this.#call<void>('rm_f', [path])
+  }
+  rmRf(path: string) {
+    return this.#call<void>('rm_rf', [path])
+  }
+  rmdir(path: string) {
+    return this.#call<void>('rmdir', [path])
+  }
+  ls(directory: string) {
+    return this.#call<string[]>('ls', [directory])
+  }
+  find(directory: string) {
+    return this.#call<string[]>('find', [directory])
+  }
+  readdir(dir: string) {
+    return this.#call<Dirent[]>('readdir', [dir])
+  }
+  exists(path: string) {
+    return this.#call<boolean>('exists', [path])
+  }
+  isDir(path: string, o: { followsymlinks?: boolean } = {}) {
+    return this.#call<boolean>('is_dir', [path, o])
+  }
+  isFile(path: string, o: { followsymlinks?: boolean } = {}) {
+    return this.#call<boolean>('is_file', [path, o])
+  }
+  isSymlink(path: string) {
+    return this.#call<boolean>('is_symlink', [path])
+  }
+  statns(path: string) {
+    return this.#call<Statns>('statns', [path])
+  }
+  lstatns(path: string) {
+    return this.#call<Statns>('lstatns', [path])
+  }
+  filesize(path: string) {
+    return this.#call<number>('filesize', [path])
+  }
+  readFile(path: string) {
+    return this.#call<Buffer>('read_file', [path])
+  }
+  cat(path: string) {
+    return this.#call<string>('cat', [path])
+  }
+  write(path: string, content: Buffer | string) {
+    return this.#call<void>('write', [path, content])
+  }
+  writeAppend(path: string, content: Buffer | string) {
+    return this.#call<void>('write_append', [path, content])
+  }
+  cp(src: string, dest: string) {
+    return this.#call<void>('cp', [src, dest])
+  }
+  cpA(src: string, dest: string) {
+    return this.#call<void>('cp_a', [src, dest])
+  }
+  cpR(src: string, dest: string) {
+    return this.#call<void>('cp_r', [src, dest])
+  }
+  mv(src: string, dest: string) {
+    return this.#call<void>('mv', [src, dest])
+  }
+  lnS(target: string, linkname: string) {
+    return this.#call<void>('ln_s', [target, linkname])
+  }
+  lnSf(target: string, linkname: string) {
+    return this.#call<void>('ln_sf', [target, linkname])
+  }
+  readlink(path: string) {
+    return this.#call<string>('readlink', [path])
+  }
+  realpath(path: string) {
+    return this.#call<string>('realpath', [path])
+  }
+  chmod(mode: number, path: string) {
+    return this.#call<void>('chmod', [mode, path])
+  }
+  chown(owner: number, group: number, path: string) {
+    return this.#call<void>('chown', [owner, group, path])
+  }
+  lchown(owner: number, group: number, path: string) {
+    return this.#call<void>('lchown', [owner, group, path])
+  }
+  touch(path: string) {
+    return this.#call<void>('touch', [path])
+  }
+  truncate(path: string) {
+    return this.#call<void>('truncate', [path])
+  }
+  truncateSize(path: string, size: number) {
+    return this.#call<void>('truncate_size', [path, size])
+  }
+  fill(c: number, len: number, path: string) {
+    return this.#call<void>('fill', [c, len, path])
+  }
+  fallocate64(path: string, len: number) {
+    return this.#call<void>('fallocate64', [path, len])
+  }
+  checksum(csumtype: string, path: string) {
+    return this.#call<string>('checksum', [csumtype, path])
+  }
+  du(path: string) {
+    return this.#call<number>('du', [path])
+  }
   /** Copies a host file or directory into a guest directory. */
-  copyIn(localpath: string, remotedir: string) { return this.#call<void>('copy_in', [localpath, remotedir]) }
+  copyIn(localpath: string, remotedir: string) {
+    return this.#call<void>('copy_in', [localpath, remotedir])
+  }
   /** Copies a guest file or directory into a host directory. */
-  copyOut(remotepath: string, localdir: string) { return this.#call<void>('copy_out', [remotepath, localdir]) }
+  copyOut(remotepath: string, localdir: string) {
+    return this.#call<void>('copy_out', [remotepath, localdir])
+  }
 
   // ------------------------------------------------------------------ commands
 
   /** `/bin/sh -c` chrooted into the guest mounted at /. Output over ~2 MB hits the protocol limit. */
-  sh(command: string, o: CallOptions = {}) { return this.#call<string>('sh', [command], o) }
-  shLines(command: string, o: CallOptions = {}) { return this.#call<string[]>('sh_lines', [command], o) }
-  command(argv: string[], o: CallOptions = {}) { return this.#call<string>('command', [argv], o) }
-  commandLines(argv: string[], o: CallOptions = {}) { return this.#call<string[]>('command_lines', [argv], o) }
+  sh(command: string, o: CallOptions = {}) {
+    return this.#call<string>('sh', [command], o)
+  }
+  shLines(command: string, o: CallOptions = {}) {
+    return this.#call<string[]>('sh_lines', [command], o)
+  }
+  command(argv: string[], o: CallOptions = {}) {
+    return this.#call<string>('command', [argv], o)
+  }
+  commandLines(argv: string[], o: CallOptions = {}) {
+    return this.#call<string[]>('command_lines', [argv], o)
+  }
   /** guestfsd debug commands (e.g. `sh` outside the chroot); not a stable libguestfs API. */
-  debug(subcmd: string, extraargs: string[], o: CallOptions = {}) { return this.#call<string>('debug', [subcmd, extraargs], o) }
+  debug(subcmd: string, extraargs: string[], o: CallOptions = {}) {
+    return this.#call<string>('debug', [subcmd, extraargs], o)
+  }
 
   // ------------------------------------------------------------------ transfers
 
@@ -449,8 +746,12 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
   tarOut(directory: string, tarfile: HostFile, o: TarOutOptions = {}, c: CallOptions = {}) {
     return this.#call<void>('tar_out', [directory, tarfile, o], c)
   }
-  upload(filename: HostFile, remotefilename: string, c: CallOptions = {}) { return this.#call<void>('upload', [filename, remotefilename], c) }
-  download(remotefilename: string, filename: HostFile, c: CallOptions = {}) { return this.#call<void>('download', [remotefilename, filename], c) }
+  upload(filename: HostFile, remotefilename: string, c: CallOptions = {}) {
+    return this.#call<void>('upload', [filename, remotefilename], c)
+  }
+  download(remotefilename: string, filename: HostFile, c: CallOptions = {}) {
+    return this.#call<void>('download', [remotefilename, filename], c)
+  }
   mksquashfs(path: string, filename: HostFile, o: MksquashfsOptions = {}, c: CallOptions = {}) {
     return this.#call<void>('mksquashfs', [path, filename, o], c)
   }
@@ -459,18 +760,31 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
    * tar_out as a stream: `stream` yields the tarball while the guest writes it; `done` settles
    * with the call. Consume the stream, or the transfer stalls.
    */
-  tarOutStream(directory: string, o: TarOutOptions = {}, c: CallOptions = {}): { stream: Readable; done: Promise<void> } {
+  tarOutStream(
+    directory: string,
+    o: TarOutOptions = {},
+    c: CallOptions = {},
+  ): { stream: Readable; done: Promise<void> } {
     return this.#outStream((fd) => this.tarOut(directory, fd, o, c))
   }
   downloadStream(remotefilename: string, c: CallOptions = {}): { stream: Readable; done: Promise<void> } {
     return this.#outStream((fd) => this.download(remotefilename, fd, c))
   }
   /** mksquashfs to a stream (the squashfs image while the guest writes it). */
-  mksquashfsStream(path: string, o: MksquashfsOptions = {}, c: CallOptions = {}): { stream: Readable; done: Promise<void> } {
+  mksquashfsStream(
+    path: string,
+    o: MksquashfsOptions = {},
+    c: CallOptions = {},
+  ): { stream: Readable; done: Promise<void> } {
     return this.#outStream((fd) => this.mksquashfs(path, fd, o, c))
   }
   /** tar_in from any readable stream (e.g. a compressor's output or a network socket). */
-  tarInStream(source: Readable | AsyncIterable<Uint8Array>, directory: string, o: TarInOptions = {}, c: CallOptions = {}) {
+  tarInStream(
+    source: Readable | AsyncIterable<Uint8Array>,
+    directory: string,
+    o: TarInOptions = {},
+    c: CallOptions = {},
+  ) {
     return this.#inStream(source, (fd) => this.tarIn(fd, directory, o, c))
   }
   uploadStream(source: Readable | AsyncIterable<Uint8Array>, remotefilename: string, c: CallOptions = {}) {

@@ -8,14 +8,7 @@ import { fileURLToPath } from 'node:url'
 export type NativeEventDispatcher = (name: NativeEventName, buf: Buffer, array: number[]) => void
 
 export type NativeEventName =
-  | 'close'
-  | 'subprocess_quit'
-  | 'launch_done'
-  | 'progress'
-  | 'appliance'
-  | 'library'
-  | 'trace'
-  | 'warning'
+  'close' | 'subprocess_quit' | 'launch_done' | 'progress' | 'appliance' | 'library' | 'trace' | 'warning'
 
 /** The error object the addon rejects with; `GuestfsError.from` gives it its final shape. */
 export interface NativeError extends Error {

@@ -87,9 +87,12 @@ export async function prepareAppliance(o: {
   if (!findExecutable('supermin')) throw new PrerequisiteError('supermin needed but not found')
   const missing = missingHostPackages(packages)
   if (missing.length > 0) {
-    throw new PrerequisiteError(`the build appliance needs host packages that are not installed: ${missing.join(' ')}`, {
-      hint: `apt-get install ${missing.join(' ')}`,
-    })
+    throw new PrerequisiteError(
+      `the build appliance needs host packages that are not installed: ${missing.join(' ')}`,
+      {
+        hint: `apt-get install ${missing.join(' ')}`,
+      },
+    )
   }
   mkdirSync(root, { recursive: true })
   const tmp = await mkdtemp(join(root, '.prepare-'))
@@ -99,7 +102,8 @@ export async function prepareAppliance(o: {
     const prep = join(tmp, 'prepare')
     await runTool('supermin', ['--prepare', '--use-installed', '-o', prep, ...packages])
     renameSync(join(prep, 'packages'), join(smd, 'zz-virt-dib-packages'))
-    if (existsSync(join(prep, 'base.tar.gz'))) renameSync(join(prep, 'base.tar.gz'), join(smd, 'zz-virt-dib-base.tar.gz'))
+    if (existsSync(join(prep, 'base.tar.gz')))
+      renameSync(join(prep, 'base.tar.gz'), join(smd, 'zz-virt-dib-base.tar.gz'))
     // `awk` by that name: diskimage-builder scripts call it; the appliance only has gawk.
     const awkRoot = join(tmp, 'awk-root')
     mkdirSync(join(awkRoot, 'usr', 'bin'), { recursive: true })

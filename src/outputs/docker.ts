@@ -23,14 +23,22 @@ export const docker: OutputFormat = {
       signal: ctx.signal,
     })
     const tail = new Tail<string>(10)
-    child.stderr.on('data', (b: Buffer) => b.toString().split('\n').filter(Boolean).forEach((l) => tail.push(l)))
+    child.stderr.on('data', (b: Buffer) =>
+      b
+        .toString()
+        .split('\n')
+        .filter(Boolean)
+        .forEach((l) => tail.push(l)),
+    )
     child.stdout.resume()
     child.stdin.on('error', () => undefined)
     input.pipe(child.stdin)
     const done = new Promise<void>((resolve, reject) => {
       child.on('error', (e) => reject(new HostToolError('docker', null, e.message, { cause: e })))
       child.on('close', (code, signal) =>
-        code === 0 ? resolve() : reject(new HostToolError('docker', code, tail.items.join('\n'), signal ? { signal } : undefined)),
+        code === 0
+          ? resolve()
+          : reject(new HostToolError('docker', code, tail.items.join('\n'), signal ? { signal } : undefined)),
       )
     })
     return Object.assign(input, { done }) as unknown as FileSink

@@ -9,7 +9,11 @@ export const squashfs: OutputFormat = {
   source: 'tree',
   progress: () => 'Compressing the image as squashfs',
   async fromTree(ctx, target) {
-    const { stream, done } = ctx.g.mksquashfsStream('/', { compress: 'xz', excludes: ['sys/*', 'proc/*', 'dev/*'] }, { signal: ctx.signal })
+    const { stream, done } = ctx.g.mksquashfsStream(
+      '/',
+      { compress: 'xz', excludes: ['sys/*', 'proc/*', 'dev/*'] },
+      { signal: ctx.signal },
+    )
     const sink = ctx.fileSink(target)
     await Promise.all([pipeline(stream, sink), done])
     await sink.done

@@ -13,7 +13,11 @@ export function parseSize(text: string): number | undefined {
 
 /** Human size for messages: 5G, 512M, 1.5G. */
 export function formatSize(bytes: number): string {
-  for (const [unit, factor] of [['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
+  for (const [unit, factor] of [
+    ['G', 1024 ** 3],
+    ['M', 1024 ** 2],
+    ['K', 1024],
+  ] as const) {
     if (bytes >= factor) {
       const v = bytes / factor
       return `${Number.isInteger(v) ? v : v.toFixed(1)}${unit}`

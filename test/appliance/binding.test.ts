@@ -233,10 +233,14 @@ describe('appliance C: a launched handle lost to GC', () => {
       }
     }
     expect(alive()).toBe(true)
-    const gone = await waitFor(() => {
-      globalThis.gc?.()
-      return !alive()
-    }, 60_000, 250)
+    const gone = await waitFor(
+      () => {
+        globalThis.gc?.()
+        return !alive()
+      },
+      60_000,
+      250,
+    )
     expect(gone).toBe(true)
   })
 

@@ -82,18 +82,30 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
   it('keeps extended attributes, owners and modes in the tarball', () => {
     const x = mkdtempSync(join(tmpdir(), 'vdib-xattr.'))
     try {
-      execFileSync('tar', ['--xattrs', "--xattrs-include=*", '-C', x, '-xf', `${name}.tar`, './etc/xattr-probe'])
-      expect(execFileSync('getfattr', ['--only-values', '-n', 'user.vdib', join(x, 'etc/xattr-probe')], { encoding: 'utf8' })).toBe('probe-value')
+      execFileSync('tar', ['--xattrs', '--xattrs-include=*', '-C', x, '-xf', `${name}.tar`, './etc/xattr-probe'])
+      expect(
+        execFileSync('getfattr', ['--only-values', '-n', 'user.vdib', join(x, 'etc/xattr-probe')], {
+          encoding: 'utf8',
+        }),
+      ).toBe('probe-value')
       expect(statSync(join(x, 'etc/xattr-probe')).mode & 0o777).toBe(0o640)
-      expect(execFileSync('tar', ['-tvf', `${name}.tar`, './etc/xattr-probe'], { encoding: 'utf8' })).toMatch(/^-rw-r----- 0\/0 /)
+      expect(execFileSync('tar', ['-tvf', `${name}.tar`, './etc/xattr-probe'], { encoding: 'utf8' })).toMatch(
+        /^-rw-r----- 0\/0 /,
+      )
     } finally {
       rmSync(x, { recursive: true, force: true })
     }
   })
 
   it('tgz, squashfs and vhd hold the same image, read back with the real tools', () => {
-    const tarList = execFileSync('tar', ['-tf', `${name}.tar`], { encoding: 'utf8' }).split('\n').filter(Boolean).sort()
-    const tgzList = execFileSync('tar', ['-tzf', `${name}.tgz`], { encoding: 'utf8' }).split('\n').filter(Boolean).sort()
+    const tarList = execFileSync('tar', ['-tf', `${name}.tar`], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .sort()
+    const tgzList = execFileSync('tar', ['-tzf', `${name}.tgz`], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .sort()
     expect(tgzList).toEqual(tarList)
     const squash = execFileSync('unsquashfs', ['-l', `${name}.squash`], { encoding: 'utf8' })
     expect(squash).toMatch(/squashfs-root\/usr\/local\/bin\/hello/)
@@ -129,19 +141,38 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
 
   it('runs the phases in diskimage-builder order, each where it belongs', () => {
     expect(probe('order').trim().split('\n')).toEqual([
-      'root.d', 'extra-data.d', 'pre-install.d', 'install.d', 'post-install.d',
-      'post-root.d', 'block-device.d', 'pre-finalise.d', 'finalise.d', 'cleanup.d',
+      'root.d',
+      'extra-data.d',
+      'pre-install.d',
+      'install.d',
+      'post-install.d',
+      'post-root.d',
+      'block-device.d',
+      'pre-finalise.d',
+      'finalise.d',
+      'cleanup.d',
     ])
     const where = (h: string) => probe(`${h}.where`).trim()
-    expect(['root.d', 'post-root.d', 'block-device.d', 'pre-finalise.d', 'cleanup.d'].map(where)).toEqual(Array(5).fill('appliance'))
+    expect(['root.d', 'post-root.d', 'block-device.d', 'pre-finalise.d', 'cleanup.d'].map(where)).toEqual(
+      Array(5).fill('appliance'),
+    )
     expect(['pre-install.d', 'install.d', 'post-install.d', 'finalise.d'].map(where)).toEqual(Array(4).fill('chroot'))
     expect(where('extra-data.d')).toBe('host')
   })
 
   it('orders scripts like sort -n across elements, skips bad names, non-executables and excluded ones', () => {
     expect(probe('install-order').trim().split('\n')).toEqual(['probe-noprefix', '05-probe-first', '5-probe-second'])
-    const started = events.filter((e) => e.kind === 'script-start' && e.hook === 'install.d').map((e) => (e as { script: string }).script)
-    expect(started).toEqual(['probe-noprefix', '05-probe-first', '5-probe-second', '10-probe', '50-demo-app', '60-demo-extra-data'])
+    const started = events
+      .filter((e) => e.kind === 'script-start' && e.hook === 'install.d')
+      .map((e) => (e as { script: string }).script)
+    expect(started).toEqual([
+      'probe-noprefix',
+      '05-probe-first',
+      '5-probe-second',
+      '10-probe',
+      '50-demo-app',
+      '60-demo-extra-data',
+    ])
   })
 
   it('sources environment.d in byte order and passes --envvar values literally', () => {
@@ -161,7 +192,17 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
   })
 
   it('runs outside scripts in an appliance with the tools diskimage-builder needs', () => {
-    expect(probe('root.d.tools').trim().split('\n')).toEqual(['python3', 'perl', 'gpgv', 'awk', 'debootstrap', 'sudo', 'wget', 'git', 'python3-yaml'])
+    expect(probe('root.d.tools').trim().split('\n')).toEqual([
+      'python3',
+      'perl',
+      'gpgv',
+      'awk',
+      'debootstrap',
+      'sudo',
+      'wget',
+      'git',
+      'python3-yaml',
+    ])
   })
 
   it('gives outside phases TARGET_ROOT where diskimage-builder does, and the block device later', () => {
@@ -190,7 +231,9 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
   })
 
   it('shows script output live, before the script ends, with durations', () => {
-    const i = events.findIndex((e) => e.kind === 'script-output' && e.line === 'demo-app: installed /usr/local/bin/hello')
+    const i = events.findIndex(
+      (e) => e.kind === 'script-output' && e.line === 'demo-app: installed /usr/local/bin/hello',
+    )
     const end = events.findIndex((e) => e.kind === 'script-end' && e.script === '50-demo-app')
     expect(i).toBeGreaterThan(-1)
     expect(i).toBeLessThan(end)
@@ -233,56 +276,66 @@ describe('failing builds leave nothing behind', () => {
     rmSync(tmp, { recursive: true, force: true })
   })
 
-  it('a failing chroot script: ScriptError with hook, script, status and output; outputs removed; old files kept', async () => {
-    const name = join(out, 'img')
-    writeFileSync(`${name}.qcow2`, 'previous build')
-    const events: BuildEvent[] = []
-    const e = await build(
-      {
-        elements: ['demo-os', 'failing'],
-        libPath: LIB,
-        elementPaths: [demoElements, fixtures],
-        skipBase: true,
-        size: 256 * 1024 ** 2,
-        formats: ['qcow2', 'raw'],
-        name,
-        env: { ...process.env, TMPDIR: tmp },
-      },
-      { onEvent: (ev) => events.push(ev) },
-    ).catch((x: unknown) => x)
-    expect(e).toBeInstanceOf(ScriptError)
-    expect(e).toMatchObject({ hook: 'install.d', script: '20-fail', status: 7, where: 'chroot', exitCode: 1 })
-    expect((e as ScriptError).outputTail).toEqual(['about to fail', 'the reason is on stderr'])
-    expect(readFileSync(`${name}.qcow2`, 'utf8')).toBe('previous build')
-    expect(readdirSync(out)).toEqual(['img.qcow2'])
-    expect(workspaceDirs(tmp)).toEqual([])
-    expect(await waitFor(() => qemuDescendants().length === 0, 10_000)).toBe(true)
-  }, 20 * 60_000)
+  it(
+    'a failing chroot script: ScriptError with hook, script, status and output; outputs removed; old files kept',
+    async () => {
+      const name = join(out, 'img')
+      writeFileSync(`${name}.qcow2`, 'previous build')
+      const events: BuildEvent[] = []
+      const e = await build(
+        {
+          elements: ['demo-os', 'failing'],
+          libPath: LIB,
+          elementPaths: [demoElements, fixtures],
+          skipBase: true,
+          size: 256 * 1024 ** 2,
+          formats: ['qcow2', 'raw'],
+          name,
+          env: { ...process.env, TMPDIR: tmp },
+        },
+        { onEvent: (ev) => events.push(ev) },
+      ).catch((x: unknown) => x)
+      expect(e).toBeInstanceOf(ScriptError)
+      expect(e).toMatchObject({ hook: 'install.d', script: '20-fail', status: 7, where: 'chroot', exitCode: 1 })
+      expect((e as ScriptError).outputTail).toEqual(['about to fail', 'the reason is on stderr'])
+      expect(readFileSync(`${name}.qcow2`, 'utf8')).toBe('previous build')
+      expect(readdirSync(out)).toEqual(['img.qcow2'])
+      expect(workspaceDirs(tmp)).toEqual([])
+      expect(await waitFor(() => qemuDescendants().length === 0, 10_000)).toBe(true)
+    },
+    20 * 60_000,
+  )
 })
 
 describe('ramdisk mode (with a --name that must stay data)', () => {
   const out = mkdtempSync(join(tmpdir(), 'vdib-ramdisk.'))
   afterAll(() => rmSync(out, { recursive: true, force: true }))
 
-  it('writes no image, only $NAME.d with the kernel and initramfs the ramdisk element made', async () => {
-    const base = `ird it's "$(touch /tmp/pwned)" \`x\` ü`
-    const name = join(out, base)
-    const result = await build({
-      elements: ['demo-os'],
-      ramdisk: true,
-      ramdiskElement: 'mini-ramdisk',
-      libPath: LIB,
-      elementPaths: [demoElements, fixtures],
-      skipBase: true,
-      size: 256 * 1024 ** 2,
-      formats: ['qcow2', 'tar'],
-      name,
-    })
-    expect(result.outputs).toEqual([])
-    expect(readdirSync(out)).toEqual([`${base}.d`])
-    expect(readdirSync(`${name}.d`).sort()).toEqual([`${base}.initramfs`, `${base}.kernel`])
-    const list = execFileSync('sh', ['-c', 'zcat "$1" | cpio -t --quiet', 'sh', `${name}.d/${base}.initramfs`], { encoding: 'utf8' })
-    expect(list).toMatch(/^usr\/bin\/bash$/m)
-    expect(existsSync('/tmp/pwned')).toBe(false)
-  }, 20 * 60_000)
+  it(
+    'writes no image, only $NAME.d with the kernel and initramfs the ramdisk element made',
+    async () => {
+      const base = `ird it's "$(touch /tmp/pwned)" \`x\` ü`
+      const name = join(out, base)
+      const result = await build({
+        elements: ['demo-os'],
+        ramdisk: true,
+        ramdiskElement: 'mini-ramdisk',
+        libPath: LIB,
+        elementPaths: [demoElements, fixtures],
+        skipBase: true,
+        size: 256 * 1024 ** 2,
+        formats: ['qcow2', 'tar'],
+        name,
+      })
+      expect(result.outputs).toEqual([])
+      expect(readdirSync(out)).toEqual([`${base}.d`])
+      expect(readdirSync(`${name}.d`).sort()).toEqual([`${base}.initramfs`, `${base}.kernel`])
+      const list = execFileSync('sh', ['-c', 'zcat "$1" | cpio -t --quiet', 'sh', `${name}.d/${base}.initramfs`], {
+        encoding: 'utf8',
+      })
+      expect(list).toMatch(/^usr\/bin\/bash$/m)
+      expect(existsSync('/tmp/pwned')).toBe(false)
+    },
+    20 * 60_000,
+  )
 })

@@ -13,7 +13,10 @@ import { allQemuPids, waitFor } from '../helpers/processes.js'
 const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
 
 function start(args: string[], env: NodeJS.ProcessEnv) {
-  const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (b: Buffer) => (stdout += b.toString()))
@@ -32,36 +35,47 @@ describe('CLI builds: interruption and host-side failure', () => {
     rmSync(tmp, { recursive: true, force: true })
   })
 
-  it('SIGINT during root.d: exit 130, a one-line message, appliance stopped, nothing left', async () => {
-    const mr = join(out, 'events.jsonl')
-    // prettier-ignore
-    const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'qcow2,raw',
+  it(
+    'SIGINT during root.d: exit 130, a one-line message, appliance stopped, nothing left',
+    async () => {
+      const mr = join(out, 'events.jsonl')
+      // prettier-ignore
+      const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'qcow2,raw',
       '--name', join(out, 'img'), `--machine-readable=file:${mr}`, 'demo-os', 'demo-app'], env)
-    expect(await waitFor(() => run.out().includes('Running: root.d/10-demo-root'), 5 * 60_000, 100)).toBe(true)
-    run.child.kill('SIGINT')
-    expect(await run.exited).toBe(130)
-    expect(run.err()).toMatch(/virt-dib: exiting on signal SIGINT\n/)
-    expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
-    expect(readdirSync(tmp)).toEqual([])
-    expect(readdirSync(out)).toEqual(['events.jsonl'])
-    // The machine-readable stream has the same events as build(), one JSON object per line.
-    const events = readFileSync(mr, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; hook?: string })
-    expect(events[0]).toMatchObject({ kind: 'info' })
-    expect(events.some((e) => e.kind === 'script-start' && e.hook === 'root.d')).toBe(true)
-  }, 10 * 60_000)
+      expect(await waitFor(() => run.out().includes('Running: root.d/10-demo-root'), 5 * 60_000, 100)).toBe(true)
+      run.child.kill('SIGINT')
+      expect(await run.exited).toBe(130)
+      expect(run.err()).toMatch(/virt-dib: exiting on signal SIGINT\n/)
+      expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
+      expect(readdirSync(tmp)).toEqual([])
+      expect(readdirSync(out)).toEqual(['events.jsonl'])
+      // The machine-readable stream has the same events as build(), one JSON object per line.
+      const events = readFileSync(mr, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { kind: string; hook?: string })
+      expect(events[0]).toMatchObject({ kind: 'info' })
+      expect(events.some((e) => e.kind === 'script-start' && e.hook === 'root.d')).toBe(true)
+    },
+    10 * 60_000,
+  )
 
-  it('a failing extra-data.d script: its status is the exit code, its output is shown; with --no-delete-on-failure the partial disk is kept and named', async () => {
-    // prettier-ignore
-    const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'raw',
+  it(
+    'a failing extra-data.d script: its status is the exit code, its output is shown; with --no-delete-on-failure the partial disk is kept and named',
+    async () => {
+      // prettier-ignore
+      const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'raw',
       '--no-delete-on-failure', '--name', join(out, 'img2'), 'demo-os', 'failing-host'], env)
-    expect(await run.exited).toBe(42)
-    expect(run.out()).toContain('host side failing')
-    expect(run.err()).toMatch(/virt-dib: error: extra-data\.d\/10-fail failed with exit status 42/)
-    expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
-    expect(readdirSync(tmp)).toEqual([])
-    const kept = readdirSync(out).filter((f) => f.startsWith('.img2.raw.vdib-'))
-    expect(kept.length).toBe(1)
-    expect(run.out()).toContain(`partial outputs kept: ${join(out, kept[0]!)}`)
-    expect(readdirSync(out).filter((f) => f.startsWith('img2'))).toEqual([])
-  }, 10 * 60_000)
+      expect(await run.exited).toBe(42)
+      expect(run.out()).toContain('host side failing')
+      expect(run.err()).toMatch(/virt-dib: error: extra-data\.d\/10-fail failed with exit status 42/)
+      expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
+      expect(readdirSync(tmp)).toEqual([])
+      const kept = readdirSync(out).filter((f) => f.startsWith('.img2.raw.vdib-'))
+      expect(kept.length).toBe(1)
+      expect(run.out()).toContain(`partial outputs kept: ${join(out, kept[0]!)}`)
+      expect(readdirSync(out).filter((f) => f.startsWith('img2'))).toEqual([])
+    },
+    10 * 60_000,
+  )
 })

@@ -12,7 +12,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build } from '../../src/index.js'
 import { DIB_LIB, root } from '../helpers/cli.js'
 
-const HOOKS = ['root.d', 'extra-data.d', 'pre-install.d', 'install.d', 'post-install.d', 'post-root.d', 'pre-finalise.d', 'finalise.d', 'cleanup.d']
+const HOOKS = [
+  'root.d',
+  'extra-data.d',
+  'pre-install.d',
+  'install.d',
+  'post-install.d',
+  'post-root.d',
+  'pre-finalise.d',
+  'finalise.d',
+  'cleanup.d',
+]
 const elementsPath = [join(root, 'examples', 'elements'), join(root, 'test', 'fixtures', 'elements')]
 const cleanEnv = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LC_ALL: 'C' }
 
@@ -26,7 +36,21 @@ const INTENDED = {
   // --image-size (GB) is exported from the start; virt-dib has --size and exports KiB from block-device.d
   dibBeforeBlockDevice: new Set(['DIB_IMAGE_SIZE']),
   // sudo -E chroot leaks these into the chroot
-  dibChroot: new Set(['DIB_PYTHON_EXEC', 'LOGNAME', 'USER', 'SUDO_COMMAND', 'SUDO_GID', 'SUDO_UID', 'SUDO_USER', 'LANG', 'MAIL', 'SHELL', 'TERM', 'HOSTNAME', 'USERNAME']),
+  dibChroot: new Set([
+    'DIB_PYTHON_EXEC',
+    'LOGNAME',
+    'USER',
+    'SUDO_COMMAND',
+    'SUDO_GID',
+    'SUDO_UID',
+    'SUDO_USER',
+    'LANG',
+    'MAIL',
+    'SHELL',
+    'TERM',
+    'HOSTNAME',
+    'USERNAME',
+  ]),
 }
 
 function probe(tar: string, dir: string): Record<string, string> {
@@ -86,10 +110,17 @@ describe('differential: disk-image-create vs virt-dib on the same elements', () 
       const o = new Set(ours[`${h}.vars`]!.split('\n').filter(Boolean))
       const early = HOOKS.indexOf(h) < HOOKS.indexOf('pre-finalise.d')
       const onlyDib = [...d].filter(
-        (n) => !o.has(n) && !INTENDED.dib.has(n) && !(chroot && INTENDED.dibChroot.has(n)) && !(early && INTENDED.dibBeforeBlockDevice.has(n)),
+        (n) =>
+          !o.has(n) &&
+          !INTENDED.dib.has(n) &&
+          !(chroot && INTENDED.dibChroot.has(n)) &&
+          !(early && INTENDED.dibBeforeBlockDevice.has(n)),
       )
-      const onlyOurs = [...o].filter((n) => !d.has(n) && !INTENDED.ours.has(n) && !(!chroot && INTENDED.oursOutside.has(n)))
-      if (onlyDib.length || onlyOurs.length) report.push(`${h}: only DIB: ${onlyDib.join(' ')} | only virt-dib: ${onlyOurs.join(' ')}`)
+      const onlyOurs = [...o].filter(
+        (n) => !d.has(n) && !INTENDED.ours.has(n) && !(!chroot && INTENDED.oursOutside.has(n)),
+      )
+      if (onlyDib.length || onlyOurs.length)
+        report.push(`${h}: only DIB: ${onlyDib.join(' ')} | only virt-dib: ${onlyOurs.join(' ')}`)
     }
     expect(report).toEqual([])
   })

@@ -19,10 +19,12 @@ const isRoot = process.getuid?.() === 0
 function stagePackage(dir: string): string {
   const app = join(dir, 'app')
   mkdirSync(join(app, 'build', 'Release'), { recursive: true })
-  for (const p of ['dist', 'assets', 'bin', 'examples', 'package.json']) cpSync(join(root, p), join(app, p), { recursive: true })
+  for (const p of ['dist', 'assets', 'bin', 'examples', 'package.json'])
+    cpSync(join(root, p), join(app, p), { recursive: true })
   cpSync(join(root, 'build', 'Release', 'virt_dib.node'), join(app, 'build', 'Release', 'virt_dib.node'))
   for (const m of ['bindings', 'file-uri-to-path', 'commander', 'yaml']) {
-    if (existsSync(join(root, 'node_modules', m))) cpSync(join(root, 'node_modules', m), join(app, 'node_modules', m), { recursive: true })
+    if (existsSync(join(root, 'node_modules', m)))
+      cpSync(join(root, 'node_modules', m), join(app, 'node_modules', m), { recursive: true })
   }
   spawnSync('chmod', ['-R', 'a+rX', dir])
   return app
@@ -59,24 +61,45 @@ describe.runIf(isRoot)('rootless builds', () => {
     rmSync(out, { recursive: true, force: true })
   })
 
-  it('builds the demo image as a normal user, twice at once, each with its own appliance and temp dir', async () => {
-    rmSync(join(home, '.cache', 'virt-dib'), { recursive: true, force: true })
-    const env = { HOME: home, PATH: process.env['PATH'] ?? '/usr/bin:/bin', TMPDIR: out }
-    const common = ['-B', DIB_LIB, '-p', join(app, 'examples', 'elements'), '--skip-base', '--size', '256M', '--formats', 'tar']
-    // A new user: both builds prepare this user's appliance at once; one rename wins.
-    const [b, c] = await Promise.all([
-      runAs([...common, '--name', join(out, 'b'), 'demo-os', 'demo-app'], env),
-      runAs([...common, '--name', join(out, 'c'), 'demo-os', 'demo-app'], env),
-    ])
-    expect([b.status, c.status, b.out.slice(-300), c.out.slice(-300)]).toEqual([0, 0, expect.stringMatching(/Done\n$/), expect.stringMatching(/Done\n$/)])
-    for (const n of ['b', 'c']) {
-      expect(existsSync(join(out, `${n}.tar`))).toBe(true)
-      const owner = spawnSync('stat', ['-c', '%U', join(out, `${n}.tar`)], { encoding: 'utf8' }).stdout.trim()
-      expect(owner).toBe(USER)
-      const list = spawnSync('tar', ['-tf', join(out, `${n}.tar`)], { encoding: 'utf8' }).stdout
-      expect(list).toMatch(/\.\/usr\/local\/bin\/hello/)
-    }
-    expect(readdirSync(out).filter((f) => f.startsWith('dib.') || f.startsWith('.') || f.startsWith('libguestfs'))).toEqual([])
-    expect(existsSync(join(home, '.cache', 'virt-dib'))).toBe(true)
-  }, 20 * 60_000)
+  it(
+    'builds the demo image as a normal user, twice at once, each with its own appliance and temp dir',
+    async () => {
+      rmSync(join(home, '.cache', 'virt-dib'), { recursive: true, force: true })
+      const env = { HOME: home, PATH: process.env['PATH'] ?? '/usr/bin:/bin', TMPDIR: out }
+      const common = [
+        '-B',
+        DIB_LIB,
+        '-p',
+        join(app, 'examples', 'elements'),
+        '--skip-base',
+        '--size',
+        '256M',
+        '--formats',
+        'tar',
+      ]
+      // A new user: both builds prepare this user's appliance at once; one rename wins.
+      const [b, c] = await Promise.all([
+        runAs([...common, '--name', join(out, 'b'), 'demo-os', 'demo-app'], env),
+        runAs([...common, '--name', join(out, 'c'), 'demo-os', 'demo-app'], env),
+      ])
+      expect([b.status, c.status, b.out.slice(-300), c.out.slice(-300)]).toEqual([
+        0,
+        0,
+        expect.stringMatching(/Done\n$/),
+        expect.stringMatching(/Done\n$/),
+      ])
+      for (const n of ['b', 'c']) {
+        expect(existsSync(join(out, `${n}.tar`))).toBe(true)
+        const owner = spawnSync('stat', ['-c', '%U', join(out, `${n}.tar`)], { encoding: 'utf8' }).stdout.trim()
+        expect(owner).toBe(USER)
+        const list = spawnSync('tar', ['-tf', join(out, `${n}.tar`)], { encoding: 'utf8' }).stdout
+        expect(list).toMatch(/\.\/usr\/local\/bin\/hello/)
+      }
+      expect(
+        readdirSync(out).filter((f) => f.startsWith('dib.') || f.startsWith('.') || f.startsWith('libguestfs')),
+      ).toEqual([])
+      expect(existsSync(join(home, '.cache', 'virt-dib'))).toBe(true)
+    },
+    20 * 60_000,
+  )
 })

@@ -29,7 +29,11 @@ describe('--dry-run on the elements Debian ships', () => {
     it(`expands ${req.join(' ')} to the same set as diskimage-builder`, () => {
       const report = ours(req)
       // diskimage-builder's driver adds base and, for vm, block-device-mbr before resolving.
-      const dibReq = ['base', ...req, ...(req.includes('vm') && !req.some((e) => e.startsWith('block-device-')) ? ['block-device-mbr'] : [])]
+      const dibReq = [
+        'base',
+        ...req,
+        ...(req.includes('vm') && !req.some((e) => e.startsWith('block-device-')) ? ['block-device-mbr'] : []),
+      ]
       expect(report.elements.map((e) => e.name)).toEqual(dibElements(dibReq))
     })
   }
@@ -46,13 +50,25 @@ describe('--dry-run on the elements Debian ships', () => {
     const r = ours(['debian-minimal', 'vm'])
     const phase = (h: string) => r.phases.find((p) => p.hook === h)!
     expect(r.phases.map((p) => p.hook)).toEqual([
-      'root.d', 'extra-data.d', 'pre-install.d', 'install.d', 'post-install.d',
-      'post-root.d', 'block-device.d', 'pre-finalise.d', 'finalise.d', 'cleanup.d',
+      'root.d',
+      'extra-data.d',
+      'pre-install.d',
+      'install.d',
+      'post-install.d',
+      'post-root.d',
+      'block-device.d',
+      'pre-finalise.d',
+      'finalise.d',
+      'cleanup.d',
     ])
     expect(phase('root.d').scripts.map((s) => s.name)).toContain('08-debootstrap')
     expect(phase('finalise.d').scripts.map((s) => s.name)).toContain('50-bootloader')
     const install = phase('install.d').scripts.map((s) => s.name)
-    const sorted = spawnSync('sort', ['-n'], { input: install.join('\n') + '\n', env: { LC_ALL: 'C' }, encoding: 'utf8' }).stdout
+    const sorted = spawnSync('sort', ['-n'], {
+      input: install.join('\n') + '\n',
+      env: { LC_ALL: 'C' },
+      encoding: 'utf8',
+    }).stdout
     expect(install).toEqual(sorted.trim().split('\n'))
     expect(phase('install.d').where).toBe('chroot')
     expect(phase('root.d').environment.find((v) => v.name === 'TARGET_ROOT')?.value).toBe('/sysroot')

@@ -17,14 +17,55 @@ describe('virt-dib CLI without an appliance', () => {
   it('--help lists every option of the original, sorted like it', () => {
     const r = runCli(['--help'])
     expect(r.status).toBe(0)
-    for (const o of ['--arch', '-B', '--checksum', '--colours', '--debug', '--docker-target', '--drive', '--drive-format', '--element-path', '--envvar', '--exclude-element', '--exclude-script', '--extra-packages', '--formats', '--fs-type', '--image-cache', '--install-type', '--memsize', '--machine-readable', '--mkfs-options', '--name', '--network', '--no-delete-on-failure', '--no-network', '--python', '--quiet', '--qemu-img-options', '--ramdisk', '--ramdisk-element', '--root-label', '--size', '--skip-base', '--smp', '-u', '--version', '--verbose', '-x']) {
+    for (const o of [
+      '--arch',
+      '-B',
+      '--checksum',
+      '--colours',
+      '--debug',
+      '--docker-target',
+      '--drive',
+      '--drive-format',
+      '--element-path',
+      '--envvar',
+      '--exclude-element',
+      '--exclude-script',
+      '--extra-packages',
+      '--formats',
+      '--fs-type',
+      '--image-cache',
+      '--install-type',
+      '--memsize',
+      '--machine-readable',
+      '--mkfs-options',
+      '--name',
+      '--network',
+      '--no-delete-on-failure',
+      '--no-network',
+      '--python',
+      '--quiet',
+      '--qemu-img-options',
+      '--ramdisk',
+      '--ramdisk-element',
+      '--root-label',
+      '--size',
+      '--skip-base',
+      '--smp',
+      '-u',
+      '--version',
+      '--verbose',
+      '-x',
+    ]) {
       expect(r.stdout).toContain(o)
     }
     expect(r.stdout.indexOf('-p, --element-path')).toBeLessThan(r.stdout.indexOf('--envvar'))
   })
 
   it('--version', () => {
-    expect(runCli(['--version'])).toMatchObject({ status: 0, stdout: expect.stringMatching(/^virt-dib \d+\.\d+\.\d+\n$/) })
+    expect(runCli(['--version'])).toMatchObject({
+      status: 0,
+      stdout: expect.stringMatching(/^virt-dib \d+\.\d+\.\d+\n$/),
+    })
   })
 
   it('--machine-readable alone prints the capabilities', () => {
@@ -36,8 +77,14 @@ describe('virt-dib CLI without an appliance', () => {
   })
 
   const cases: [string[], RegExp | string][] = [
-    [['--foo'], "virt-dib: unrecognized option '--foo'\nTry ‘virt-dib --help’ or consult virt-dib(1) for more information.\n"],
-    [['-m', 'abc', 'x'], 'virt-dib: ‘abc’ is not a numeric value.\nTry ‘virt-dib --help’ or consult virt-dib(1) for more information.\n'],
+    [
+      ['--foo'],
+      "virt-dib: unrecognized option '--foo'\nTry ‘virt-dib --help’ or consult virt-dib(1) for more information.\n",
+    ],
+    [
+      ['-m', 'abc', 'x'],
+      'virt-dib: ‘abc’ is not a numeric value.\nTry ‘virt-dib --help’ or consult virt-dib(1) for more information.\n',
+    ],
     [['--name'], /option '--name' requires an argument/],
     [['--size', '5', 'x'], 'virt-dib: error: 5: cannot parse size field\n'],
     [['--formats', 'foo', 'x'], 'virt-dib: error: invalid format ‘foo’ in --formats\n'],
@@ -48,16 +95,37 @@ describe('virt-dib CLI without an appliance', () => {
     [['-B', '/tmp', 'x'], /^virt-dib: error: the specified base path is not the diskimage-builder library\n/],
     [['--machine-readable=bogus', 'x'], 'virt-dib: error: invalid format string for --machine-readable: bogus\n'],
     [['-B', DIB_LIB, '-p', '/nonexistent', 'x'], 'virt-dib: error: element path ‘/nonexistent’ does not exist\n'],
-    [['-B', DIB_LIB, '-p', demo, '--skip-base', 'demo-os', 'nothere'], /element ‘nothere’ not found \(requested on the command line\)/],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', 'demo-os', 'nothere'],
+      /element ‘nothere’ not found \(requested on the command line\)/,
+    ],
     [['-B', DIB_LIB, '-p', demo, 'demo-app'], /element ‘base’ not found/],
-    [['-B', DIB_LIB, '-p', demo, '--skip-base', 'demo-app'], /^virt-dib: error: please include an operating system element\n/],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', 'demo-app'],
+      /^virt-dib: error: please include an operating system element\n/,
+    ],
     [['-B', DIB_LIB, '-p', demo, '--skip-base', '../x'], /invalid element name ‘\.\.\/x’/],
-    [['-B', DIB_LIB, '-p', demo, '--skip-base', '--envvar', 'A-B=1', 'demo-os'], /invalid variable name ‘A-B’ in --envvar/],
-    [['-B', DIB_LIB, '-p', demo, '--skip-base', '--root-label', 'a-label-far-too-long', 'demo-os'], /root label ‘a-label-far-too-long’ is too long for ext4/],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--envvar', 'A-B=1', 'demo-os'],
+      /invalid variable name ‘A-B’ in --envvar/,
+    ],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--root-label', 'a-label-far-too-long', 'demo-os'],
+      /root label ‘a-label-far-too-long’ is too long for ext4/,
+    ],
     [['-B', DIB_LIB, '-p', demo, '--skip-base', '--fs-type', 'ntfs', 'demo-os'], /unsupported --fs-type ‘ntfs’/],
-    [['-B', DIB_LIB, '-p', demo, '--skip-base', '--name', '/nonexistent/dir/img', 'demo-os'], /output directory ‘\/nonexistent\/dir’ does not exist/],
-    [['-B', DIB_LIB, '-p', demo, '--skip-base', '--drive', '/nonexistent.img', 'demo-os'], /--drive ‘\/nonexistent.img’ does not exist/],
-    [['-B', DIB_LIB, '-p', demo, '--skip-base', '--python', 'no-such-python', 'demo-os'], 'virt-dib: error: no-such-python needed but not found\n'],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--name', '/nonexistent/dir/img', 'demo-os'],
+      /output directory ‘\/nonexistent\/dir’ does not exist/,
+    ],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--drive', '/nonexistent.img', 'demo-os'],
+      /--drive ‘\/nonexistent.img’ does not exist/,
+    ],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--python', 'no-such-python', 'demo-os'],
+      'virt-dib: error: no-such-python needed but not found\n',
+    ],
   ]
   for (const [args, expected] of cases) {
     it(`rejects ${JSON.stringify(args)} with exit 1 and a clear message, leaving nothing`, () => {
@@ -82,9 +150,23 @@ describe('host tools are checked before anything is launched', () => {
     try {
       const bin = join(tmp, 'bin')
       // Only what virt-dib itself needs besides qemu-img: node and a python.
-      const r = runCli(['-B', DIB_LIB, '-p', join(root, 'examples', 'elements'), '--skip-base', '--python', '/usr/bin/python3', '--name', join(tmp, 'x'), 'demo-os'], {
-        env: { PATH: bin, HOME: tmp, TMPDIR: tmp },
-      })
+      const r = runCli(
+        [
+          '-B',
+          DIB_LIB,
+          '-p',
+          join(root, 'examples', 'elements'),
+          '--skip-base',
+          '--python',
+          '/usr/bin/python3',
+          '--name',
+          join(tmp, 'x'),
+          'demo-os',
+        ],
+        {
+          env: { PATH: bin, HOME: tmp, TMPDIR: tmp },
+        },
+      )
       expect(r.stderr).toBe('virt-dib: error: qemu-img needed but not found\n')
       expect(r.status).toBe(1)
       expect(readdirSync(tmp)).toEqual([])

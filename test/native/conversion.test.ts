@@ -7,7 +7,7 @@ import { loadAddon } from '../../src/guestfs/native.js'
 
 describe('native conversions', () => {
   let g: Guestfs
-  const native = () => (g as unknown as Record<string, unknown>)
+  const native = () => g as unknown as Record<string, unknown>
   const addon = loadAddon().addon
   const call = (name: string, ...args: unknown[]) => {
     const h = new addon.GuestfsHandle(() => undefined)
@@ -24,12 +24,50 @@ describe('native conversions', () => {
 
   it('exposes every call the later layers need', () => {
     for (const name of [
-      'add_drive', 'add_drive_scratch', 'disk_create', 'launch', 'shutdown', 'get_pid', 'feature_available',
-      'list_devices', 'list_partitions', 'part_init', 'part_add', 'part_disk', 'part_set_bootable',
-      'part_set_gpt_type', 'pvcreate', 'vgcreate', 'lvcreate', 'lvcreate_free', 'vg_activate_all', 'mkfs',
-      'set_label', 'set_uuid', 'mount', 'umount', 'mkmountpoint', 'mount_local', 'mount_local_run',
-      'umount_local', 'sh', 'sh_lines', 'command', 'command_lines', 'debug', 'tar_in', 'tar_out', 'upload',
-      'download', 'mksquashfs', 'sync', 'set_path', 'set_cachedir', 'set_hv', 'set_pgroup', 'set_backend',
+      'add_drive',
+      'add_drive_scratch',
+      'disk_create',
+      'launch',
+      'shutdown',
+      'get_pid',
+      'feature_available',
+      'list_devices',
+      'list_partitions',
+      'part_init',
+      'part_add',
+      'part_disk',
+      'part_set_bootable',
+      'part_set_gpt_type',
+      'pvcreate',
+      'vgcreate',
+      'lvcreate',
+      'lvcreate_free',
+      'vg_activate_all',
+      'mkfs',
+      'set_label',
+      'set_uuid',
+      'mount',
+      'umount',
+      'mkmountpoint',
+      'mount_local',
+      'mount_local_run',
+      'umount_local',
+      'sh',
+      'sh_lines',
+      'command',
+      'command_lines',
+      'debug',
+      'tar_in',
+      'tar_out',
+      'upload',
+      'download',
+      'mksquashfs',
+      'sync',
+      'set_path',
+      'set_cachedir',
+      'set_hv',
+      'set_pgroup',
+      'set_backend',
     ]) {
       expect(addon.calls).toContain(name)
     }
@@ -53,7 +91,11 @@ describe('native conversions', () => {
   })
 
   it('rejects failing calls with op, errno and code', async () => {
-    await expect(call('internal_test_rinterr')).rejects.toMatchObject({ message: 'error', op: 'internal_test_rinterr', errno: 0 })
+    await expect(call('internal_test_rinterr')).rejects.toMatchObject({
+      message: 'error',
+      op: 'internal_test_rinterr',
+      errno: 0,
+    })
     await expect(call('internal_test_rstringerr')).rejects.toMatchObject({ op: 'internal_test_rstringerr' })
   })
 
@@ -90,7 +132,9 @@ describe('native conversions', () => {
   })
 
   it('keeps the order of calls on one handle', async () => {
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => g.setMemsize(300 + i).then(() => g.getMemsize())))
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => g.setMemsize(300 + i).then(() => g.getMemsize())),
+    )
     // Each get runs after its own set but possibly after later sets: the last one wins.
     expect(results.at(-1)).toBe(349)
     expect(await g.getMemsize()).toBe(349)

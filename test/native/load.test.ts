@@ -28,7 +28,10 @@ describe('addon loading', () => {
     }
     const r = spawnSync(
       process.execPath,
-      ['-e', `const a=require(${JSON.stringify(gyp)});console.log(JSON.stringify({b:a.buildSystem,n:a.calls.length,x:a.cppExceptions,v:a.napiVersion}))`],
+      [
+        '-e',
+        `const a=require(${JSON.stringify(gyp)});console.log(JSON.stringify({b:a.buildSystem,n:a.calls.length,x:a.cppExceptions,v:a.napiVersion}))`,
+      ],
       { encoding: 'utf8' },
     )
     expect(r.status).toBe(0)

@@ -14,7 +14,11 @@ import { DIB_ELEMENTS, DIB_LIB } from '../helpers/cli.js'
 /** The Debian mirror this machine uses (the appliance reaches the same one). */
 function hostMirror(): string {
   try {
-    const sources = execFileSync('sh', ['-c', 'cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null'], { encoding: 'utf8' })
+    const sources = execFileSync(
+      'sh',
+      ['-c', 'cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null'],
+      { encoding: 'utf8' },
+    )
     const m = /(https?:\/\/[^\s]+\/debian)\b(?!-)/.exec(sources)
     if (m) return m[1]!
   } catch {
@@ -69,16 +73,20 @@ describe('debian-minimal (bookworm) with base', () => {
     expect(list).toMatch(/\.\/usr\/bin\/apt\n/)
   })
 
-  it('runs apt inside the image (opened in a second appliance)', async () => {
-    const g = await createHandle()
-    try {
-      await g.addDrive(`${name}.qcow2`, { format: 'qcow2', readonly: true })
-      await g.launch()
-      const dev = Object.keys(await g.listFilesystems())[0]!
-      await g.mountRo(dev, '/')
-      expect(await g.sh('apt --version')).toMatch(/^apt 2\./)
-    } finally {
-      await g.close()
-    }
-  }, 10 * 60_000)
+  it(
+    'runs apt inside the image (opened in a second appliance)',
+    async () => {
+      const g = await createHandle()
+      try {
+        await g.addDrive(`${name}.qcow2`, { format: 'qcow2', readonly: true })
+        await g.launch()
+        const dev = Object.keys(await g.listFilesystems())[0]!
+        await g.mountRo(dev, '/')
+        expect(await g.sh('apt --version')).toMatch(/^apt 2\./)
+      } finally {
+        await g.close()
+      }
+    },
+    10 * 60_000,
+  )
 })

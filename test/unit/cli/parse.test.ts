@@ -5,7 +5,21 @@ import { GetoptError, normalizeArgv, parseArgv } from '../../../src/cli/parse.js
 
 describe('argument parsing', () => {
   it('accepts options anywhere, repeats, -long spellings and unique prefixes', () => {
-    const { flags, elements } = parseArgv(['a', '-p', 'x', 'b', '--element-path=y', '-name', 'n', '--form', 'tar,raw', '--envvar', 'A=1', '--envvar', 'B'])
+    const { flags, elements } = parseArgv([
+      'a',
+      '-p',
+      'x',
+      'b',
+      '--element-path=y',
+      '-name',
+      'n',
+      '--form',
+      'tar,raw',
+      '--envvar',
+      'A=1',
+      '--envvar',
+      'B',
+    ])
     expect(elements).toEqual(['a', 'b'])
     expect(flags.elementPaths).toEqual(['x', 'y'])
     expect(flags.name).toBe('n')
@@ -16,7 +30,9 @@ describe('argument parsing', () => {
     expect(normalizeArgv(['--dry-run', 'elem'])).toEqual(['--dry-run=', 'elem'])
     expect(parseArgv(['--dry-run', 'elem'])).toMatchObject({ flags: { dryRun: 'text' }, elements: ['elem'] })
     expect(parseArgv(['--dry-run=json'])).toMatchObject({ flags: { dryRun: 'json' } })
-    expect(parseArgv(['--machine-readable=stream:stderr'])).toMatchObject({ flags: { machineReadable: 'stream:stderr' } })
+    expect(parseArgv(['--machine-readable=stream:stderr'])).toMatchObject({
+      flags: { machineReadable: 'stream:stderr' },
+    })
   })
   it('stops at --', () => {
     expect(parseArgv(['--', '--name'])).toMatchObject({ elements: ['--name'] })
@@ -26,8 +42,32 @@ describe('argument parsing', () => {
     expect(() => parseArgv(['--n'])).toThrow("unrecognized option '--n'") // --name, --network, --no-…
   })
   it('translates flags into typed build options', () => {
-    const { flags, elements } = parseArgv(['-B', 'lib', '--size', '1.5G', '--formats', 'tar,tar,qcow2', '-m', '2048', '-u', '--no-network', '--extra-packages', 'a,b', '--extra-packages', 'c', 'x'])
+    const { flags, elements } = parseArgv([
+      '-B',
+      'lib',
+      '--size',
+      '1.5G',
+      '--formats',
+      'tar,tar,qcow2',
+      '-m',
+      '2048',
+      '-u',
+      '--no-network',
+      '--extra-packages',
+      'a,b',
+      '--extra-packages',
+      'c',
+      'x',
+    ])
     const o = toBuildOptions(elements, flags, ['x'])
-    expect(o).toMatchObject({ libPath: 'lib', size: 1.5 * 1024 ** 3, formats: ['tar', 'qcow2'], memsize: 2048, compress: false, network: false, extraPackages: ['a', 'b', 'c'] })
+    expect(o).toMatchObject({
+      libPath: 'lib',
+      size: 1.5 * 1024 ** 3,
+      formats: ['tar', 'qcow2'],
+      memsize: 2048,
+      compress: false,
+      network: false,
+      extraPackages: ['a', 'b', 'c'],
+    })
   })
 })

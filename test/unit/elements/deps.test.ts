@@ -72,7 +72,9 @@ describe('element dependencies', () => {
     expect(() => names({ elements: ['virtual', 'provides_virtual'] })).toThrow(
       /already provided by another element: ‘virtual’ \(by ‘provides_virtual’\)/,
     )
-    expect(() => names({ elements: ['circular1', 'operating-system'] })).toThrow(/‘operating-system’ \(by ‘circular1’\)/)
+    expect(() => names({ elements: ['circular1', 'operating-system'] })).toThrow(
+      /‘operating-system’ \(by ‘circular1’\)/,
+    )
   })
 
   it('two providers of one name: the error names both', () => {
@@ -86,7 +88,8 @@ describe('element dependencies', () => {
       'provides_new_virtual',
       'requires_new_virtual',
     ])
-    for (let i = 0; i < 5; i++) expect(names({ elements: ['virtual_first'] })).toEqual(['provides_new_virtual', 'virtual_first'])
+    for (let i = 0; i < 5; i++)
+      expect(names({ elements: ['virtual_first'] })).toEqual(['provides_new_virtual', 'virtual_first'])
   })
 
   it('needs an operating-system provider', () => {
@@ -94,22 +97,26 @@ describe('element dependencies', () => {
   })
 
   it('names the element that asked for a missing one', () => {
-    expect(() => names({ elements: ['foo', 'needs-missing'] })).toThrow("element ‘ghost’ not found (required by ‘needs-missing’)")
-    expect(() => names({ elements: ['fake'] })).toThrow('element ‘fake’ not found (requested on the command line)')
-    expect(() => resolveElements(loadElementIndex([tree.path('override')]), { elements: ['override_element'] })).toThrow(
-      /element ‘base’ not found \(added implicitly; use --skip-base/,
+    expect(() => names({ elements: ['foo', 'needs-missing'] })).toThrow(
+      'element ‘ghost’ not found (required by ‘needs-missing’)',
     )
+    expect(() => names({ elements: ['fake'] })).toThrow('element ‘fake’ not found (requested on the command line)')
+    expect(() =>
+      resolveElements(loadElementIndex([tree.path('override')]), { elements: ['override_element'] }),
+    ).toThrow(/element ‘base’ not found \(added implicitly; use --skip-base/)
   })
 
   it('earlier element paths override later ones, and the override is reported', () => {
     const r = resolveElements(index, { skipBase: true, elements: ['override_element', 'foo'] })
     expect(r.elements.find((e) => e.name === 'override_element')?.dir).toBe(`${override}/override_element`)
-    expect(index.overrides).toEqual([{ name: 'override_element', used: `${override}/override_element`, ignored: `${base}/override_element` }])
+    expect(index.overrides).toEqual([
+      { name: 'override_element', used: `${override}/override_element`, ignored: `${base}/override_element` },
+    ])
   })
 
   it('refuses element paths that do not exist or are not directories', () => {
     expect(() => loadElementIndex([base, '/not/a/dir'])).toThrow(ElementError)
-    expect(() => loadElementIndex([base, '/not/a/dir'])).toThrow("element path ‘/not/a/dir’ does not exist")
+    expect(() => loadElementIndex([base, '/not/a/dir'])).toThrow('element path ‘/not/a/dir’ does not exist')
     expect(() => loadElementIndex([`${base}/foo/element-provides`])).toThrow(/is not a directory/)
   })
 
@@ -122,19 +129,27 @@ describe('element dependencies', () => {
     expect(r.requested).toEqual(['ramdisk', 'base', 'foo', 'vm', 'block-device-mbr'])
     expect(r.ramdisk).toBe(true)
     expect(resolveElements(index, { elements: ['foo', 'vm'], arch: 'arm64' }).requested).toContain('block-device-efi')
-    expect(resolveElements(index, { elements: ['foo', 'vm', 'block-device-gpt'] }).requested).not.toContain('block-device-mbr')
-    expect(resolveElements(index, { elements: ['foo'], ramdisk: true, ramdiskElement: 'my-ramdisk' }).requested[0]).toBe('my-ramdisk')
+    expect(resolveElements(index, { elements: ['foo', 'vm', 'block-device-gpt'] }).requested).not.toContain(
+      'block-device-mbr',
+    )
+    expect(
+      resolveElements(index, { elements: ['foo'], ramdisk: true, ramdiskElement: 'my-ramdisk' }).requested[0],
+    ).toBe('my-ramdisk')
     expect(resolveElements(index, { elements: ['foo', 'ironic-agent'] }).ramdisk).toBe(true)
   })
 
   it('--exclude-element removes an element after expansion, keeping its deps', () => {
-    const r = resolveElements(index, { skipBase: true, elements: ['requires-requires-foo'], excludeElements: ['requires-foo', 'nothere'] })
+    const r = resolveElements(index, {
+      skipBase: true,
+      elements: ['requires-requires-foo'],
+      excludeElements: ['requires-foo', 'nothere'],
+    })
     expect(r.elements.map((e) => e.name)).toEqual(['foo', 'requires-requires-foo'])
     expect(r.excluded).toEqual(['requires-foo'])
   })
 
   it('rejects element names with / or ..', () => {
-    expect(() => names({ elements: ['../etc'] })).toThrow("invalid element name ‘../etc’ in the element list")
+    expect(() => names({ elements: ['../etc'] })).toThrow('invalid element name ‘../etc’ in the element list')
     expect(() => names({ elements: ['foo'], excludeElements: ['a/b'] })).toThrow(/--exclude-element/)
   })
 

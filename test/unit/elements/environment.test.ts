@@ -44,12 +44,19 @@ describe('environment model', () => {
   })
 
   it('--envvar: the last one wins; carried names missing on the host are dropped', () => {
-    const r = resolveEnvvars([{ name: 'A', value: '1' }, { name: 'FOO' }, { name: 'A', value: '2' }, { name: 'NOPE' }], { FOO: 'f' })
+    const r = resolveEnvvars(
+      [{ name: 'A', value: '1' }, { name: 'FOO' }, { name: 'A', value: '2' }, { name: 'NOPE' }],
+      { FOO: 'f' },
+    )
     expect(r.map((v) => `${v.name}=${v.value}`)).toEqual(['FOO=f', 'A=2'])
   })
 
   it('keeps the host environment out of appliance phases except --envvar', () => {
-    const { vars } = phaseEnvironment(inputs({ envvars: [{ name: 'FOO' }, { name: 'BAR', value: 'b' }] }), 'install.d', 'chroot')
+    const { vars } = phaseEnvironment(
+      inputs({ envvars: [{ name: 'FOO' }, { name: 'BAR', value: 'b' }] }),
+      'install.d',
+      'chroot',
+    )
     const env = asMap(vars)
     expect(env['FOO']).toBe('host-foo')
     expect(env['BAR']).toBe('b')
@@ -62,7 +69,11 @@ describe('environment model', () => {
   })
 
   it('lets variables virt-dib sets win over --envvar, with a warning', () => {
-    const { vars, warnings } = phaseEnvironment(inputs({ envvars: [{ name: 'ARCH', value: 'x' }] }), 'root.d', 'appliance')
+    const { vars, warnings } = phaseEnvironment(
+      inputs({ envvars: [{ name: 'ARCH', value: 'x' }] }),
+      'root.d',
+      'appliance',
+    )
     expect(asMap(vars)['ARCH']).toBe('amd64')
     expect(warnings).toEqual(['--envvar ARCH is ignored: virt-dib sets ARCH itself'])
   })

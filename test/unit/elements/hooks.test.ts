@@ -48,7 +48,12 @@ describe('hooks tree', () => {
   it('merges subdirectories and lists scripts in run order across elements', () => {
     const plan = planHooksTree(els('os', 'other'), ['excluded-one'])
     const { scripts, skipped } = listPhaseScripts(plan, 'install.d')
-    expect(scripts.map((s) => `${s.name}@${s.element}`)).toEqual(['05-a@os', '10-other@other', '15-linked@other', '20-b@os'])
+    expect(scripts.map((s) => `${s.name}@${s.element}`)).toEqual([
+      '05-a@os',
+      '10-other@other',
+      '15-linked@other',
+      '20-b@os',
+    ])
     expect(skipped.sort((a, b) => a.name.localeCompare(b.name))).toEqual([
       { name: '01-sahara-version', element: 'os', reason: 'excluded' },
       { name: '16-dangling', element: 'other', reason: 'not-a-file' },

@@ -50,7 +50,10 @@ describe('phase runner', () => {
         exclude: ['40-excluded'],
         trace: false,
         extraEnv: '',
-        vars: [{ name: 'PROBE', value: `it's $(literal) "q"`, source: 'envvar' }, ...Object.entries(extra).map(([name, value]) => ({ name, value, source: 'virt-dib' as const }))],
+        vars: [
+          { name: 'PROBE', value: `it's $(literal) "q"`, source: 'envvar' },
+          ...Object.entries(extra).map(([name, value]) => ({ name, value, source: 'virt-dib' as const })),
+        ],
         elementArray: '[a]=/e/a ',
         where: 'host',
       }),
@@ -64,7 +67,12 @@ describe('phase runner', () => {
     const out = run('install.d')
     const s = parseSummary(out, 'TOK')
     expect(s.scripts).toEqual(['zz', '05-a', '10-b', '50-fails', '60-after'])
-    expect(s.ran.map((r) => [r.name, r.status])).toEqual([['zz', 0], ['05-a', 0], ['10-b', 0], ['50-fails', 3]])
+    expect(s.ran.map((r) => [r.name, r.status])).toEqual([
+      ['zz', 0],
+      ['05-a', 0],
+      ['10-b', 0],
+      ['50-fails', 3],
+    ])
     expect(s.done).toBe(3)
     expect(s.tail.length).toBe(40)
     expect(s.tail.at(-1)).toBe('line50')
