@@ -314,7 +314,7 @@ describe('ramdisk mode (with a --name that must stay data)', () => {
   it(
     'writes no image, only $NAME.d with the kernel and initramfs the ramdisk element made',
     async () => {
-      const base = `ird it's "$(touch /tmp/pwned)" \`x\` ü`
+      const base = `ird it's "$(touch pwned)" \`touch pwned2\` ü`
       const name = join(out, base)
       const result = await build({
         elements: ['demo-os'],
@@ -334,7 +334,9 @@ describe('ramdisk mode (with a --name that must stay data)', () => {
         encoding: 'utf8',
       })
       expect(list).toMatch(/^usr\/bin\/bash$/m)
-      expect(existsSync('/tmp/pwned')).toBe(false)
+      for (const dir of [out, process.cwd(), root]) {
+      expect(existsSync(join(dir, 'pwned')) || existsSync(join(dir, 'pwned2'))).toBe(false)
+    }
     },
     20 * 60_000,
   )
