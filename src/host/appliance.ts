@@ -55,8 +55,12 @@ export function missingHostPackages(wanted: readonly string[]): string[] {
   return wanted.filter((p) => !installed.has(p))
 }
 
+/** Bump when the files virt-dib adds to the appliance change. */
+const EXTRA_VERSION = 2
+
 function key(stockSupermin: string, packages: readonly string[]): string {
   const h = createHash('sha256')
+  h.update(`extra:${EXTRA_VERSION}\n`)
   h.update(JSON.stringify([...packages].sort()))
   for (const f of readdirSync(stockSupermin).sort()) {
     const st = statSync(join(stockSupermin, f))
@@ -104,13 +108,17 @@ export async function prepareAppliance(o: {
     renameSync(join(prep, 'packages'), join(smd, 'zz-virt-dib-packages'))
     if (existsSync(join(prep, 'base.tar.gz')))
       renameSync(join(prep, 'base.tar.gz'), join(smd, 'zz-virt-dib-base.tar.gz'))
-    // `awk` by that name: diskimage-builder scripts call it; the appliance only has gawk.
-    const awkRoot = join(tmp, 'awk-root')
-    mkdirSync(join(awkRoot, 'usr', 'bin'), { recursive: true })
-    symlinkSync('gawk', join(awkRoot, 'usr', 'bin', 'awk'))
-    await runTool('tar', ['-C', awkRoot, '--owner=0', '--group=0', '-czf', join(smd, 'zz-virt-dib-awk.tar.gz'), '.'])
+    // Files the appliance lacks and scripts expect: `awk` by that name (only gawk exists), and a
+    // user database (`chown root:root` fails without one: the manifests element does it).
+    const extra = join(tmp, 'extra-root')
+    mkdirSync(join(extra, 'usr', 'bin'), { recursive: true })
+    mkdirSync(join(extra, 'etc'), { recursive: true })
+    symlinkSync('gawk', join(extra, 'usr', 'bin', 'awk'))
+    writeFileSync(join(extra, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n')
+    writeFileSync(join(extra, 'etc', 'group'), 'root:x:0:\nnogroup:x:65534:\n')
+    await runTool('tar', ['-C', extra, '--owner=0', '--group=0', '-czf', join(smd, 'zz-virt-dib-extra.tar.gz'), '.'])
     rmSync(prep, { recursive: true, force: true })
-    rmSync(awkRoot, { recursive: true, force: true })
+    rmSync(extra, { recursive: true, force: true })
     mkdirSync(join(tmp, 'cache'), { recursive: true })
     // Outside supermin.d: supermin reads every file there.
     writeFileSync(join(tmp, '.complete'), `${packages.join(' ')}\n`)
