@@ -114,7 +114,10 @@ export async function prepareAppliance(o: {
     mkdirSync(join(extra, 'usr', 'bin'), { recursive: true })
     mkdirSync(join(extra, 'etc'), { recursive: true })
     symlinkSync('gawk', join(extra, 'usr', 'bin', 'awk'))
-    writeFileSync(join(extra, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n')
+    writeFileSync(
+      join(extra, 'etc', 'passwd'),
+      'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n',
+    )
     writeFileSync(join(extra, 'etc', 'group'), 'root:x:0:\nnogroup:x:65534:\n')
     await runTool('tar', ['-C', extra, '--owner=0', '--group=0', '-czf', join(smd, 'zz-virt-dib-extra.tar.gz'), '.'])
     rmSync(prep, { recursive: true, force: true })

@@ -335,8 +335,8 @@ describe('ramdisk mode (with a --name that must stay data)', () => {
       })
       expect(list).toMatch(/^usr\/bin\/bash$/m)
       for (const dir of [out, process.cwd(), root]) {
-      expect(existsSync(join(dir, 'pwned')) || existsSync(join(dir, 'pwned2'))).toBe(false)
-    }
+        expect(existsSync(join(dir, 'pwned')) || existsSync(join(dir, 'pwned2'))).toBe(false)
+      }
     },
     20 * 60_000,
   )

@@ -61,6 +61,24 @@ describe('CLI builds: interruption and host-side failure', () => {
   )
 
   it(
+    'SIGTERM while the appliance boots: exit 143, qemu stopped, nothing left',
+    async () => {
+      // prettier-ignore
+      const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'qcow2',
+      '--name', join(out, 'img3'), 'demo-os'], env)
+      expect(await waitFor(() => run.out().includes('Opening the disks'), 60_000, 50)).toBe(true)
+      await new Promise((r) => setTimeout(r, 3000)) // inside launch: qemu is starting
+      run.child.kill('SIGTERM')
+      expect(await run.exited).toBe(143)
+      expect(run.err()).toMatch(/virt-dib: exiting on signal SIGTERM\n/)
+      expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
+      expect(readdirSync(tmp)).toEqual([])
+      expect(readdirSync(out).filter((f) => f.includes('img3'))).toEqual([])
+    },
+    10 * 60_000,
+  )
+
+  it(
     'a failing extra-data.d script: its status is the exit code, its output is shown; with --no-delete-on-failure the partial disk is kept and named',
     async () => {
       // prettier-ignore
