@@ -54,18 +54,22 @@ export async function createBlockDevice(ctx: BuildContext): Promise<void> {
   // Copy the built tree (everything, hidden top-level files included) onto the new file system.
   ctx.progress('Copying the root tree onto the image')
   const t = Date.now()
-  await applianceSh(
-    ctx,
-    [
-      `mkdir -p ${FINAL}`,
-      `mount ${shellQuote(device)} ${FINAL}`,
-      `cd ${L.SYSROOT}`,
-      `tar --one-file-system --xattrs --xattrs-include='*' --acls --numeric-owner --exclude=./lost+found -cf - . | tar -C ${FINAL} --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -`,
-      `sync`,
-      `umount ${FINAL}`,
-      `rmdir ${FINAL}`,
-    ].join('; '),
-  )
+  // bash with pipefail: a failure on either side of the tar pipe must fail the build, never leave
+  // a partial tree behind (the appliance's /bin/sh is dash). The copy is then checked.
+  const copy = [
+    'set -euo pipefail',
+    `mkdir -p ${FINAL}`,
+    `mount ${shellQuote(device)} ${FINAL}`,
+    `cd ${L.SYSROOT}`,
+    `tar --one-file-system --xattrs --xattrs-include='*' --acls --numeric-owner --exclude=./lost+found -cf - . | tar -C ${FINAL} --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -`,
+    `src=$(find . -xdev -path ./lost+found -prune -o -print | wc -l)`,
+    `dst=$(cd ${FINAL} && find . -xdev -path ./lost+found -prune -o -print | wc -l)`,
+    `sync`,
+    `umount ${FINAL}`,
+    `rmdir ${FINAL}`,
+    `[ "$src" -le "$dst" ] || { echo "copied $dst of $src entries" >&2; exit 1; }`,
+  ].join('\n')
+  await ctx.g.debug('sh', [`exec bash -c ${shellQuote(copy)}`], { signal: ctx.signal })
   ctx.emit({ kind: 'step', name: 'copy-tree', seconds: (Date.now() - t) / 1000 })
   await g.umountAll()
   await g.mount(device, '/')
