@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build, type BuildEvent, type BuildResult } from '../../src/index.js'
 import { ScriptError } from '../../src/errors.js'
 import { createHandle } from '../helpers/appliance.js'
+import { tempDir } from '../helpers/temp.js'
 import { qemuDescendants, waitFor } from '../helpers/processes.js'
 
 const root = resolve(import.meta.dirname, '..', '..')
@@ -23,8 +24,8 @@ function workspaceDirs(tmp: string): string[] {
 }
 
 describe('demo build: demo-os demo-app probe → every output format', () => {
-  const out = mkdtempSync(join(tmpdir(), 'vdib-build.'))
-  const tmp = mkdtempSync(join(tmpdir(), 'vdib-tmp.'))
+  const out = tempDir('vdib-build.')
+  const tmp = tempDir('vdib-tmp.')
   const events: BuildEvent[] = []
   let result: BuildResult
   const name = join(out, 'img')
@@ -269,8 +270,8 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
 })
 
 describe('failing builds leave nothing behind', () => {
-  const out = mkdtempSync(join(tmpdir(), 'vdib-fail.'))
-  const tmp = mkdtempSync(join(tmpdir(), 'vdib-tmp.'))
+  const out = tempDir('vdib-fail.')
+  const tmp = tempDir('vdib-tmp.')
   afterAll(() => {
     rmSync(out, { recursive: true, force: true })
     rmSync(tmp, { recursive: true, force: true })
@@ -308,7 +309,7 @@ describe('failing builds leave nothing behind', () => {
 })
 
 describe('ramdisk mode (with a --name that must stay data)', () => {
-  const out = mkdtempSync(join(tmpdir(), 'vdib-ramdisk.'))
+  const out = tempDir('vdib-ramdisk.')
   afterAll(() => rmSync(out, { recursive: true, force: true }))
 
   it(

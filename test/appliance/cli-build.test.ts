@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { DIB_LIB, root } from '../helpers/cli.js'
+import { tempDir } from '../helpers/temp.js'
 import { allQemuPids, waitFor } from '../helpers/processes.js'
 
 const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
@@ -26,8 +27,8 @@ function start(args: string[], env: NodeJS.ProcessEnv) {
 }
 
 describe('CLI builds: interruption and host-side failure', () => {
-  const out = mkdtempSync(join(tmpdir(), 'vdib-clib.'))
-  const tmp = mkdtempSync(join(tmpdir(), 'vdib-tmp.'))
+  const out = tempDir('vdib-clib.')
+  const tmp = tempDir('vdib-tmp.')
   const env = { ...process.env, TMPDIR: tmp }
   const qemuBefore = new Set(allQemuPids())
   afterAll(() => {
