@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build, type BuildEvent, type BuildResult } from '../../src/index.js'
 import { ScriptError } from '../../src/errors.js'
 import { createHandle } from '../helpers/appliance.js'
+import { DIB_PHASE_ORDER } from '../helpers/phases.js'
 import { tempDir } from '../helpers/temp.js'
 import { qemuDescendants, waitFor } from '../helpers/processes.js'
 
@@ -141,18 +142,7 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
   })
 
   it('runs the phases in diskimage-builder order, each where it belongs', () => {
-    expect(probe('order').trim().split('\n')).toEqual([
-      'root.d',
-      'extra-data.d',
-      'pre-install.d',
-      'install.d',
-      'post-install.d',
-      'post-root.d',
-      'block-device.d',
-      'pre-finalise.d',
-      'finalise.d',
-      'cleanup.d',
-    ])
+    expect(probe('order').trim().split('\n')).toEqual([...DIB_PHASE_ORDER])
     const where = (h: string) => probe(`${h}.where`).trim()
     expect(['root.d', 'post-root.d', 'block-device.d', 'pre-finalise.d', 'cleanup.d'].map(where)).toEqual(
       Array(5).fill('appliance'),

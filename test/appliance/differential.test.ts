@@ -11,18 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { build } from '../../src/index.js'
 import { DIB_LIB, root } from '../helpers/cli.js'
+import { DIB_PHASE_ORDER } from '../helpers/phases.js'
 
-const HOOKS = [
-  'root.d',
-  'extra-data.d',
-  'pre-install.d',
-  'install.d',
-  'post-install.d',
-  'post-root.d',
-  'pre-finalise.d',
-  'finalise.d',
-  'cleanup.d',
-]
+// block-device.d: diskimage-builder has no image root mounted there, so it records nothing.
+const HOOKS = DIB_PHASE_ORDER.filter((h) => h !== 'block-device.d')
 const elementsPath = [join(root, 'examples', 'elements'), join(root, 'test', 'fixtures', 'elements')]
 const cleanEnv = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LC_ALL: 'C' }
 

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 
 import type { DryRunReport } from '../../src/api/dry-run.js'
+import { DIB_PHASE_ORDER } from '../helpers/phases.js'
 import { DIB_ELEMENTS, DIB_LIB, runCli } from '../helpers/cli.js'
 
 /** diskimage-builder's element_dependencies on the same request (it prepends base itself: we do too). */
@@ -49,18 +50,7 @@ describe('--dry-run on the elements Debian ships', () => {
   it('lists each phase with its scripts in run order, skipped files, and the environment', () => {
     const r = ours(['debian-minimal', 'vm'])
     const phase = (h: string) => r.phases.find((p) => p.hook === h)!
-    expect(r.phases.map((p) => p.hook)).toEqual([
-      'root.d',
-      'extra-data.d',
-      'pre-install.d',
-      'install.d',
-      'post-install.d',
-      'post-root.d',
-      'block-device.d',
-      'pre-finalise.d',
-      'finalise.d',
-      'cleanup.d',
-    ])
+    expect(r.phases.map((p) => p.hook)).toEqual([...DIB_PHASE_ORDER])
     expect(phase('root.d').scripts.map((s) => s.name)).toContain('08-debootstrap')
     expect(phase('finalise.d').scripts.map((s) => s.name)).toContain('50-bootloader')
     const install = phase('install.d').scripts.map((s) => s.name)
