@@ -13,6 +13,7 @@ packages=(
   squashfs-tools fuse3 cpio attr python3 python3-diskimage-builder sudo
   # what virt-dib adds to its build appliance (supermin copies installed host packages)
   python3-yaml perl gpgv debian-archive-keyring ca-certificates wget git rsync xfsprogs
+  thin-provisioning-tools
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -25,6 +25,11 @@ export class ElementError extends VirtDibError {
   override name = 'ElementError'
 }
 
+/** A block-device layout (DIB_BLOCK_DEVICE_CONFIG, block-device-*.yaml) that cannot be built. */
+export class BlockDeviceConfigError extends VirtDibError {
+  override name = 'BlockDeviceConfigError'
+}
+
 /** A host tool or appliance feature that the requested build needs is missing. */
 export class PrerequisiteError extends VirtDibError {
   override name = 'PrerequisiteError'

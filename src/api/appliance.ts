@@ -59,6 +59,7 @@ export async function launchAppliance(ctx: BuildContext): Promise<string> {
   const raw = plan.formats.find((f) => f.isRawDisk)
   const disk = raw && !plan.ramdisk ? ctx.stage(`${plan.outputPath}.raw`, 'raw').temp : join(ctx.workspace, 'image.raw')
   await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
+  ctx.imagePath = disk
   await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe' })
   await g.addDriveScratch(plan.size + GiB, { label: 'build' })
   await g.addDriveScratch(16 * GiB, { label: 'aux' })

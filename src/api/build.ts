@@ -14,7 +14,7 @@ import {
   exportTreeOutputs,
 } from './export.js'
 import { runExtraData } from './extra-data.js'
-import { createBlockDevice, finalizeImage } from './image.js'
+import { createBlockDevice, finalizeImage, releaseImage } from './image.js'
 import type { BuildHooks, BuildOptions } from './options.js'
 import { planBuild, type BuildPlan } from './plan.js'
 import { installTypeFile, prepareAuxTree } from './prepare-aux.js'
@@ -54,7 +54,7 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
     // divergence: in ramdisk mode no image is written at all (the original still wrote tarballs).
     if (!plan.ramdisk) await step(ctx, () => exportTreeOutputs(ctx))
     ctx.progress('Umounting the disks')
-    await ctx.g.umountAll()
+    await releaseImage(ctx)
     await ctx.g.shutdown()
     await ctx.g.close()
     if (!plan.ramdisk) {

@@ -6,6 +6,7 @@ import { mkdtemp, rename, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+import type { BlockDeviceLayout } from '../blockdev/layout.js'
 import type { Where } from '../elements/environment.js'
 import * as L from '../elements/layout.js'
 import { BuildAbortedError } from '../errors.js'
@@ -40,7 +41,11 @@ export class BuildContext implements PhaseContext {
   readonly staged: StagedFile[] = []
   readonly t0 = Date.now()
   #g: Guestfs | undefined
-  blockDevice: { device: string } | undefined
+  blockDevice: { device: string; devices: string } | undefined
+  /** The layout carried out (the planned one, or the override of block-device.d). */
+  layout: BlockDeviceLayout | undefined
+  /** The output disk file on the host. */
+  imagePath: string | undefined
   hostEnv?: NodeJS.ProcessEnv
   hostCwd?: string
   logPath?: string

@@ -1,5 +1,9 @@
-// The image's file systems: the block device step (block-device.d, then the layout), copying
-// the built tree onto it, and the final clean-up before outputs are taken.
+// The image's file systems: the block device step (block-device.d, then the layout carried out
+// in the appliance), the built tree copied onto it, and the final clean-up before outputs.
+import { createdValues, filesystemDevice } from '../blockdev/devices.js'
+import { getvalFiles } from '../blockdev/getval.js'
+import type { BlockDeviceLayout } from '../blockdev/layout.js'
+import { deactivateScript, layoutScript } from '../blockdev/script.js'
 import { phaseEnvironment, shellQuote } from '../elements/environment.js'
 import * as L from '../elements/layout.js'
 import { formatExtraEnv } from '../phases/control-file.js'
@@ -8,6 +12,7 @@ import { runPhase } from '../phases/run-scripts.js'
 import { DRIVE, mountAux } from './appliance.js'
 import type { BuildContext } from './context.js'
 
+/** Where the layout is mounted in the appliance while the tree is copied onto it. */
 const FINAL = '/vdib-final'
 
 async function applianceSh(ctx: BuildContext, script: string): Promise<string> {
@@ -15,70 +20,35 @@ async function applianceSh(ctx: BuildContext, script: string): Promise<string> {
 }
 
 /**
- * mkfs command for the root file system, with diskimage-builder's ext4 defaults, the label and
- * the UUID given at creation (as diskimage-builder does: no separate tune2fs that could race
- * with udev probing the new file system).
+ * block-device.d, then the layout (partitions, LVM, file systems), the tree copy and fstab, all in
+ * one appliance round trip; then the layout is mounted as the image root for the later phases.
  */
-export function mkfsCommand(
-  fsType: string,
-  device: string,
-  mkfsOptions: string | undefined,
-  label: string,
-  uuid: string,
-): string {
-  const extra = fsType === 'ext4' ? ['-i', '4096', '-J', 'size=64'] : []
-  const force = fsType === 'xfs' || fsType === 'btrfs' ? ['-f'] : fsType.startsWith('ext') ? ['-F'] : []
-  const ids =
-    fsType === 'vfat'
-      ? ['-n', label]
-      : fsType === 'xfs'
-        ? ['-L', label, '-m', `uuid=${uuid}`]
-        : ['-L', label, '-U', uuid]
-  // --mkfs-options is a list of words: split on blanks, each passed as one literal argument.
-  const user = (mkfsOptions ?? '').split(/\s+/).filter(Boolean)
-  return ['mkfs', '-t', fsType, ...force, ...extra, ...ids, ...user, device].map(shellQuote).join(' ')
-}
-
-/** block-device.d, then the layout (one file system on the whole disk), then the tree copy. */
 export async function createBlockDevice(ctx: BuildContext): Promise<void> {
   const { plan, g } = ctx
   const outDev = (await applianceSh(ctx, `readlink -f ${DRIVE.out}`)).trim()
   const bd = await runPhase(ctx, phase('block-device.d'))
   ctx.checkAborted()
-  const device = bd.blockDevice ?? outDev
+  // compat: a device named by block-device.d gets one file system, as in the original.
+  const layout: BlockDeviceLayout = bd.blockDevice !== undefined ? plan.overrideLayout : plan.layout
+  const disk = bd.blockDevice ?? outDev
   ctx.progress('Setting up the destination root')
-  await applianceSh(
-    ctx,
-    `${mkfsCommand(plan.fsType, device, plan.options.mkfsOptions, plan.rootLabel, plan.rootFsUuid)}; udevadm settle || true`,
-  )
-  // Copy the built tree (everything, hidden top-level files included) onto the new file system.
-  ctx.progress('Copying the root tree onto the image')
   const t = Date.now()
-  // bash with pipefail: a failure on either side of the tar pipe must fail the build, never leave
-  // a partial tree behind (the appliance's /bin/sh is dash). The copy is then checked.
-  const copy = [
-    'set -euo pipefail',
-    `mkdir -p ${FINAL}`,
-    `mount ${shellQuote(device)} ${FINAL}`,
-    `cd ${L.SYSROOT}`,
-    `tar --one-file-system --xattrs --xattrs-include='*' --acls --numeric-owner --exclude=./lost+found -cf - . | tar -C ${FINAL} --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -`,
-    `src=$(find . -xdev -path ./lost+found -prune -o -print | wc -l)`,
-    `dst=$(cd ${FINAL} && find . -xdev -path ./lost+found -prune -o -print | wc -l)`,
-    `sync`,
-    `umount ${FINAL}`,
-    `rmdir ${FINAL}`,
-    `[ "$src" -le "$dst" ] || { echo "copied $dst of $src entries" >&2; exit 1; }`,
-  ].join('\n')
-  await ctx.g.debug('sh', [`exec bash -c ${shellQuote(copy)}`], { signal: ctx.signal })
-  ctx.emit({ kind: 'step', name: 'copy-tree', seconds: (Date.now() - t) / 1000 })
+  const script = layoutScript(layout, { disk, source: L.SYSROOT, target: FINAL })
+  await g.debug('sh', [`exec bash -c ${shellQuote(script)}`], { signal: ctx.signal })
+  ctx.emit({ kind: 'step', name: 'block-device', seconds: (Date.now() - t) / 1000 })
+
   await g.umountAll()
-  await g.mount(device, '/')
+  const values = createdValues(layout, disk, ctx.imagePath ?? '')
+  // Parents first: each mount point exists on the file system mounted before it.
+  for (const m of layout.mounts) await g.mount(filesystemDevice(layout, disk, m.base), m.mountPoint)
   await mountAux(ctx)
-  ctx.blockDevice = { device }
+  ctx.blockDevice = { device: values['image-block-device']!, devices: values['image-block-devices']! }
+  ctx.layout = layout
   // The environment model is the one source of these values: what it gives the later phases.
-  const { vars } = phaseEnvironment({ ...plan.envInputs, blockDevice: { device } }, 'pre-finalise.d', 'appliance')
+  const { vars } = phaseEnvironment({ ...plan.envInputs, blockDevice: ctx.blockDevice }, 'pre-finalise.d', 'appliance')
   const late = vars.filter((v) => v.source === 'block-device' || v.name === 'DIB_IMAGE_SIZE')
   await g.write(`${L.RUNNERS}/block-device.env`, formatExtraEnv(late))
+  for (const [path, content] of getvalFiles(values, 'created')) await g.write(`${L.BLOCKDEV}/${path}`, content)
 }
 
 /** Empties /tmp, truncates logs under /var/log and removes /root/*.log, like diskimage-builder. */
@@ -96,4 +66,11 @@ export async function finalizeImage(ctx: BuildContext): Promise<void> {
       `if [ -d root ]; then find root -type f -name '*.log' -delete; fi`,
     ].join('; '),
   )
+}
+
+/** Unmounts the image and deactivates its volume groups, so the disk file is complete. */
+export async function releaseImage(ctx: BuildContext): Promise<void> {
+  await ctx.g.umountAll()
+  const deactivate = ctx.layout ? deactivateScript(ctx.layout) : undefined
+  if (deactivate) await applianceSh(ctx, deactivate)
 }

@@ -6,9 +6,12 @@ import { accessSync, constants, existsSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { basename, dirname, resolve } from 'node:path'
 
+import { chooseConfigSource, configToGraph, DEFAULT_CONFIG, type ConfigSource } from '../blockdev/config.js'
+import { planValues } from '../blockdev/devices.js'
+import { planLayout, type BlockDeviceLayout, type RootParams } from '../blockdev/layout.js'
 import { resolveElements } from '../elements/deps.js'
 import { loadElementIndex } from '../elements/discover.js'
-import type { EnvInputs } from '../elements/environment.js'
+import { resolveEnvvars, type EnvInputs } from '../elements/environment.js'
 import { planHooksTree, type HooksPlan } from '../elements/hooks.js'
 import type { ElementIndex, Resolution } from '../elements/types.js'
 import { PrerequisiteError, UsageError } from '../errors.js'
@@ -35,9 +38,15 @@ export interface BuildPlan {
   hooks: HooksPlan
   arch: string
   fsType: string
+  /** The root file system's label (from the layout; --root-label or the default for mkfs_root). */
   rootLabel: string
   rootFsUuid: string
   size: number
+  /** The block-device layout (DIB_BLOCK_DEVICE_CONFIG, an element's block-device-*.yaml, or the default). */
+  layout: BlockDeviceLayout
+  layoutSource: ConfigSource
+  /** One file system on the device a block-device.d script named with IMAGE_BLOCK_DEVICE=. */
+  overrideLayout: BlockDeviceLayout
   python: string
   ramdisk: boolean
   env: NodeJS.ProcessEnv
@@ -155,6 +164,22 @@ export function planBuild(options: BuildOptions): BuildPlan {
   })
   const hooks = planHooksTree(resolution.elements, options.excludeScripts ?? [])
   const rootFsUuid = randomUUID()
+  const rootParams: RootParams = {
+    diskSize: size,
+    fsType,
+    rootLabel: options.rootLabel,
+    mkfsOptions: options.mkfsOptions,
+    rootFsUuid,
+  }
+  // As diskimage-builder, the layout may come from the environment; --envvar wins over the host.
+  const configVar =
+    resolveEnvvars(options.envvars ?? [], env).find((v) => v.name === 'DIB_BLOCK_DEVICE_CONFIG')?.value ??
+    env['DIB_BLOCK_DEVICE_CONFIG']
+  const source = chooseConfigSource(configVar, resolution.elements, arch)
+  const layout = planLayout(configToGraph(source), source.origin, rootParams)
+  warnings.push(...layout.warnings)
+  const overrideLayout = planLayout(configToGraph({ origin: 'default', yaml: DEFAULT_CONFIG }), 'default', rootParams)
+  const values = planValues(layout)
   const imageCache = options.imageCache ?? resolve(env['HOME'] ?? homedir(), '.cache/image-create')
 
   const envInputs: EnvInputs = {
@@ -167,7 +192,12 @@ export function planBuild(options: BuildOptions): BuildPlan {
     offline: options.network === false,
     debugTrace: options.debug ?? 0,
     checksum: options.checksum ?? false,
-    rootLabel,
+    layout: {
+      rootLabel: values['root-label'],
+      rootFsType: values['root-fstype'],
+      mountPoints: values['mount-points'],
+      ...(values['boot-label'] !== undefined ? { bootLabel: values['boot-label'] } : {}),
+    },
     rootFsUuid,
     fsType,
     elementPaths: options.elementPaths,
@@ -189,9 +219,12 @@ export function planBuild(options: BuildOptions): BuildPlan {
     hooks,
     arch,
     fsType,
-    rootLabel,
+    rootLabel: layout.root.label,
     rootFsUuid,
     size,
+    layout,
+    layoutSource: source,
+    overrideLayout,
     python,
     ramdisk: resolution.ramdisk,
     env,

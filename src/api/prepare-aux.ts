@@ -5,6 +5,8 @@ import { spawn } from 'node:child_process'
 import { chmodSync, cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
+import { planValues } from '../blockdev/devices.js'
+import { DIB_BLOCK_DEVICE_SCRIPT, getvalFiles, paramsYaml } from '../blockdev/getval.js'
 import { phaseEnvironment, shellQuote, type EnvInputs, type Where } from '../elements/environment.js'
 import { prepareHooksTree } from '../elements/hooks.js'
 import * as L from '../elements/layout.js'
@@ -82,6 +84,8 @@ export function prepareAuxTree(ctx: BuildContext): string {
   mkdirSync(fakeBin, { recursive: true })
   writeExecutable(join(fakeBin, 'sudo'), FAKE_SUDO)
   writeExecutable(join(fakeBin, 'awk'), FAKE_AWK)
+  writeExecutable(join(fakeBin, 'dib-block-device'), DIB_BLOCK_DEVICE_SCRIPT)
+  writeBlockDeviceState(ctx, join(aux, 'blockdev'))
   const runParts = join(plan.options.libPath, 'dib-run-parts')
   if (existsSync(runParts)) {
     cpSync(runParts, join(fakeBin, 'dib-run-parts'), { dereference: true })
@@ -119,6 +123,28 @@ export function prepareAuxTree(ctx: BuildContext): string {
   mkdirSync(hostBin, { recursive: true })
   writeExecutable(join(hostBin, 'sudo'), FAKE_SUDO)
   return aux
+}
+
+/** The layout's config, params.yaml and the getval answers known before the build. */
+function writeBlockDeviceState(ctx: BuildContext, dir: string): void {
+  const { plan } = ctx
+  mkdirSync(join(dir, 'plan'), { recursive: true })
+  mkdirSync(join(dir, 'created'), { recursive: true })
+  for (const [p, c] of getvalFiles(planValues(plan.layout), 'plan')) writeFileSync(join(dir, p), c)
+  writeFileSync(join(dir, 'config.yaml'), plan.layoutSource.yaml)
+  const at = (p: string) => L.inAppliance(p)
+  writeFileSync(
+    join(dir, 'params.yaml'),
+    paramsYaml(plan.layout, {
+      configPath: at(`${L.BLOCKDEV}/config.yaml`),
+      imageDir: at(L.AUX),
+      buildDir: at(L.AUX),
+      mountBase: L.SYSROOT,
+      fsType: plan.fsType,
+      rootLabel: plan.options.rootLabel,
+      mkfsOptions: plan.options.mkfsOptions,
+    }),
+  )
 }
 
 /** The control file and environment of extra-data.d, for a FUSE mount at `mountpoint`. */

@@ -58,15 +58,19 @@ export function resolveEnvvars(specs: readonly EnvvarSpec[], hostEnv: NodeJS.Pro
 }
 
 export interface BlockDeviceVars {
-  /** IMAGE_BLOCK_DEVICE: the device holding the root file system, or the whole disk. */
+  /** IMAGE_BLOCK_DEVICE: the whole disk (where a boot loader goes). */
   device: string
-  /** IMAGE_BLOCK_DEVICES, eval-able by bash (`declare -A image_block_devices=(...)`). */
+  /** IMAGE_BLOCK_DEVICES: ` [name]=device ` per block device, for bash `eval`. */
   devices?: string
-  rootLabel?: string
-  rootFsType?: string
-  bootLabel?: string
+}
+
+/** What the block-device layout says before it exists (diskimage-builder's `getval` answers). */
+export interface LayoutVars {
+  rootLabel: string
+  rootFsType: string
   /** DIB_MOUNTPOINTS: mount points separated by '|'. */
-  mountPoints?: string
+  mountPoints: string
+  bootLabel?: string
 }
 
 export interface EnvInputs {
@@ -80,8 +84,10 @@ export interface EnvInputs {
   offline: boolean
   debugTrace: number
   checksum: boolean
-  rootLabel: string
+  /** From the block-device layout: DIB_ROOT_LABEL, DIB_ROOT_FSTYPE, DIB_MOUNTPOINTS, DIB_BOOT_LABEL. */
+  layout: LayoutVars
   rootFsUuid: string
+  /** --fs-type (FS_TYPE); the root's actual type is layout.rootFsType. */
   fsType: string
   elementPaths: readonly string[]
   /** -B as given; host phases use it directly. */
@@ -156,7 +162,7 @@ export function phaseEnvironment(
   set('DIB_OFFLINE', inputs.offline ? '1' : '')
   set('DIB_DEBUG_TRACE', String(inputs.debugTrace))
   set('DIB_CHECKSUM', inputs.checksum ? '1' : '0')
-  set('DIB_ROOT_LABEL', inputs.blockDevice?.rootLabel ?? inputs.rootLabel)
+  set('DIB_ROOT_LABEL', inputs.layout.rootLabel)
   set('DIB_IMAGE_ROOT_FS_UUID', inputs.rootFsUuid)
   set('FS_TYPE', inputs.fsType)
   set('DIB_NO_TMPFS', '1')
@@ -165,8 +171,9 @@ export function phaseEnvironment(
   set('IMAGE_TYPE', 'qcow2')
   if (inputs.skipBase) set('SKIP_BASE', '1')
   // diskimage-builder reads these from the block-device layout before root.d.
-  set('DIB_ROOT_FSTYPE', inputs.blockDevice?.rootFsType ?? inputs.fsType)
-  set('DIB_MOUNTPOINTS', inputs.blockDevice?.mountPoints ?? '/')
+  set('DIB_ROOT_FSTYPE', inputs.layout.rootFsType)
+  set('DIB_MOUNTPOINTS', inputs.layout.mountPoints)
+  if (inputs.layout.bootLabel !== undefined) set('DIB_BOOT_LABEL', inputs.layout.bootLabel)
   // compat: diskimage-builder leaks these host values into every phase; element manifests use them.
   set('IMAGE_ELEMENT_YAML', formatElementYaml(inputs.elements))
   set('ELEMENTS_PATH', inputs.elementPaths.join(':'))
@@ -182,6 +189,7 @@ export function phaseEnvironment(
     set('DIB_IMAGE_CACHE', inputs.imageCache)
     set('DIB_PYTHON_EXEC', inputs.python)
     set('DIB_MANIFEST_SAVE_DIR', `${mount}${L.outDir(inputs.imageName)}/`)
+    set('DIB_BLOCK_DEVICE_PARAMS_YAML', `${mount}${L.BLOCKDEV_PARAMS}`)
     const hostPath = inputs.hostEnv['PATH'] ?? '/usr/bin:/bin'
     set('PATH', inputs.hostFakeBin ? `${inputs.hostFakeBin}:${hostPath}` : hostPath)
   } else {
@@ -196,6 +204,7 @@ export function phaseEnvironment(
     set('DIB_LOCKFILES', `${at(L.PERM_HOME)}/.cache/dib/lockfiles`)
     set('DIB_IMAGE_CACHE', at(L.PERM_IMAGE_CACHE))
     set('DIB_MANIFEST_SAVE_DIR', `${at(L.outDir(inputs.imageName))}/`)
+    set('DIB_BLOCK_DEVICE_PARAMS_YAML', at(L.BLOCKDEV_PARAMS))
     // The appliance has python3 (virt-dib's appliance); in the chroot it is the image's business.
     if (where === 'appliance') set('DIB_PYTHON_EXEC', '/usr/bin/python3')
     set('HOME', where === 'chroot' ? '/root' : at(L.PERM_HOME))
@@ -208,8 +217,7 @@ export function phaseEnvironment(
   if (bd && AFTER_BLOCK_DEVICE.has(hook)) {
     set('IMAGE_BLOCK_DEVICE', bd.device, 'block-device')
     set('IMAGE_BLOCK_DEVICE_WITHOUT_PART', bd.device.replace(/(loop\d+)p\d+$/, '$1'), 'block-device')
-    set('IMAGE_BLOCK_DEVICES', bd.devices ?? `([image0]=${bd.device} [root]=${bd.device})`, 'block-device')
-    if (bd.bootLabel !== undefined) set('DIB_BOOT_LABEL', bd.bootLabel, 'block-device')
+    set('IMAGE_BLOCK_DEVICES', bd.devices ?? ` [image0]=${bd.device} `, 'block-device')
   }
 
   if (inputs.size !== undefined && (AFTER_BLOCK_DEVICE.has(hook) || hook === 'block-device.d')) {

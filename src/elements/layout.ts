@@ -17,6 +17,9 @@ export const PERM = `${AUX}/perm`
 export const PERM_HOME = `${PERM}/home`
 export const PERM_IMAGE_CACHE = `${PERM_HOME}/.cache/image-create`
 export const OUT = `${AUX}/out`
+/** The block-device layout's state: params.yaml and the answers of `dib-block-device getval`. */
+export const BLOCKDEV = `${AUX}/blockdev`
+export const BLOCKDEV_PARAMS = `${BLOCKDEV}/params.yaml`
 
 /** `$NAME.d` inside the image: what cleanup.d and manifests leave there is copied out. */
 export function outDir(imageName: string): string {

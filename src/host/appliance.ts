@@ -27,6 +27,8 @@ export const DEFAULT_APPLIANCE_PACKAGES: readonly string[] = [
   'rsync',
   // --fs-type xfs (Debian ships it for libguestfs as the separate libguestfs-xfs)
   'xfsprogs',
+  // LVM thin pools in block-device layouts (lvcreate checks a new pool with thin_check)
+  'thin-provisioning-tools',
 ]
 
 export interface PreparedAppliance {

@@ -134,6 +134,7 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
     const list = execFileSync('tar', ['-tvf', `${name}.tar`], { encoding: 'utf8' })
     expect(list).toMatch(/\.\/usr\/local\/bin\/hello/)
     expect(list).toMatch(/\.\/etc\/demo-extra-data\.txt/)
+    expect(list).toMatch(/\.\/etc\/demo-built/) // written by finalise.d, on the final file system
     expect(list).not.toMatch(/in_target/)
     // lost+found is there, as in diskimage-builder's tarballs (mkfs makes it on the final fs)
     expect(list).toMatch(/0\/0 +0 [^\n]* \.\/var\/log\/demo-root\.log/)
@@ -252,7 +253,11 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
       expect(await g.vfsLabel(dev)).toBe('cloudimg-rootfs')
       await g.mountRo(dev, '/')
       expect(await g.sh('/usr/local/bin/hello')).toMatch(/^hello from the virt-dib demo image/)
-      expect(await g.sh('ls /etc/demo-built && cat /etc/demo-app.conf')).toBe('/etc/demo-built\ngreeting=hello\n')
+      const etc = await g.ls('/etc')
+      expect(etc, `image /etc: ${etc.join(' ')}`).toContain('demo-built')
+      expect(await g.sh('cat /etc/demo-built /etc/demo-app.conf')).toMatch(
+        /^built by virt-dib at .* on \/dev\/sd[a-z]\ngreeting=hello\n$/,
+      )
     } finally {
       await g.close()
     }

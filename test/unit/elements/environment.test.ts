@@ -23,7 +23,7 @@ const inputs = (extra: Partial<EnvInputs> = {}): EnvInputs => ({
   offline: false,
   debugTrace: 0,
   checksum: false,
-  rootLabel: 'cloudimg-rootfs',
+  layout: { rootLabel: 'cloudimg-rootfs', rootFsType: 'ext4', mountPoints: '/' },
   rootFsUuid: '1234',
   fsType: 'ext4',
   elementPaths: ['/e'],
@@ -102,6 +102,23 @@ describe('environment model', () => {
     const env = asMap(phaseEnvironment(i, 'finalise.d', 'chroot').vars)
     expect(env['IMAGE_BLOCK_DEVICE']).toBe('/dev/loop0p1')
     expect(env['IMAGE_BLOCK_DEVICE_WITHOUT_PART']).toBe('/dev/loop0')
+    // diskimage-builder's shape, which bootloader evals into an associative array
+    expect(env['IMAGE_BLOCK_DEVICES']).toBe(' [image0]=/dev/loop0p1 ')
+  })
+
+  it('takes the root label, root type, mount points and boot label from the layout', () => {
+    const i = inputs({ layout: { rootLabel: 'root', rootFsType: 'xfs', mountPoints: '/boot|/', bootLabel: 'boot' } })
+    for (const where of ['chroot', 'appliance'] as const) {
+      const env = asMap(phaseEnvironment(i, 'root.d', where).vars)
+      expect(env['DIB_ROOT_LABEL']).toBe('root')
+      expect(env['DIB_ROOT_FSTYPE']).toBe('xfs')
+      expect(env['FS_TYPE']).toBe('ext4')
+      expect(env['DIB_MOUNTPOINTS']).toBe('/boot|/')
+      expect(env['DIB_BOOT_LABEL']).toBe('boot')
+    }
+    expect(asMap(phaseEnvironment(i, 'root.d', 'appliance').vars)['DIB_BLOCK_DEVICE_PARAMS_YAML']).toBe(
+      '/sysroot/tmp/in_target.aux/blockdev/params.yaml',
+    )
   })
 
   it('sets DIB_OFFLINE=1 without network, and the trace level', () => {
