@@ -48,6 +48,7 @@ export class ScriptError extends VirtDibError {
   readonly outputTail: readonly string[]
   /** Where the full log of the build is, if it is kept. */
   readonly logPath: string | undefined
+  readonly outOfSpace: boolean
 
   constructor(details: {
     hook: string
@@ -57,8 +58,15 @@ export class ScriptError extends VirtDibError {
     outputTail?: readonly string[]
     logPath?: string
     cause?: unknown
+    /** The disk the script wrote to was full: said first, with what to do about it. */
+    outOfSpace?: boolean
   }) {
-    super(`${details.hook}/${details.script} failed with exit status ${details.status}`, { cause: details.cause })
+    const what = `${details.hook}/${details.script} failed with exit status ${details.status}`
+    super(details.outOfSpace ? `out of space in the image: ${what}` : what, {
+      cause: details.cause,
+      ...(details.outOfSpace ? { hint: 'give the image more room with --size' } : {}),
+    })
+    this.outOfSpace = details.outOfSpace ?? false
     this.hook = details.hook
     this.script = details.script
     this.status = details.status

@@ -3,7 +3,8 @@
 import { join } from 'node:path'
 
 import * as L from '../elements/layout.js'
-import { Guestfs } from '../guestfs/index.js'
+import { VirtDibError } from '../errors.js'
+import { Guestfs, GuestfsError } from '../guestfs/index.js'
 import { applianceCacheRoot, prepareAppliance } from '../host/appliance.js'
 import { chooseBackendSettings } from '../host/kvm.js'
 import type { BuildContext } from './context.js'
@@ -77,6 +78,20 @@ async function helperDevice(ctx: BuildContext): Promise<string> {
   return parts[0] ?? dev
 }
 
+/** Mounts --drive; one that holds no file system is the user's error, said as such. */
+async function mountHelperDrive(ctx: BuildContext): Promise<void> {
+  const dev = await helperDevice(ctx)
+  try {
+    await ctx.g.mount(dev, L.PERM)
+  } catch (e) {
+    if (!(e instanceof GuestfsError) || e.applianceDied) throw e
+    throw new VirtDibError(
+      `the helper drive ${ctx.plan.options.drive} cannot be mounted: ${e.message.trim().split('\n').pop()}`,
+      { cause: e, hint: 'the helper drive needs a file system (on the whole disk or its first partition)' },
+    )
+  }
+}
+
 /** Formats the build root and the aux drive, mounts them and uploads the aux tree. */
 export async function prepareBuildRoot(ctx: BuildContext, auxDir: string): Promise<void> {
   const g = ctx.g
@@ -88,7 +103,7 @@ export async function prepareBuildRoot(ctx: BuildContext, auxDir: string): Promi
   await uploadAuxTree(ctx, auxDir, L.AUX)
   if (ctx.plan.options.drive) {
     await g.mkdirP(L.PERM)
-    await g.mount(await helperDevice(ctx), L.PERM)
+    await mountHelperDrive(ctx)
   }
   await g.mkdirP(L.PERM_IMAGE_CACHE)
   await g.mkdirP(`${L.PERM}/logs`)
@@ -101,5 +116,5 @@ export async function mountAux(ctx: BuildContext, first = false): Promise<void> 
   await g.mkdirP(L.AUX)
   if (first) await g.chmod(0o1777, '/tmp')
   await g.mount(DRIVE.aux, L.AUX)
-  if (!first && ctx.plan.options.drive) await g.mount(await helperDevice(ctx), L.PERM)
+  if (!first && ctx.plan.options.drive) await mountHelperDrive(ctx)
 }

@@ -1,6 +1,9 @@
 // build(): the whole image build, one named step per line, in diskimage-builder's order.
+import { dirname } from 'node:path'
+
 import { BuildAbortedError, VirtDibError } from '../errors.js'
 import { GuestfsError, AbortError as GuestfsAbortError } from '../guestfs/index.js'
+import { watchHostSpace } from '../host/space-watch.js'
 import { phase } from '../phases/registry.js'
 import { runPhase } from '../phases/run-scripts.js'
 import { launchAppliance, prepareBuildRoot } from './appliance.js'
@@ -32,6 +35,13 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
     announce(ctx)
     const auxDir = prepareAuxTree(ctx)
     const disk = await launchAppliance(ctx)
+    // The disk files grow while the guest writes: a full host file system must stop the build.
+    const scratchDir = await ctx.g.getTmpdir()
+    const watch = watchHostSpace([dirname(disk), ctx.workspace, scratchDir], (dir) => {
+      ctx.hostFull = dir
+      ctx.g.killAppliance()
+    })
+    ctx.cleanup.defer('host space watch', () => watch.stop())
     await prepareBuildRoot(ctx, auxDir)
     await step(ctx, () => runPhase(ctx, phase('root.d')))
     const installType = installTypeFile(ctx)
@@ -101,9 +111,16 @@ function explain(ctx: BuildContext, e: unknown): unknown {
     if (reason instanceof BuildAbortedError) return reason
     return new BuildAbortedError(undefined, { cause: reason ?? e })
   }
+  if (ctx.hostFull !== undefined) {
+    return new VirtDibError(`out of space on the host: the file system of ${ctx.hostFull} is full`, {
+      cause: e,
+      hint: 'free some space there, or build elsewhere (TMPDIR, --name)',
+    })
+  }
   if (e instanceof GuestfsAbortError) return new BuildAbortedError(undefined, { cause: e })
   if (e instanceof GuestfsError && e.applianceDied) {
-    return new VirtDibError(`the appliance died: ${e.message}`, {
+    // libguestfs explains at length how to debug it; the first line says what happened.
+    return new VirtDibError(`the appliance died: ${e.message.trim().split('\n')[0]!.replace(/\.$/, '')}`, {
       cause: e,
       hint: 'was qemu killed or out of memory? try -m',
     })

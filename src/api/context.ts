@@ -44,6 +44,8 @@ export class BuildContext implements PhaseContext {
   blockDevice: { device: string; devices: string } | undefined
   /** The layout carried out (the planned one, or the override of block-device.d). */
   layout: BlockDeviceLayout | undefined
+  /** Set when a host file system the appliance writes to filled up (the build is stopped). */
+  hostFull: string | undefined
   /** The output disk file on the host. */
   imagePath: string | undefined
   hostEnv?: NodeJS.ProcessEnv

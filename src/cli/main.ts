@@ -107,6 +107,7 @@ function report(e: unknown, color: boolean, debug: boolean): number {
     if (e.outputTail.length > 0) process.stderr.write(`${PROG}: last lines of ${e.hook}/${e.script}:\n`)
     for (const l of e.outputTail) process.stderr.write(`  ${l}\n`)
     err(`${PROG}: error: ${e.message}${e.where === 'chroot' ? ' (in the image chroot)' : ''}`)
+    if (e.hint) process.stderr.write(`${PROG}: ${e.hint}\n`)
     if (e.logPath) process.stderr.write(`${PROG}: the full log is in ${e.logPath}\n`)
     return e.exitCode
   }

@@ -143,12 +143,14 @@ export async function runPhase(ctx: PhaseContext, phase: Phase): Promise<PhaseRe
   if (status !== 0) {
     const failed = summary.ran.find((r) => r.status !== 0)
     if (failed) {
+      const outOfSpace = summary.tail.some((l) => ENOSPC.test(l)) || (await imageIsFull(ctx, phase))
       throw new ScriptError({
         hook: phase.hook,
         script: failed.name,
         status: failed.status,
         where: phase.where,
         outputTail: summary.tail,
+        outOfSpace,
         ...(ctx.logPath ? { logPath: ctx.logPath } : {}),
       })
     }
@@ -166,6 +168,20 @@ export async function runPhase(ctx: PhaseContext, phase: Phase): Promise<PhaseRe
     envFiles: summary.envFiles,
     ...(summary.blockDevice !== undefined ? { blockDevice: summary.blockDevice } : {}),
     seconds,
+  }
+}
+
+const ENOSPC = /No space left on device|ENOSPC/
+
+/** After a failure in the appliance: is the image's file system (nearly) full? */
+async function imageIsFull(ctx: PhaseContext, phase: Phase): Promise<boolean> {
+  if (phase.where === 'host') return false
+  try {
+    const df = await ctx.g.debug('sh', ['df -Pk /sysroot | tail -n 1'])
+    const avail = Number(df.trim().split(/\s+/)[3])
+    return Number.isFinite(avail) && avail < 1024
+  } catch {
+    return false
   }
 }
 

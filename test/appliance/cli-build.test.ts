@@ -1,7 +1,8 @@
-// The CLI during real builds: Ctrl-C (SIGINT) mid-build, and a failing host-side script whose
-// status becomes the exit code. Each leaves no qemu, no temp dir and no output behind.
+// The CLI during real builds: Ctrl-C (SIGINT) mid-build, SIGTERM during launch, qemu killed from
+// outside, and a failing host-side script whose status becomes the exit code. Each leaves no
+// qemu, no temp dir and no output behind, and the files that were there before untouched.
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -9,7 +10,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { DIB_LIB, root } from '../helpers/cli.js'
 import { tempDir } from '../helpers/temp.js'
-import { allQemuPids, waitFor } from '../helpers/processes.js'
+import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
+import { qemuDescendants, waitFor } from '../helpers/processes.js'
 
 const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
 
@@ -30,7 +32,6 @@ describe('CLI builds: interruption and host-side failure', () => {
   const out = tempDir('vdib-clib.')
   const tmp = tempDir('vdib-tmp.')
   const env = { ...process.env, TMPDIR: tmp }
-  const qemuBefore = new Set(allQemuPids())
   afterAll(() => {
     rmSync(out, { recursive: true, force: true })
     rmSync(tmp, { recursive: true, force: true })
@@ -40,6 +41,8 @@ describe('CLI builds: interruption and host-side failure', () => {
     'SIGINT during root.d: exit 130, a one-line message, appliance stopped, nothing left',
     async () => {
       const mr = join(out, 'events.jsonl')
+      writeFileSync(join(out, 'img.qcow2'), 'a previous build')
+      const before = snapshot(out, tmp)
       // prettier-ignore
       const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'qcow2,raw',
       '--name', join(out, 'img'), `--machine-readable=file:${mr}`, 'demo-os', 'demo-app'], env)
@@ -47,9 +50,7 @@ describe('CLI builds: interruption and host-side failure', () => {
       run.child.kill('SIGINT')
       expect(await run.exited).toBe(130)
       expect(run.err()).toMatch(/virt-dib: exiting on signal SIGINT\n/)
-      expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
-      expect(readdirSync(tmp)).toEqual([])
-      expect(readdirSync(out)).toEqual(['events.jsonl'])
+      await expectNothingLeft(before, (f) => f === 'events.jsonl')
       // The machine-readable stream has the same events as build(), one JSON object per line.
       const events = readFileSync(mr, 'utf8')
         .trim()
@@ -64,6 +65,7 @@ describe('CLI builds: interruption and host-side failure', () => {
   it(
     'SIGTERM while the appliance boots: exit 143, qemu stopped, nothing left',
     async () => {
+      const before = snapshot(out, tmp)
       // prettier-ignore
       const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'qcow2',
       '--name', join(out, 'img3'), 'demo-os'], env)
@@ -72,9 +74,7 @@ describe('CLI builds: interruption and host-side failure', () => {
       run.child.kill('SIGTERM')
       expect(await run.exited).toBe(143)
       expect(run.err()).toMatch(/virt-dib: exiting on signal SIGTERM\n/)
-      expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
-      expect(readdirSync(tmp)).toEqual([])
-      expect(readdirSync(out).filter((f) => f.includes('img3'))).toEqual([])
+      await expectNothingLeft(before)
     },
     10 * 60_000,
   )
@@ -82,18 +82,42 @@ describe('CLI builds: interruption and host-side failure', () => {
   it(
     'a failing extra-data.d script: its status is the exit code, its output is shown; with --no-delete-on-failure the partial disk is kept and named',
     async () => {
+      const before = snapshot(out, tmp)
       // prettier-ignore
       const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'raw',
       '--no-delete-on-failure', '--name', join(out, 'img2'), 'demo-os', 'failing-host'], env)
       expect(await run.exited).toBe(42)
       expect(run.out()).toContain('host side failing')
       expect(run.err()).toMatch(/virt-dib: error: extra-data\.d\/10-fail failed with exit status 42/)
-      expect(await waitFor(() => allQemuPids().every((p) => qemuBefore.has(p)), 15_000)).toBe(true)
-      expect(readdirSync(tmp)).toEqual([])
+      await expectNothingLeft(before, (f) => f.startsWith('.img2.raw.vdib-'))
       const kept = readdirSync(out).filter((f) => f.startsWith('.img2.raw.vdib-'))
       expect(kept.length).toBe(1)
       expect(run.out()).toContain(`partial outputs kept: ${join(out, kept[0]!)}`)
       expect(readdirSync(out).filter((f) => f.startsWith('img2'))).toEqual([])
+    },
+    10 * 60_000,
+  )
+
+  it(
+    'qemu killed from outside mid-build: exit 1, one line saying the appliance died, nothing left',
+    async () => {
+      writeFileSync(join(out, 'img4.qcow2'), 'a previous build')
+      const before = snapshot(out, tmp)
+      // prettier-ignore
+      const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'qcow2,tar',
+      '--envvar', 'SLEEP_AT=install.d', '--name', join(out, 'img4'), 'demo-os', 'fail-at'], env)
+      expect(await waitFor(() => run.out().includes('fail-at: sleeping in install.d'), 5 * 60_000, 100)).toBe(true)
+      const victims = qemuDescendants(run.child.pid)
+      expect(victims.length).toBe(1)
+      process.kill(victims[0]!.pid, 'SIGKILL')
+      expect(await run.exited).toBe(1)
+      const errors = run
+        .err()
+        .split('\n')
+        .filter((l) => l.startsWith('virt-dib: error:'))
+      expect(errors).toEqual([expect.stringMatching(/^virt-dib: error: the appliance died: .*closed the connection/)])
+      expect(run.err()).not.toMatch(/LIBGUESTFS_DEBUG|guestfs-faq/)
+      await expectNothingLeft(before)
     },
     10 * 60_000,
   )

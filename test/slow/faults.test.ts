@@ -1,0 +1,145 @@
+// The full fault matrix (opt-in): a failing script in every phase, the image disk filling up, the
+// host output directory filling up, a broken helper drive, and repeated --smp 2 builds for the
+// device-settling race of the original. After each: the exit code and message the case calls
+// for, and the invariants (no qemu, no temp dir, earlier files untouched, no output left).
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { afterAll, describe, expect, it } from 'vitest'
+
+import { DIB_LIB, root } from '../helpers/cli.js'
+import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
+import { tempDir } from '../helpers/temp.js'
+
+const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
+const PHASES = [
+  'root.d',
+  'extra-data.d',
+  'pre-install.d',
+  'install.d',
+  'post-install.d',
+  'post-root.d',
+  'block-device.d',
+  'pre-finalise.d',
+  'finalise.d',
+  'cleanup.d',
+] as const
+
+function virtDib(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()))
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()))
+    child.on('close', (status) => resolve({ status, out, err }))
+  })
+}
+
+describe('fault matrix', () => {
+  const out = tempDir('vdib-faults.')
+  const tmp = tempDir('vdib-faultstmp.')
+  const env = { ...process.env, TMPDIR: tmp }
+  const base = ['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M']
+
+  for (const phase of PHASES) {
+    it(
+      `a failing script in ${phase}`,
+      async () => {
+        const name = join(out, phase.replace('.d', ''))
+        writeFileSync(`${name}.qcow2`, 'a previous build')
+        const before = snapshot(out, tmp)
+        // prettier-ignore
+        const r = await virtDib([...base, '--formats', 'qcow2,tar', '--envvar', `FAIL_AT=${phase}`,
+          '--name', name, 'demo-os', 'fail-at'], env)
+        // compat: the original exits with a failing extra-data.d script's own status, else 1.
+        expect(r.status).toBe(phase === 'extra-data.d' ? 3 : 1)
+        expect(r.out + r.err).toContain(`fail-at: failing on purpose in ${phase}`)
+        expect(r.err).toMatch(
+          new RegExp(`virt-dib: error: ${phase.replace('.', '\\.')}/50-fail-at failed with exit status 3`),
+        )
+        await expectNothingLeft(before)
+      },
+      10 * 60_000,
+    )
+  }
+
+  it(
+    'the image disk filling up: "out of space in the image", naming the phase and script',
+    async () => {
+      const before = snapshot(out, tmp)
+      // prettier-ignore
+      const r = await virtDib([...base.slice(0, -1), '64M', '--formats', 'qcow2', '--envvar', 'FILL_AT=install.d',
+        '--name', join(out, 'full'), 'demo-os', 'fail-at'], env)
+      expect(r.status).toBe(1)
+      expect(r.err).toMatch(
+        /virt-dib: error: out of space in the image: install\.d\/50-fail-at failed with exit status 1/,
+      )
+      expect(r.err).toMatch(/--size/)
+      await expectNothingLeft(before)
+    },
+    15 * 60_000,
+  )
+
+  it(
+    'the host output directory filling up: the build stops and says which file system is full',
+    async () => {
+      const small = join(out, 'small')
+      mkdirSync(small)
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', small])
+      try {
+        writeFileSync(join(small, 'keep.txt'), 'was here before')
+        const before = snapshot(small, tmp)
+        // The raw disk is written in the output directory: mkfs alone (a 64 MiB journal) cannot fit.
+        // prettier-ignore
+        const r = await virtDib([...base, '--formats', 'raw', '--name', join(small, 'img'), 'demo-os'], env)
+        expect(r.status).toBe(1)
+        expect(r.err).toMatch(/virt-dib: error: out of space on the host: the file system of .*small is full/)
+        await expectNothingLeft(before)
+      } finally {
+        execFileSync('umount', [small])
+      }
+    },
+    15 * 60_000,
+  )
+
+  it(
+    'a broken helper drive (no file system on it): a clear error, the drive untouched',
+    async () => {
+      const drive = join(out, 'helper.img')
+      execFileSync('truncate', ['-s', '64M', drive])
+      const before = snapshot(out, tmp)
+      // prettier-ignore
+      const r = await virtDib([...base, '--formats', 'qcow2', '--drive', drive, '--drive-format', 'raw',
+        '--name', join(out, 'drive'), 'demo-os'], env)
+      expect(r.status).toBe(1)
+      expect(r.err).toMatch(/virt-dib: error: the helper drive .*helper\.img cannot be mounted/)
+      await expectNothingLeft(before)
+    },
+    10 * 60_000,
+  )
+
+  it(
+    'no device-settling race: five builds in a row with --smp 2 all succeed',
+    async () => {
+      for (let i = 0; i < 5; i++) {
+        const name = join(out, `smp${i}`)
+        const r = await virtDib([...base, '--smp', '2', '--formats', 'raw', '--name', name, 'demo-os', 'demo-app'], env)
+        expect(r.err).not.toMatch(/mount point is not a directory/)
+        expect(r.status, r.err).toBe(0)
+        rmSync(`${name}.raw`)
+        rmSync(`${name}.d`, { recursive: true, force: true })
+      }
+      expect(readdirSync(tmp)).toEqual([])
+    },
+    30 * 60_000,
+  )
+
+  afterAll(() => {
+    rmSync(out, { recursive: true, force: true })
+  })
+})
