@@ -13,8 +13,9 @@ export const docker: OutputFormat = {
   source: 'tar-stream',
   progress: (o) => `Importing the image to docker as ‘${o.dockerTarget ?? ''}’`,
   checkHost(o) {
-    if (!findExecutable('docker')) throw new PrerequisiteError('docker needed but not found')
+    // A usage error first: it does not depend on the host.
     if (!o.dockerTarget) throw new UsageError('docker: a target was not specified, use ‘--docker-target’')
+    if (!findExecutable('docker')) throw new PrerequisiteError('docker needed but not found')
   },
   consumeTar(ctx) {
     const input = new PassThrough()

@@ -24,7 +24,7 @@ const INTENDED = {
   ours: new Set(['DIB_IMAGE_ROOT_FS_UUID', 'DIB_MANIFEST_SAVE_DIR', 'IMAGE_BLOCK_DEVICE_WITHOUT_PART']),
   oursOutside: new Set(['TMPDIR']), // the image's /tmp: the appliance's /tmp is a small RAM disk
   // host state diskimage-builder leaks that has no meaning in an appliance
-  dib: new Set(['OUT_IMAGE_PATH', 'DIB_BLOCK_DEVICE_PARAMS_YAML', 'PWD', 'SHLVL', 'OLDPWD', '_']),
+  dib: new Set(['OUT_IMAGE_PATH', 'PWD', 'SHLVL', 'OLDPWD', '_']),
   // --image-size (GB) is exported from the start; virt-dib has --size and exports KiB from block-device.d
   dibBeforeBlockDevice: new Set(['DIB_IMAGE_SIZE']),
   // sudo -E chroot leaks these into the chroot

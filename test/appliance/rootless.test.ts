@@ -102,4 +102,15 @@ describe.runIf(isRoot)('rootless builds', () => {
     },
     20 * 60_000,
   )
+
+  it('refuses an output directory the user cannot write to, before anything is launched', async () => {
+    const locked = join(out, 'locked')
+    mkdirSync(locked, { mode: 0o755 }) // owned by root
+    const env = { HOME: home, PATH: process.env['PATH'] ?? '/usr/bin:/bin', TMPDIR: out }
+    // prettier-ignore
+    const r = await runAs(['-B', DIB_LIB, '-p', join(app, 'examples', 'elements'), '--skip-base',
+      '--name', join(locked, 'img'), 'demo-os'], env)
+    expect(r.status).toBe(1)
+    expect(r.out).toBe(`virt-dib: error: output directory ‘${locked}’ is not writable\n`)
+  })
 })

@@ -126,6 +126,29 @@ describe('virt-dib CLI without an appliance', () => {
       ['-B', DIB_LIB, '-p', demo, '--skip-base', '--python', 'no-such-python', 'demo-os'],
       'virt-dib: error: no-such-python needed but not found\n',
     ],
+    [['--size', 'abc', 'x'], 'virt-dib: error: abc: cannot parse size field\n'],
+    [['-B', DIB_LIB, '-p', demo, '--skip-base', '--size', '0G', 'demo-os'], /--size must be greater than zero/],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--drive-format', 'vmdk', 'demo-os'],
+      /--drive-format must be raw or qcow2/,
+    ],
+    [['-B', DIB_LIB, '-p', demo, '--skip-base', '--smp', '0', 'demo-os'], /--smp must be between 1 and 255/],
+    [['-B', DIB_LIB, '-p', demo, '--skip-base', '-m', '16', 'demo-os'], /-m must be between 256 and/],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--formats', 'docker', 'demo-os'],
+      /docker: a target was not specified, use ‘--docker-target’/,
+    ],
+    [
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--envvar', 'DIB_BLOCK_DEVICE_CONFIG=- frob: {name: x}', 'demo-os'],
+      /^virt-dib: error: unknown block-device plugin ‘frob’ \(known: local_loop, partitioning, lvm, mkfs, mount, fstab\)\n$/,
+    ],
+    [
+      // prettier-ignore
+      ['-B', DIB_LIB, '-p', demo, '--skip-base', '--size', '1G', '--envvar',
+        'DIB_BLOCK_DEVICE_CONFIG=- local_loop: {name: image0}\n- partitioning: {base: image0, label: gpt, partitions: [{name: root, size: 2GiB, mkfs: {mount: {mount_point: /}}}]}',
+        'demo-os'],
+      /^virt-dib: error: block-device config \(DIB_BLOCK_DEVICE_CONFIG\): partition ‘root’ \(2GiB\) does not fit/,
+    ],
   ]
   for (const [args, expected] of cases) {
     it(`rejects ${JSON.stringify(args)} with exit 1 and a clear message, leaving nothing`, () => {
