@@ -33,7 +33,7 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
   let ok = false
   try {
     announce(ctx)
-    const auxDir = prepareAuxTree(ctx)
+    const auxDir = await timed(ctx, 'prepare-aux', async () => prepareAuxTree(ctx))
     const disk = await launchAppliance(ctx)
     // The disk files grow while the guest writes: a full host file system must stop the build.
     const scratchDir = await ctx.g.getTmpdir()
@@ -42,7 +42,7 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
       ctx.g.killAppliance()
     })
     ctx.cleanup.defer('host space watch', () => watch.stop())
-    await prepareBuildRoot(ctx, auxDir)
+    await timed(ctx, 'upload-aux', () => prepareBuildRoot(ctx, auxDir))
     await step(ctx, () => runPhase(ctx, phase('root.d')))
     const installType = installTypeFile(ctx)
     await ctx.g.write(installType.path, installType.content)
@@ -59,17 +59,19 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
     await step(ctx, () => runPhase(ctx, phase('pre-finalise.d')))
     await step(ctx, () => runPhase(ctx, phase('finalise.d')))
     await step(ctx, () => runPhase(ctx, phase('cleanup.d')))
-    await step(ctx, () => exportExtraData(ctx))
-    await step(ctx, () => finalizeImage(ctx))
+    await timed(ctx, 'extract-data', () => exportExtraData(ctx))
+    await timed(ctx, 'finalize-image', () => finalizeImage(ctx))
     // divergence: in ramdisk mode no image is written at all (the original still wrote tarballs).
     if (!plan.ramdisk) await step(ctx, () => exportTreeOutputs(ctx))
     ctx.progress('Umounting the disks')
-    await releaseImage(ctx)
-    await ctx.g.shutdown()
-    await ctx.g.close()
+    await timed(ctx, 'shutdown', async () => {
+      await releaseImage(ctx)
+      await ctx.g.shutdown()
+      await ctx.g.close()
+    })
     if (!plan.ramdisk) {
       await step(ctx, () => exportDiskOutputs(ctx, disk))
-      await step(ctx, () => exportChecksums(ctx))
+      await timed(ctx, 'checksums', () => exportChecksums(ctx))
     }
     ctx.checkAborted()
     await ctx.commitOutputs(commitDirectory)
@@ -93,6 +95,15 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
 async function step<T>(ctx: BuildContext, fn: () => Promise<T>): Promise<T> {
   ctx.checkAborted()
   return fn()
+}
+
+/** A step whose duration is reported (`step` events: where the time goes, for users and bench/). */
+async function timed<T>(ctx: BuildContext, name: string, fn: () => Promise<T>): Promise<T> {
+  ctx.checkAborted()
+  const t = Date.now()
+  const r = await fn()
+  ctx.emit({ kind: 'step', name, seconds: (Date.now() - t) / 1000 })
+  return r
 }
 
 function announce(ctx: BuildContext): void {
