@@ -1,6 +1,7 @@
 // --dry-run: what a build would do, without launching anything: the expanded elements and where
 // each came from, every phase with its scripts in run order, skipped files and why, the
 // variables of each phase and the environment.d files sourced (listed, not run).
+import { fstabText } from '../blockdev/script.js'
 import { phaseEnvironment, type EnvSource, type HookName, type Where } from '../elements/environment.js'
 import { listEnvironmentFiles, listPhaseScripts, type SkipReason } from '../elements/hooks.js'
 import { PHASES } from '../phases/registry.js'
@@ -21,6 +22,13 @@ export interface DryRunReport {
   }[]
   outputs: string[]
   ramdisk: boolean
+  /** The block-device layout that would be made on the --size disk. */
+  blockDevice: {
+    origin: string
+    partitions: { table: string; name: string; number: number; start: number; sectors: number; type: string }[]
+    filesystems: { name: string; type: string; label: string; on: string; mountPoint?: string }[]
+    fstab: string
+  }
   warnings: string[]
 }
 
@@ -58,6 +66,24 @@ export function describePlan(plan: BuildPlan): DryRunReport {
           f.extension ? `${plan.outputPath}.${f.extension}` : `docker:${plan.options.dockerTarget ?? ''}`,
         ),
     ramdisk: plan.ramdisk,
+    blockDevice: {
+      origin: plan.layout.origin,
+      partitions: plan.layout.tables.flatMap((t) =>
+        t.partitions.map((p) => ({
+          table: t.label,
+          name: p.name,
+          number: p.number,
+          start: p.startSector,
+          sectors: p.sizeSectors,
+          type: p.type,
+        })),
+      ),
+      filesystems: plan.layout.filesystems.map((f) => {
+        const m = plan.layout.mounts.find((x) => x.base === f.name)
+        return { name: f.name, type: f.type, label: f.label, on: f.base, ...(m ? { mountPoint: m.mountPoint } : {}) }
+      }),
+      fstab: fstabText(plan.layout),
+    },
     warnings: [...warnings],
   }
 }
@@ -89,6 +115,13 @@ export function formatDryRun(r: DryRunReport): string {
     out.push('  environment:')
     for (const v of p.environment)
       out.push(`    ${v.name}=${JSON.stringify(v.value)}${v.source === 'virt-dib' ? '' : `  [${v.source}]`}`)
+  }
+  out.push('', `Block device (${r.blockDevice.origin}):`)
+  for (const p of r.blockDevice.partitions) {
+    out.push(`  ${p.table} partition ${p.number} ${p.name}: start ${p.start}, ${p.sectors} sectors, type ${p.type}`)
+  }
+  for (const f of r.blockDevice.filesystems) {
+    out.push(`  ${f.type} ‘${f.label}’ on ${f.on}${f.mountPoint ? ` mounted at ${f.mountPoint}` : ''}`)
   }
   out.push('', `Outputs${r.ramdisk ? ' (ramdisk build)' : ''}:`)
   for (const o of r.outputs) out.push(`  ${o}`)
