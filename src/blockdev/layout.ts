@@ -182,7 +182,10 @@ export function planLayout(entries: readonly GraphEntry[], origin: string, param
       }
       case 'mount': {
         const mp = str(fields, 'mount_point', `mount ‘${name}’`, err)
-        if (!mp.startsWith('/')) throw err(`mount point ‘${mp}’ of ‘${name}’ is not absolute`)
+        // Mounted under the copy target in the appliance: no way out of it, nothing fstab cannot say.
+        if (!/^\/([^/\s]+(\/[^/\s]+)*)?$/.test(mp) || mp.split('/').some((c) => c === '.' || c === '..')) {
+          throw err(`mount point ‘${mp}’ of ‘${name}’ must be an absolute, normalised path without blanks`)
+        }
         if (mountsInConfig.some((m) => m.mountPoint === mp)) throw err(`mount point ‘${mp}’ specified more than once`)
         mountsInConfig.push({ name, base: str(fields, 'base', `mount ‘${name}’`, err), mountPoint: mp })
         addNode(name, 'mount', [mountsInConfig.at(-1)!.base])
@@ -446,12 +449,19 @@ function lvmNode(name: string, f: Fields, err: (m: string) => Error): LvmPlan {
     if (!Array.isArray(o)) throw err(`options of ${what} must be a list`)
     return o.map(String)
   }
+  // LVM's own rule for names, checked here rather than by lvcreate in the middle of a build.
+  const lvmName = (n: string, what: string) => {
+    if (!/^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/.test(n) || n === '.' || n === '..') {
+      throw err(`${what} name ‘${n}’ is not a valid LVM name`)
+    }
+    return n
+  }
   const pvs = list('pvs').map((p) => {
     const n = str(p, 'name', `a pvs entry of ‘${name}’`, err)
     return { name: n, base: str(p, 'base', `pvs ‘${n}’`, err), options: opts(p, `pvs ‘${n}’`) }
   })
   const vgs = list('vgs').map((v) => {
-    const n = str(v, 'name', `a vgs entry of ‘${name}’`, err)
+    const n = lvmName(str(v, 'name', `a vgs entry of ‘${name}’`, err), 'volume group')
     const base = v['base']
     if (!Array.isArray(base) || base.length === 0) throw err(`vgs ‘${n}’ needs a list of pvs as base`)
     for (const b of base) {
@@ -460,7 +470,7 @@ function lvmNode(name: string, f: Fields, err: (m: string) => Error): LvmPlan {
     return { name: n, base: base.map(String), options: opts(v, `vgs ‘${n}’`) }
   })
   const lvs = list('lvs').map((l): LvPlan => {
-    const n = str(l, 'name', `an lvs entry of ‘${name}’`, err)
+    const n = lvmName(str(l, 'name', `an lvs entry of ‘${name}’`, err), 'logical volume')
     const base = str(l, 'base', `lvs ‘${n}’`, err)
     if (!vgs.some((v) => v.name === base)) throw err(`base ‘${base}’ of lvs ‘${n}’ does not match a valid vg`)
     if (l['size'] === undefined && l['extents'] === undefined) throw err(`lvs ‘${n}’ needs a size or extents`)

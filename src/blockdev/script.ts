@@ -59,13 +59,20 @@ export function mkfsArgv(fs: FilesystemPlan, device: string): string[] {
   return ['mkfs', '-t', fs.type, ...force, ...fs.opts, ...label, ...uuid, ...quiet, device]
 }
 
+/** fstab fields are blank-separated: blanks and backslashes inside one are octal escapes. */
+function fstabField(v: string | number): string {
+  return String(v).replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`)
+}
+
 export function fstabText(layout: BlockDeviceLayout): string {
   const lines: string[] = []
   for (const m of layout.mounts) {
     const e = layout.fstab.find((f) => f.base === m.name)
     if (!e) continue
     const fs = layout.filesystems.find((f) => f.name === m.base)!
-    lines.push(`LABEL=${fs.label} ${m.mountPoint} ${fs.type} ${e.options} ${e.dumpFreq} ${e.fsckPassno}`)
+    lines.push(
+      [`LABEL=${fs.label}`, m.mountPoint, fs.type, e.options, e.dumpFreq, e.fsckPassno].map(fstabField).join(' '),
+    )
   }
   return lines.length > 0 ? lines.join('\n') + '\n' : ''
 }

@@ -353,6 +353,11 @@ describe('block-device layout planning', () => {
     expect(execFileSync('bash', ['-n'], { input: s }).toString()).toBe('')
   })
 
+  it('escapes blanks in fstab fields', () => {
+    const l = plan(MBR_ONE.replace('mkfs:', 'mkfs:\n          label: "my root"'))
+    expect(fstabText(l)).toBe('LABEL=my\\040root / ext4 defaults 0 1\n')
+  })
+
   it('sorts mount points parents first', () => {
     const m = (p: string) => ({ mountPoint: p })
     expect(sortMounts([m('/var/log'), m('/boot/efi'), m('/'), m('/var'), m('/boot')]).map((x) => x.mountPoint)).toEqual(
@@ -464,6 +469,13 @@ describe('block-device layout errors (before anything is launched)', () => {
       GRAPH.replace('base: mkfs_root', 'base: root'),
       /‘mount_mkfs_root’ cannot be based on ‘root’ \(a partition\); it needs a mkfs/,
     )
+    bad(
+      MBR_ONE.replace('mount_point: /', 'mount_point: /../../etc'),
+      /mount point ‘\/\.\.\/\.\.\/etc’ .* must be an absolute, normalised path/,
+    )
+    bad(MBR_ONE.replace('mount_point: /', 'mount_point: "/my dir"'), /without blanks/)
+    bad(LVM_TREE.replace('name: lv_var', 'name: "lv var"'), /logical volume name ‘lv var’ is not a valid LVM name/)
+    bad(LVM_TREE.replace('name: vg,', 'name: "-vg",').replace('base: vg,', 'base: "-vg",'), /volume group name ‘-vg’/)
     bad('key: value', /must be a list of plugin entries/)
     bad('- [unclosed', /is not valid YAML/)
   })
