@@ -79,7 +79,7 @@ describe('debian-minimal vm (bookworm, block-device-mbr, bootloader)', () => {
   it('has a Debian root with /etc/debian_version, apt and a boot loader configuration', () => {
     const v = execFileSync('tar', ['-xOf', `${name}.tar`, './etc/debian_version'], { encoding: 'utf8' })
     expect(v).toMatch(/^12\./)
-    const list = execFileSync('tar', ['-tf', `${name}.tar`], { encoding: 'utf8' })
+    const list = execFileSync('tar', ['-tf', `${name}.tar`], { encoding: 'utf8', maxBuffer: 256 * 1024 ** 2 })
     expect(list).toMatch(/\.\/usr\/bin\/apt\n/)
     expect(list).toMatch(/\.\/boot\/grub\/grub\.cfg\n/)
     const fstab = execFileSync('tar', ['-xOf', `${name}.tar`, './etc/fstab'], { encoding: 'utf8' })
@@ -124,7 +124,8 @@ describe('debian-minimal vm (bookworm, block-device-mbr, bootloader)', () => {
         const timer = setTimeout(() => resolve(undefined), BOOT_TIMEOUT_S * 1000)
         qemu.stdout.on('data', (b: Buffer) => {
           console_ += b.toString()
-          const m = /VDIB-BOOT-MARKER: [^\r\n]*/.exec(console_)
+          // Only a whole line: the console arrives in chunks that can end mid-line.
+          const m = /VDIB-BOOT-MARKER: [^\r\n]*(?=\r?\n)/.exec(console_)
           if (m) {
             clearTimeout(timer)
             resolve(m[0])
