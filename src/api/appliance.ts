@@ -1,12 +1,14 @@
 // The appliance of a build: created, given its drives and launched here (the only place that
 // launches), then the build root and the aux tree are set up in it.
-import { join } from 'node:path'
+import { statfs } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 
 import * as L from '../elements/layout.js'
 import { VirtDibError } from '../errors.js'
 import { Guestfs, GuestfsError } from '../guestfs/index.js'
 import { applianceCacheRoot, prepareAppliance } from '../host/appliance.js'
 import { chooseBackendSettings } from '../host/kvm.js'
+import { formatSize } from '../util/sizes.js'
 import type { BuildContext } from './context.js'
 import { uploadAuxTree } from './prepare-aux.js'
 
@@ -59,6 +61,7 @@ export async function launchAppliance(ctx: BuildContext): Promise<string> {
   // The output disk: straight in the output directory when raw is wanted (renamed at the end).
   const raw = plan.formats.find((f) => f.isRawDisk)
   const disk = raw && !plan.ramdisk ? ctx.stage(`${plan.outputPath}.raw`, 'raw').temp : join(ctx.workspace, 'image.raw')
+  await checkRoomForDisk(dirname(disk), plan.size)
   await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
   ctx.imagePath = disk
   await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe' })
@@ -69,6 +72,21 @@ export async function launchAppliance(ctx: BuildContext): Promise<string> {
   await g.launch({ signal: ctx.signal })
   ctx.emit({ kind: 'step', name: 'launch', seconds: (Date.now() - t) / 1000 })
   return disk
+}
+
+/**
+ * The disk file is sparse, but if its file system fills up while the guest writes, qemu pauses the
+ * guest and the build would hang: refuse a disk that the file system could not hold whole.
+ */
+async function checkRoomForDisk(dir: string, size: number): Promise<void> {
+  const s = await statfs(dir)
+  const free = s.bavail * s.bsize
+  if (free < size) {
+    throw new VirtDibError(
+      `not enough space in ${dir} for the ${formatSize(size)} disk image: ${formatSize(free)} free`,
+      { hint: 'use a smaller --size, or another directory (--name for raw output, TMPDIR otherwise)' },
+    )
+  }
 }
 
 /** The device of the helper drive to mount: the whole disk, or its first partition. */

@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { DIB_LIB, root } from '../helpers/cli.js'
 import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
+import { waitFor } from '../helpers/processes.js'
 import { tempDir } from '../helpers/temp.js'
 
 const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
@@ -86,7 +87,7 @@ describe('fault matrix', () => {
   )
 
   it(
-    'the host output directory filling up: the build stops and says which file system is full',
+    'a host directory too small for the disk: refused before anything is launched',
     async () => {
       const small = join(out, 'small')
       mkdirSync(small)
@@ -94,17 +95,50 @@ describe('fault matrix', () => {
       try {
         writeFileSync(join(small, 'keep.txt'), 'was here before')
         const before = snapshot(small, tmp)
-        // The raw disk is written in the output directory: mkfs alone (a 64 MiB journal) cannot fit.
-        // prettier-ignore
         const r = await virtDib([...base, '--formats', 'raw', '--name', join(small, 'img'), 'demo-os'], env)
         expect(r.status).toBe(1)
-        expect(r.err).toMatch(/virt-dib: error: out of space on the host: the file system of .*small is full/)
+        expect(r.err).toMatch(/virt-dib: error: not enough space in .*small for the 256M disk image: \d+(\.\d)?M free/)
+        expect(r.out).not.toMatch(/Running:/)
         await expectNothingLeft(before)
       } finally {
         execFileSync('umount', [small])
       }
     },
-    15 * 60_000,
+    10 * 60_000,
+  )
+
+  it(
+    'the host output directory filling up during the build: stopped, saying which file system is full',
+    async () => {
+      const fills = join(out, 'fills')
+      mkdirSync(fills)
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=300m', 'tmpfs', fills])
+      try {
+        writeFileSync(join(fills, 'keep.txt'), 'was here before')
+        const before = snapshot(fills, tmp)
+        // prettier-ignore
+        const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...base, '--formats', 'raw',
+          '--envvar', 'SLEEP_AT=install.d', '--name', join(fills, 'img'), 'demo-os', 'fail-at'],
+          { env, stdio: ['ignore', 'pipe', 'pipe'] })
+        let output = ''
+        let err = ''
+        child.stdout.on('data', (b: Buffer) => (output += b.toString()))
+        child.stderr.on('data', (b: Buffer) => (err += b.toString()))
+        const exited = new Promise<number | null>((r) => child.on('close', r))
+        expect(await waitFor(() => output.includes('fail-at: sleeping in install.d'), 5 * 60_000, 100)).toBe(true)
+        // Something else on the host takes the space while the guest works.
+        const filler = join(fills, 'filler')
+        const free = Number(execFileSync('df', ['-B1', '--output=avail', fills], { encoding: 'utf8' }).split('\n')[1])
+        execFileSync('fallocate', ['-l', String(free - 1024 * 1024), filler])
+        expect(await exited).toBe(1)
+        expect(err).toMatch(/virt-dib: error: out of space on the host: the file system of .*fills is full/)
+        rmSync(filler)
+        await expectNothingLeft(before)
+      } finally {
+        execFileSync('umount', [fills])
+      }
+    },
+    10 * 60_000,
   )
 
   it(
