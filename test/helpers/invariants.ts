@@ -13,6 +13,8 @@ export interface Snapshot {
   qemu: Set<number>
   tmpEntries: string[]
   files: Map<string, { hash: string; mtimeMs: number }>
+  /** Every name in the output directory before (directories too). */
+  names: Set<string>
   outDir: string
   tmpDir: string
 }
@@ -28,7 +30,8 @@ export function snapshot(outDir: string, tmpDir: string): Snapshot {
     const p = join(outDir, f)
     if (statSync(p).isFile()) files.set(f, { hash: hashFile(p), mtimeMs: statSync(p).mtimeMs })
   }
-  return { qemu: new Set(allQemuPids()), tmpEntries: readdirSync(tmpDir).sort(), files, outDir, tmpDir }
+  const names = new Set(readdirSync(outDir))
+  return { qemu: new Set(allQemuPids()), tmpEntries: readdirSync(tmpDir).sort(), files, names, outDir, tmpDir }
 }
 
 /** After a case: asserts every invariant; `allowNew` names output files the case may leave. */
@@ -40,6 +43,6 @@ export async function expectNothingLeft(s: Snapshot, allowNew: (name: string) =>
     expect(hashFile(p), `${f} was changed`).toBe(before.hash)
     expect(statSync(p).mtimeMs, `${f} was touched`).toBe(before.mtimeMs)
   }
-  const added = readdirSync(s.outDir).filter((f) => !s.files.has(f) && !allowNew(f))
+  const added = readdirSync(s.outDir).filter((f) => !s.names.has(f) && !allowNew(f))
   expect(added, 'files left in the output directory').toEqual([])
 }
