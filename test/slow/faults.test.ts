@@ -10,22 +10,24 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { DIB_LIB, root } from '../helpers/cli.js'
 import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
+import { DIB_PHASE_ORDER } from '../helpers/phases.js'
 import { waitFor } from '../helpers/processes.js'
 import { tempDir } from '../helpers/temp.js'
 
 const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
-const PHASES = [
-  'root.d',
-  'extra-data.d',
-  'pre-install.d',
-  'install.d',
-  'post-install.d',
-  'post-root.d',
-  'block-device.d',
-  'pre-finalise.d',
-  'finalise.d',
-  'cleanup.d',
-] as const
+const PHASES = DIB_PHASE_ORDER
+
+/** Runs `fn` with a fresh tmpfs of `size` mounted at `dir`; always unmounts. */
+async function withTmpfs(dir: string, size: string, fn: () => Promise<void>): Promise<void> {
+  mkdirSync(dir)
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir])
+  try {
+    writeFileSync(join(dir, 'keep.txt'), 'was here before')
+    await fn()
+  } finally {
+    execFileSync('umount', [dir])
+  }
+}
 
 function virtDib(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
@@ -90,19 +92,14 @@ describe('fault matrix', () => {
     'a host directory too small for the disk: refused before anything is launched',
     async () => {
       const small = join(out, 'small')
-      mkdirSync(small)
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', small])
-      try {
-        writeFileSync(join(small, 'keep.txt'), 'was here before')
+      await withTmpfs(small, '48m', async () => {
         const before = snapshot(small, tmp)
         const r = await virtDib([...base, '--formats', 'raw', '--name', join(small, 'img'), 'demo-os'], env)
         expect(r.status).toBe(1)
         expect(r.err).toMatch(/virt-dib: error: not enough space in .*small for the 256M disk image: \d+(\.\d)?M free/)
         expect(r.out).not.toMatch(/Running:/)
         await expectNothingLeft(before)
-      } finally {
-        execFileSync('umount', [small])
-      }
+      })
     },
     10 * 60_000,
   )
@@ -111,10 +108,7 @@ describe('fault matrix', () => {
     'the host output directory filling up during the build: stopped, saying which file system is full',
     async () => {
       const fills = join(out, 'fills')
-      mkdirSync(fills)
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=300m', 'tmpfs', fills])
-      try {
-        writeFileSync(join(fills, 'keep.txt'), 'was here before')
+      await withTmpfs(fills, '300m', async () => {
         const before = snapshot(fills, tmp)
         // prettier-ignore
         const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...base, '--formats', 'raw',
@@ -134,9 +128,7 @@ describe('fault matrix', () => {
         expect(err).toMatch(/virt-dib: error: out of space on the host: the file system of .*fills is full/)
         rmSync(filler)
         await expectNothingLeft(before)
-      } finally {
-        execFileSync('umount', [fills])
-      }
+      })
     },
     10 * 60_000,
   )
