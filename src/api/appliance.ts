@@ -3,14 +3,17 @@
 import { statfs } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
+import { filesystemDevice } from '../blockdev/devices.js'
+import { createLayoutScript } from '../blockdev/script.js'
+import { shellQuote } from '../elements/environment.js'
 import * as L from '../elements/layout.js'
 import { VirtDibError } from '../errors.js'
 import { Guestfs, GuestfsError } from '../guestfs/index.js'
 import { applianceCacheRoot, prepareAppliance } from '../host/appliance.js'
-import { chooseBackendSettings } from '../host/kvm.js'
+import { makeAuxImage } from '../host/aux-image.js'
+import { applianceAppend, chooseBackendSettings } from '../host/kvm.js'
 import { formatSize } from '../util/sizes.js'
 import type { BuildContext } from './context.js'
-import { uploadAuxTree } from './prepare-aux.js'
 
 const GiB = 1024 ** 3
 /** Drives by label: /dev/disk/guestfs/<label> inside the appliance. */
@@ -22,15 +25,17 @@ export const DRIVE = {
 } as const
 
 /** Creates the output disk, adds the drives and boots the appliance. */
-export async function launchAppliance(ctx: BuildContext): Promise<string> {
+export async function launchAppliance(ctx: BuildContext, auxDir: string): Promise<string> {
   const { plan } = ctx
   const o = plan.options
   ctx.progress('Opening the disks')
   const backendSettings = chooseBackendSettings(plan.env)
+  const append = applianceAppend(plan.env)
   const g = await Guestfs.create({
     abortPolicy: 'kill-appliance',
     program: 'virt-dib',
     ...(backendSettings ? { backendSettings } : {}),
+    ...(append ? { append } : {}),
     ...(o.memsize !== undefined ? { memsize: o.memsize } : {}),
     ...(o.smp !== undefined ? { smp: o.smp } : {}),
     network: o.network !== false,
@@ -65,8 +70,12 @@ export async function launchAppliance(ctx: BuildContext): Promise<string> {
   await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
   ctx.imagePath = disk
   await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe' })
-  await g.addDriveScratch(plan.size + GiB, { label: 'build' })
-  await g.addDriveScratch(16 * GiB, { label: 'aux' })
+  if (!plan.buildInPlace) await g.addDriveScratch(plan.size + GiB, { label: 'build' })
+  const auxImage = join(ctx.workspace, 'aux.img')
+  const ta = Date.now()
+  await makeAuxImage(auxDir, auxImage, 16 * GiB, ctx.signal)
+  ctx.emit({ kind: 'step', name: 'aux-image', seconds: (Date.now() - ta) / 1000 })
+  await g.addDrive(auxImage, { format: 'raw', label: 'aux', cachemode: 'unsafe' })
   if (o.drive) await g.addDrive(o.drive, { label: 'perm', ...(o.driveFormat ? { format: o.driveFormat } : {}) })
   const t = Date.now()
   await g.launch({ signal: ctx.signal })
@@ -110,15 +119,25 @@ async function mountHelperDrive(ctx: BuildContext): Promise<void> {
   }
 }
 
-/** Formats the build root and the aux drive, mounts them and uploads the aux tree. */
-export async function prepareBuildRoot(ctx: BuildContext, auxDir: string): Promise<void> {
-  const g = ctx.g
+/**
+ * Makes the build root (the image's own layout when the tree is built in place, a scratch file
+ * system otherwise) and mounts it with the aux drive.
+ */
+export async function prepareBuildRoot(ctx: BuildContext): Promise<void> {
+  const { g, plan } = ctx
   ctx.progress('Preparing auxiliary data')
-  await g.mkfs('ext4', DRIVE.build)
-  await g.mkfs('ext4', DRIVE.aux)
-  await g.mount(DRIVE.build, '/')
+  ctx.outDevice = (await g.debug('sh', [`readlink -f ${DRIVE.out}`])).trim()
+  if (plan.buildInPlace) {
+    const script = createLayoutScript(plan.layout, ctx.outDevice)
+    await g.debug('sh', [`exec bash -c ${shellQuote(script)}`], { signal: ctx.signal })
+    await g.mount(filesystemDevice(plan.layout, ctx.outDevice, plan.layout.mounts[0]!.base), '/')
+  } else {
+    await g.mkfs('ext4', DRIVE.build)
+    await g.mount(DRIVE.build, '/')
+  }
   await mountAux(ctx, true)
-  await uploadAuxTree(ctx, auxDir, L.AUX)
+  // mke2fs -d keeps the host owner: a build run by a normal user makes it root's, as uploaded.
+  if (process.getuid?.() !== 0) await g.debug('sh', [`chown -R 0:0 ${L.inAppliance(L.AUX)}`])
   if (ctx.plan.options.drive) {
     await g.mkdirP(L.PERM)
     await mountHelperDrive(ctx)

@@ -12,12 +12,14 @@ import {
   collectResult,
   commitDirectory,
   exportChecksums,
+  diskConversions,
   exportDiskOutputs,
   exportExtraData,
   exportTreeOutputs,
+  treeOutputs,
 } from './export.js'
 import { runExtraData } from './extra-data.js'
-import { createBlockDevice, finalizeImage, releaseImage } from './image.js'
+import { createBlockDevice, finalizeImage, freezeImage, releaseImage } from './image.js'
 import type { BuildHooks, BuildOptions } from './options.js'
 import { planBuild, type BuildPlan } from './plan.js'
 import { installTypeFile, prepareAuxTree } from './prepare-aux.js'
@@ -34,7 +36,7 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
   try {
     announce(ctx)
     const auxDir = await timed(ctx, 'prepare-aux', async () => prepareAuxTree(ctx))
-    const disk = await launchAppliance(ctx)
+    const disk = await launchAppliance(ctx, auxDir)
     // The disk files grow while the guest writes: a full host file system must stop the build.
     const scratchDir = await ctx.g.getTmpdir()
     const watch = watchHostSpace([dirname(disk), ctx.workspace, scratchDir], (dir) => {
@@ -42,7 +44,7 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
       ctx.g.killAppliance()
     })
     ctx.cleanup.defer('host space watch', () => watch.stop())
-    await timed(ctx, 'upload-aux', () => prepareBuildRoot(ctx, auxDir))
+    await timed(ctx, 'build-root', () => prepareBuildRoot(ctx))
     await step(ctx, () => runPhase(ctx, phase('root.d')))
     const installType = installTypeFile(ctx)
     await ctx.g.write(installType.path, installType.content)
@@ -62,7 +64,18 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
     await timed(ctx, 'extract-data', () => exportExtraData(ctx))
     await timed(ctx, 'finalize-image', () => finalizeImage(ctx))
     // divergence: in ramdisk mode no image is written at all (the original still wrote tarballs).
-    if (!plan.ramdisk) await step(ctx, () => exportTreeOutputs(ctx))
+    let conversions: Promise<void> | undefined
+    if (!plan.ramdisk) {
+      const overlap = diskConversions(ctx).length > 0 && treeOutputs(ctx).length > 0
+      // The guest tars the tree while the host converts the (now read-only) disk.
+      if (overlap) conversions = (await startConversions(ctx, disk)).running
+      try {
+        await step(ctx, () => exportTreeOutputs(ctx))
+      } catch (e) {
+        await conversions?.catch(() => undefined)
+        throw e
+      }
+    }
     ctx.progress('Umounting the disks')
     await timed(ctx, 'shutdown', async () => {
       await releaseImage(ctx)
@@ -70,7 +83,7 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
       await ctx.g.close()
     })
     if (!plan.ramdisk) {
-      await step(ctx, () => exportDiskOutputs(ctx, disk))
+      await (conversions ?? step(ctx, () => exportDiskOutputs(ctx, disk)))
       await timed(ctx, 'checksums', () => exportChecksums(ctx))
     }
     ctx.checkAborted()
@@ -90,6 +103,23 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
     const failures = await ctx.cleanup.run()
     for (const f of failures) ctx.emit({ kind: 'warning', text: `cleanup of ${f.label} failed: ${String(f.error)}` })
   }
+}
+
+/**
+ * Starts the disk conversions on the read-only image. The returned promise never rejects
+ * unhandled: a failure is reported when it is awaited; a failed build stops the conversions.
+ */
+async function startConversions(ctx: BuildContext, disk: string): Promise<{ running: Promise<void> }> {
+  await freezeImage(ctx)
+  const stop = new AbortController()
+  const signal = AbortSignal.any([ctx.signal, stop.signal])
+  const running = exportDiskOutputs(ctx, disk, signal)
+  running.catch(() => undefined)
+  ctx.cleanup.defer('disk conversions', async () => {
+    stop.abort()
+    await running.catch(() => undefined)
+  })
+  return { running }
 }
 
 async function step<T>(ctx: BuildContext, fn: () => Promise<T>): Promise<T> {

@@ -48,6 +48,8 @@ export class BuildContext implements PhaseContext {
   hostFull: string | undefined
   /** The output disk file on the host. */
   imagePath: string | undefined
+  /** The output disk as the appliance names it (/dev/sda). */
+  outDevice: string | undefined
   hostEnv?: NodeJS.ProcessEnv
   hostCwd?: string
   logPath?: string

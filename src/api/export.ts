@@ -10,11 +10,11 @@ import type { FileSink, OutputContext, OutputFormat } from '../outputs/types.js'
 import { TREE_EXCLUDES } from '../outputs/types.js'
 import type { BuildContext, BuildResult, StagedFile } from './context.js'
 
-function outputContext(ctx: BuildContext, files: Map<string, StagedFile>): OutputContext {
+function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal = ctx.signal): OutputContext {
   return {
     options: ctx.plan.options,
     g: ctx.g,
-    signal: ctx.signal,
+    signal,
     emit: (e) => ctx.emit(e),
     fileSink: (target) => ctx.fileSink(files.get(target)!),
   }
@@ -111,22 +111,32 @@ export async function exportTreeOutputs(ctx: BuildContext): Promise<void> {
   }
 }
 
-/** Outputs made from the finished disk on the host (the appliance has been shut down). */
-export async function exportDiskOutputs(ctx: BuildContext, disk: string): Promise<void> {
-  const { plan } = ctx
+/** Formats converted from the disk file on the host (raw is the disk file itself). */
+export function diskConversions(ctx: BuildContext): OutputFormat[] {
+  return ctx.plan.formats.filter((f) => f.source === 'disk' && !f.isRawDisk)
+}
+
+/** Formats read from the image tree by the guest. */
+export function treeOutputs(ctx: BuildContext): OutputFormat[] {
+  return ctx.plan.formats.filter((f) => f.source === 'tar-stream' || f.source === 'tree')
+}
+
+/**
+ * Outputs made from the finished disk on the host: after the appliance has stopped, or while it
+ * only reads a read-only image (see freezeImage).
+ */
+export async function exportDiskOutputs(ctx: BuildContext, disk: string, signal = ctx.signal): Promise<void> {
   const files = new Map<string, StagedFile>()
-  const octx = outputContext(ctx, files)
+  const octx = outputContext(ctx, files, signal)
   await Promise.all(
-    plan.formats
-      .filter((f) => f.source === 'disk' && !f.isRawDisk)
-      .map(async (f) => {
-        ctx.progress(f.progress(plan.options))
-        const s = ctx.stage(ctx.outputPathFor(f), f.name)
-        files.set(s.final, s)
-        const t = Date.now()
-        await f.fromDisk!(octx, disk, s.temp)
-        ctx.emit({ kind: 'step', name: f.name, seconds: (Date.now() - t) / 1000 })
-      }),
+    diskConversions(ctx).map(async (f) => {
+      ctx.progress(f.progress(ctx.plan.options))
+      const s = ctx.stage(ctx.outputPathFor(f), f.name)
+      files.set(s.final, s)
+      const t = Date.now()
+      await f.fromDisk!(octx, disk, s.temp)
+      ctx.emit({ kind: 'step', name: f.name, seconds: (Date.now() - t) / 1000 })
+    }),
   )
 }
 

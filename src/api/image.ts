@@ -3,7 +3,7 @@
 import { createdValues, filesystemDevice } from '../blockdev/devices.js'
 import { getvalFiles } from '../blockdev/getval.js'
 import type { BlockDeviceLayout } from '../blockdev/layout.js'
-import { deactivateScript, layoutScript } from '../blockdev/script.js'
+import { deactivateScript, fstabScript, layoutScript } from '../blockdev/script.js'
 import { phaseEnvironment, shellQuote } from '../elements/environment.js'
 import * as L from '../elements/layout.js'
 import { formatExtraEnv } from '../phases/control-file.js'
@@ -22,33 +22,45 @@ async function applianceSh(ctx: BuildContext, script: string): Promise<string> {
 /**
  * block-device.d, then the layout (partitions, LVM, file systems), the tree copy and fstab, all in
  * one appliance round trip; then the layout is mounted as the image root for the later phases.
+ * A tree built in place is already on the layout: only fstab is written.
  */
 export async function createBlockDevice(ctx: BuildContext): Promise<void> {
   const { plan, g } = ctx
-  const outDev = (await applianceSh(ctx, `readlink -f ${DRIVE.out}`)).trim()
+  const outDev = ctx.outDevice!
   const bd = await runPhase(ctx, phase('block-device.d'))
   ctx.checkAborted()
   // compat: a device named by block-device.d gets one file system, as in the original.
   const layout: BlockDeviceLayout = bd.blockDevice !== undefined ? plan.overrideLayout : plan.layout
   const disk = bd.blockDevice ?? outDev
+  const copy = !plan.buildInPlace || bd.blockDevice !== undefined
   ctx.progress('Setting up the destination root')
   const t = Date.now()
-  const script = layoutScript(layout, { disk, source: L.SYSROOT, target: FINAL })
-  await g.debug('sh', [`exec bash -c ${shellQuote(script)}`], { signal: ctx.signal })
-  ctx.emit({ kind: 'step', name: 'block-device', seconds: (Date.now() - t) / 1000 })
-
-  await g.umountAll()
+  if (copy) {
+    const script = layoutScript(layout, { disk, source: L.SYSROOT, target: FINAL })
+    await g.debug('sh', [`exec bash -c ${shellQuote(script)}`], { signal: ctx.signal })
+  }
   const values = createdValues(layout, disk, ctx.imagePath ?? '')
-  // Parents first: each mount point exists on the file system mounted before it.
-  for (const m of layout.mounts) await g.mount(filesystemDevice(layout, disk, m.base), m.mountPoint)
-  await mountAux(ctx)
-  ctx.blockDevice = { device: values['image-block-device']!, devices: values['image-block-devices']! }
-  ctx.layout = layout
   // The environment model is the one source of these values: what it gives the later phases.
-  const { vars } = phaseEnvironment({ ...plan.envInputs, blockDevice: ctx.blockDevice }, 'pre-finalise.d', 'appliance')
+  const blockDevice = { device: values['image-block-device']!, devices: values['image-block-devices']! }
+  const { vars } = phaseEnvironment({ ...plan.envInputs, blockDevice }, 'pre-finalise.d', 'appliance')
   const late = vars.filter((v) => v.source === 'block-device' || v.name === 'DIB_IMAGE_SIZE')
-  await g.write(`${L.RUNNERS}/block-device.env`, formatExtraEnv(late))
-  for (const [path, content] of getvalFiles(values, 'created')) await g.write(`${L.BLOCKDEV}/${path}`, content)
+  const files: [string, string][] = [
+    [`${L.RUNNERS}/block-device.env`, formatExtraEnv(late)],
+    ...getvalFiles(values, 'created').map(([p, c]): [string, string] => [`${L.BLOCKDEV}/${p}`, c]),
+  ]
+  if (copy) {
+    await g.umountAll()
+    // Parents first: each mount point exists on the file system mounted before it.
+    for (const m of layout.mounts) await g.mount(filesystemDevice(layout, disk, m.base), m.mountPoint)
+    await mountAux(ctx)
+  }
+  // fstab (in place) and the state later phases read: one round trip.
+  const writes = files.map(([p, c]) => `printf '%s' ${shellQuote(c)} > ${shellQuote(L.inAppliance(p))}`)
+  const fstab = copy ? undefined : fstabScript(layout, L.SYSROOT)
+  await applianceSh(ctx, [...(fstab ? [fstab] : []), ...writes].join('\n'))
+  ctx.emit({ kind: 'step', name: 'block-device', seconds: (Date.now() - t) / 1000 })
+  ctx.blockDevice = blockDevice
+  ctx.layout = layout
 }
 
 /** Empties /tmp, truncates logs under /var/log and removes /root/*.log, like diskimage-builder. */
@@ -66,6 +78,16 @@ export async function finalizeImage(ctx: BuildContext): Promise<void> {
       `if [ -d root ]; then find root -type f -name '*.log' -delete; fi`,
     ].join('; '),
   )
+}
+
+/**
+ * Makes the image's file systems read-only, so the host can read the disk file while the guest
+ * still reads the tree (disk conversions run beside the tarball).
+ */
+export async function freezeImage(ctx: BuildContext): Promise<void> {
+  const mounts = [...(ctx.layout?.mounts ?? [])].reverse()
+  const at = (mp: string) => shellQuote(mp === '/' ? L.SYSROOT : `${L.SYSROOT}${mp}`)
+  await applianceSh(ctx, ['sync', ...mounts.map((m) => `mount -o remount,ro ${at(m.mountPoint)}`), 'sync'].join('; '))
 }
 
 /** Unmounts the image and deactivates its volume groups, so the disk file is complete. */

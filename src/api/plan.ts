@@ -9,6 +9,7 @@ import { basename, dirname, resolve } from 'node:path'
 import { chooseConfigSource, configToGraph, DEFAULT_CONFIG, type ConfigSource } from '../blockdev/config.js'
 import { planValues } from '../blockdev/devices.js'
 import { planLayout, type BlockDeviceLayout, type RootParams } from '../blockdev/layout.js'
+import { canBuildInPlace } from '../blockdev/script.js'
 import { resolveElements } from '../elements/deps.js'
 import { loadElementIndex } from '../elements/discover.js'
 import { resolveEnvvars, type EnvInputs } from '../elements/environment.js'
@@ -47,6 +48,11 @@ export interface BuildPlan {
   layoutSource: ConfigSource
   /** One file system on the device a block-device.d script named with IMAGE_BLOCK_DEVICE=. */
   overrideLayout: BlockDeviceLayout
+  /**
+   * The tree is built straight onto the layout (created before root.d) instead of apart and
+   * copied on after block-device.d: possible when the layout is one POSIX file system at /.
+   */
+  buildInPlace: boolean
   python: string
   ramdisk: boolean
   env: NodeJS.ProcessEnv
@@ -225,6 +231,7 @@ export function planBuild(options: BuildOptions): BuildPlan {
     layout,
     layoutSource: source,
     overrideLayout,
+    buildInPlace: canBuildInPlace(layout),
     python,
     ramdisk: resolution.ramdisk,
     env,

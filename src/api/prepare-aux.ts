@@ -1,7 +1,6 @@
 // Prepares, on the host, everything virt-dib brings into the image: the merged hooks tree,
 // diskimage-builder's lib, the runner and one control file per phase, fake sudo/awk, and the
-// out directory. It goes into the appliance as one tar stream.
-import { spawn } from 'node:child_process'
+// out directory. It goes into the appliance as one disk image (src/host/aux-image.ts).
 import { chmodSync, cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -173,16 +172,4 @@ export function prepareHostPhase(ctx: BuildContext, phase: Phase, mountpoint: st
   const env: NodeJS.ProcessEnv = { ...ctx.plan.env }
   for (const v of vars) env[v.name] = v.value
   return env
-}
-
-/** Streams the aux tree into the appliance at `guestDir` (owned by root). */
-export async function uploadAuxTree(ctx: BuildContext, auxDir: string, guestDir: string): Promise<void> {
-  // prettier-ignore
-  const tar = spawn('tar', ['-C', auxDir, '--owner=0', '--group=0', '-cf', '-', '.'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let err = ''
-  tar.stderr.on('data', (b: Buffer) => (err += b.toString()))
-  const exited = new Promise<number | null>((resolve) => tar.on('close', resolve))
-  await ctx.g.tarInStream(tar.stdout, guestDir, {}, { signal: ctx.signal })
-  const status = await exited
-  if (status !== 0) throw new Error(`tar of the aux tree failed: ${err.trim()}`)
 }

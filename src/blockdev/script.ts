@@ -79,18 +79,20 @@ export function fstabText(layout: BlockDeviceLayout): string {
 
 const isVfat = (t: string) => t === 'vfat' || t === 'fat'
 
-export function layoutScript(layout: BlockDeviceLayout, o: LayoutScriptOptions): string {
-  const devices = blockDevices(layout, o.disk)
+const SCRIPT_HEAD = [
+  'set -euo pipefail',
+  'exec </dev/null',
+  'settle() { udevadm settle --timeout=120 || true; }',
+  // udev may lag behind the kernel under emulation; a missing node is an error, not a race.
+  'wait_dev() { local i; for i in $(seq 1 300); do [ -b "$1" ] && return 0; sleep 0.1; done; echo "virt-dib: block device $1 did not appear" >&2; exit 1; }',
+  'step() { echo "virt-dib: $*" >&2; }',
+]
+
+/** Partition tables, LVM and file systems: the layout created, nothing mounted. */
+function createCommands(layout: BlockDeviceLayout, disk: string): string[] {
+  const devices = blockDevices(layout, disk)
   const dev = (name: string) => devices.get(name)!
-  const fsOf = (name: string) => layout.filesystems.find((f) => f.name === name)!
-  const s: string[] = [
-    'set -euo pipefail',
-    'exec </dev/null',
-    'settle() { udevadm settle --timeout=120 || true; }',
-    // udev may lag behind the kernel under emulation; a missing node is an error, not a race.
-    'wait_dev() { local i; for i in $(seq 1 300); do [ -b "$1" ] && return 0; sleep 0.1; done; echo "virt-dib: block device $1 did not appear" >&2; exit 1; }',
-    'step() { echo "virt-dib: $*" >&2; }',
-  ]
+  const s: string[] = []
   for (const t of layout.tables) {
     s.push(`step ${q(`partitioning ${t.base} (${t.label})`)}`)
     s.push(...partitionCommands(t, dev(t.base)))
@@ -123,6 +125,42 @@ export function layoutScript(layout: BlockDeviceLayout, o: LayoutScriptOptions):
     s.push(mkfsArgv(fs, dev(fs.base)).map(q).join(' ') + ' >/dev/null')
   }
   s.push('settle')
+  return s
+}
+
+/** Writes the layout's fstab into the tree at `root` (nothing when no mount asks for an entry). */
+function fstabCommands(layout: BlockDeviceLayout, root: string): string[] {
+  const fstab = fstabText(layout)
+  if (fstab === '') return []
+  return [`mkdir -p ${q(`${root}/etc`)}`, `printf '%s' ${q(fstab)} > ${q(`${root}/etc/fstab`)}`]
+}
+
+/** Only creates the layout on `disk` (the tree will be built straight onto it). */
+export function createLayoutScript(layout: BlockDeviceLayout, disk: string): string {
+  return [...SCRIPT_HEAD, ...createCommands(layout, disk)].join('\n')
+}
+
+/** The fstab of a layout the tree was built on (nothing to copy). */
+export function fstabScript(layout: BlockDeviceLayout, root: string): string | undefined {
+  const c = fstabCommands(layout, root)
+  return c.length > 0 ? ['set -eu', ...c].join('\n') : undefined
+}
+
+/**
+ * True when the tree can be built straight onto the layout: one file system, mounted at /, that
+ * keeps owners, modes and links. Anything else is built apart and copied on, as diskimage-builder
+ * does, so each subtree lands on its own file system.
+ */
+export function canBuildInPlace(layout: BlockDeviceLayout): boolean {
+  if (layout.mounts.length !== 1 || layout.mounts[0]!.mountPoint !== '/') return false
+  const fs = layout.filesystems.find((f) => f.name === layout.mounts[0]!.base)
+  return fs !== undefined && /^(ext[234]|xfs|btrfs)$/.test(fs.type)
+}
+
+/** Creates the layout, then copies the built tree at `source` onto it and writes fstab. */
+export function layoutScript(layout: BlockDeviceLayout, o: LayoutScriptOptions): string {
+  const fsOf = (name: string) => layout.filesystems.find((f) => f.name === name)!
+  const s: string[] = [...SCRIPT_HEAD, ...createCommands(layout, o.disk)]
 
   // Mount the layout at the target, parents first, then copy the tree onto it.
   const t = o.target
@@ -145,10 +183,7 @@ export function layoutScript(layout: BlockDeviceLayout, o: LayoutScriptOptions):
       `if [ -d ${q(`.${m.mountPoint}`)} ]; then cp -rT --preserve=timestamps ${q(`.${m.mountPoint}`)} ${q(`${t}${m.mountPoint}`)}; fi`,
     )
   }
-  const fstab = fstabText(layout)
-  if (fstab !== '') {
-    s.push(`mkdir -p ${q(`${t}/etc`)}`, `printf '%s' ${q(fstab)} > ${q(`${t}/etc/fstab`)}`)
-  }
+  s.push(...fstabCommands(layout, t))
   // A silent partial copy must fail the build: count what arrived (each file system's own
   // lost+found aside).
   const prune = layout.mounts

@@ -16,7 +16,8 @@ export const qcow2: OutputFormat = {
     const o = ctx.options
     // prettier-ignore
     await runTool('qemu-img', [
-      'convert',
+      // -U: the disk may still be open (read-only) in the appliance while this runs.
+      'convert', '-U',
       ...(o.compress === false ? [] : ['-c']),
       '-f', 'raw', disk,
       '-O', 'qcow2',

@@ -31,6 +31,6 @@ export const vhd: OutputFormat = {
       return
     }
     // prettier-ignore
-    await runTool('qemu-img', ['convert', '-f', 'raw', disk, '-O', 'vpc', '-o', 'subformat=dynamic', target], { signal: ctx.signal })
+    await runTool('qemu-img', ['convert', '-U', '-f', 'raw', disk, '-O', 'vpc', '-o', 'subformat=dynamic', target], { signal: ctx.signal })
   },
 }

@@ -11,7 +11,15 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { chooseConfigSource, configToGraph, DEFAULT_CONFIG } from '../../../src/blockdev/config.js'
 import { blockDevices, createdValues, planValues } from '../../../src/blockdev/devices.js'
 import { planLayout, sortMounts, type RootParams } from '../../../src/blockdev/layout.js'
-import { fstabText, layoutScript, mkfsArgv, partitionCommands } from '../../../src/blockdev/script.js'
+import {
+  canBuildInPlace,
+  createLayoutScript,
+  fstabScript,
+  fstabText,
+  layoutScript,
+  mkfsArgv,
+  partitionCommands,
+} from '../../../src/blockdev/script.js'
 import { parseAbsSize, parseRelSize } from '../../../src/blockdev/size.js'
 import { BlockDeviceConfigError } from '../../../src/errors.js'
 
@@ -351,6 +359,25 @@ describe('block-device layout planning', () => {
       s.indexOf(`mount '/dev/mapper/vg-lv_log' '/t/var/log'`),
     )
     expect(execFileSync('bash', ['-n'], { input: s }).toString()).toBe('')
+  })
+
+  it('builds in place only on one POSIX file system at /; else apart and copied on', () => {
+    expect(canBuildInPlace(plan(DEFAULT_CONFIG))).toBe(true)
+    expect(canBuildInPlace(plan(DEFAULT_CONFIG, { fsType: 'xfs' }))).toBe(true)
+    expect(canBuildInPlace(plan(MBR_ONE))).toBe(true)
+    expect(canBuildInPlace(plan(DEFAULT_CONFIG, { fsType: 'vfat', rootLabel: 'ROOT' }))).toBe(false)
+    expect(canBuildInPlace(plan(LVM_TREE))).toBe(false)
+    expect(canBuildInPlace(plan(MBR_LOGICAL))).toBe(false)
+    // In place: the layout is only created (nothing mounted, nothing copied); fstab comes later.
+    const l = plan(MBR_ONE)
+    const create = createLayoutScript(l, '/dev/sda')
+    expect(create).toContain(`'mkfs' '-t' 'ext4'`)
+    expect(create).not.toMatch(/\bmount\b|tar |fstab/)
+    expect(execFileSync('bash', ['-n'], { input: create }).toString()).toBe('')
+    const fstab = fstabScript(l, '/sysroot')!
+    expect(fstab).toContain(`> '/sysroot/etc/fstab'`)
+    expect(execFileSync('bash', ['-n'], { input: fstab }).toString()).toBe('')
+    expect(fstabScript(plan(DEFAULT_CONFIG), '/r')).toContain('LABEL=cloudimg-rootfs / ext4 defaults 0 1')
   })
 
   it('escapes blanks in fstab fields', () => {
