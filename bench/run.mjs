@@ -181,6 +181,30 @@ function breakdown(runs) {
   return [...keys].map(([k, v]) => `| ${k} | ${f1(median(v))} |`)
 }
 
+/**
+ * The original's own breakdown, read from its progress lines (`[  21.4] Setting up the destination
+ * root`): each step lasts until the next line; `Running: <phase>/<script>` lines add up by phase.
+ */
+function originalBreakdown(runs) {
+  const keys = new Map()
+  for (const r of runs) {
+    const marks = []
+    for (const line of r.output.split('\n')) {
+      const m = /^\[\s*([\d.]+)\] (.*)$/.exec(line)
+      if (m) marks.push({ t: Number(m[1]), what: m[2] })
+    }
+    marks.push({ t: r.seconds, what: 'end' })
+    const seen = new Map()
+    for (let i = 0; i + 1 < marks.length; i++) {
+      const run = /^Running: ([^/]+)\//.exec(marks[i].what)
+      const k = run ? `phase: ${run[1]}` : marks[i].what.replace(/ \/.*$/, '')
+      seen.set(k, (seen.get(k) ?? 0) + (marks[i + 1].t - marks[i].t))
+    }
+    for (const [k, v] of seen) keys.set(k, [...(keys.get(k) ?? []), v])
+  }
+  return [...keys].map(([k, v]) => `| ${k} | ${f1(median(v))} |`)
+}
+
 function versions() {
   const v = (cmd, a) => (spawnSync(cmd, a, { encoding: 'utf8' }).stdout ?? '').split('\n')[0].trim()
   return [
@@ -245,6 +269,12 @@ async function main() {
       '| step or phase | median s |',
       '|---|---|',
       ...breakdown(results[w].ours),
+      '',
+      `## Where the original's time goes: workload ${w} (from its progress lines)`,
+      '',
+      '| step (until its next progress line) | median s |',
+      '|---|---|',
+      ...originalBreakdown(results[w].original),
       '',
     )
   }

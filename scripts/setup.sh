@@ -10,7 +10,7 @@ packages=(
   build-essential cmake pkg-config
   libguestfs-dev libguestfs0 libguestfs-tools guestfish
   qemu-system-x86 qemu-utils supermin linux-image-amd64
-  squashfs-tools fuse3 cpio attr python3 python3-diskimage-builder sudo
+  squashfs-tools fuse3 cpio attr e2fsprogs python3 python3-diskimage-builder sudo
   # what virt-dib adds to its build appliance (supermin copies installed host packages)
   python3-yaml perl gpgv debian-archive-keyring ca-certificates wget git rsync xfsprogs
   thin-provisioning-tools

@@ -28,6 +28,8 @@ export interface DryRunReport {
     partitions: { table: string; name: string; number: number; start: number; sectors: number; type: string }[]
     filesystems: { name: string; type: string; label: string; on: string; mountPoint?: string }[]
     fstab: string
+    /** Built straight on the layout (one POSIX file system at /), or apart and copied on. */
+    buildInPlace: boolean
   }
   warnings: string[]
 }
@@ -83,6 +85,7 @@ export function describePlan(plan: BuildPlan): DryRunReport {
         return { name: f.name, type: f.type, label: f.label, on: f.base, ...(m ? { mountPoint: m.mountPoint } : {}) }
       }),
       fstab: fstabText(plan.layout),
+      buildInPlace: plan.buildInPlace,
     },
     warnings: [...warnings],
   }
@@ -116,7 +119,8 @@ export function formatDryRun(r: DryRunReport): string {
     for (const v of p.environment)
       out.push(`    ${v.name}=${JSON.stringify(v.value)}${v.source === 'virt-dib' ? '' : `  [${v.source}]`}`)
   }
-  out.push('', `Block device (${r.blockDevice.origin}):`)
+  const how = r.blockDevice.buildInPlace ? 'tree built in place' : 'tree built apart, copied on after block-device.d'
+  out.push('', `Block device (${r.blockDevice.origin}; ${how}):`)
   for (const p of r.blockDevice.partitions) {
     out.push(`  ${p.table} partition ${p.number} ${p.name}: start ${p.start}, ${p.sectors} sectors, type ${p.type}`)
   }

@@ -39,6 +39,12 @@ describe('--dry-run on the elements Debian ships', () => {
     })
   }
 
+  it('says whether the tree is built in place: vm (block-device-mbr, one root) yes, block-device-efi no', () => {
+    expect(ours(['debian-minimal', 'vm']).blockDevice.buildInPlace).toBe(true)
+    // The EFI system partition is FAT, mounted at /boot/efi: built apart and copied on.
+    expect(ours(['debian-minimal', 'vm', 'block-device-efi']).blockDevice.buildInPlace).toBe(false)
+  })
+
   it('expands a ramdisk request like ramdisk-image-create', () => {
     const report = runCli(['-B', DIB_LIB, '-p', DIB_ELEMENTS, '--ramdisk', '--dry-run=json', 'debian-minimal'])
     expect(report.status).toBe(0)
