@@ -69,12 +69,7 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
       const overlap = diskConversions(ctx).length > 0 && treeOutputs(ctx).length > 0
       // The guest tars the tree while the host converts the (now read-only) disk.
       if (overlap) conversions = (await startConversions(ctx, disk)).running
-      try {
-        await step(ctx, () => exportTreeOutputs(ctx))
-      } catch (e) {
-        await conversions?.catch(() => undefined)
-        throw e
-      }
+      await step(ctx, () => exportTreeOutputs(ctx))
     }
     ctx.progress('Umounting the disks')
     await timed(ctx, 'shutdown', async () => {
