@@ -98,20 +98,25 @@ async function checkRoomForDisk(dir: string, size: number): Promise<void> {
   }
 }
 
-/** The device of the helper drive to mount: the whole disk, or its first partition. */
-async function helperDevice(ctx: BuildContext): Promise<string> {
-  const dev = (await ctx.g.debug('sh', [`readlink -f ${DRIVE.perm}`])).trim()
-  const parts = (await ctx.g.listPartitions()).filter((p) => p.startsWith(dev))
-  return parts[0] ?? dev
+/**
+ * Mounts a device named as the appliance kernel names it (what `readlink -f` of a drive label,
+ * sfdisk or a block-device.d script gives). Not through the API: libguestfs takes /dev/sdX as the
+ * Xth drive added and translates it, and under emulation the kernel may enumerate the drives in
+ * another order, so a kernel name passed to the API can mount a different drive.
+ */
+export async function mountKernelDevice(ctx: BuildContext, device: string, mountPoint: string): Promise<void> {
+  const at = shellQuote(mountPoint === '/' ? L.SYSROOT : L.inAppliance(mountPoint))
+  await ctx.g.debug('sh', [`set -e; mkdir -p ${at}; mount ${shellQuote(device)} ${at}`], { signal: ctx.signal })
 }
 
-/** Mounts --drive; one that holds no file system is the user's error, said as such. */
+/** Mounts --drive (the whole disk, or its first partition); no file system is the user's error. */
 async function mountHelperDrive(ctx: BuildContext): Promise<void> {
-  const dev = await helperDevice(ctx)
+  const at = shellQuote(L.inAppliance(L.PERM))
+  const script = `set -e; d=$(readlink -f ${DRIVE.perm}); p=$d; [ -b "\${d}1" ] && p=\${d}1; mkdir -p ${at}; mount "$p" ${at}`
   try {
-    await ctx.g.mount(dev, L.PERM)
+    await ctx.g.debug('sh', [script], { signal: ctx.signal })
   } catch (e) {
-    if (!(e instanceof GuestfsError) || e.applianceDied) throw e
+    if (!(e instanceof GuestfsError) || e.applianceDied || ctx.signal.aborted) throw e
     throw new VirtDibError(
       `the helper drive ${ctx.plan.options.drive} cannot be mounted: ${e.message.trim().split('\n').pop()}`,
       { cause: e, hint: 'the helper drive needs a file system (on the whole disk or its first partition)' },
@@ -130,7 +135,7 @@ export async function prepareBuildRoot(ctx: BuildContext): Promise<void> {
   if (plan.buildInPlace) {
     const script = createLayoutScript(plan.layout, ctx.outDevice)
     await g.debug('sh', [`exec bash -c ${shellQuote(script)}`], { signal: ctx.signal })
-    await g.mount(filesystemDevice(plan.layout, ctx.outDevice, plan.layout.mounts[0]!.base), '/')
+    await mountKernelDevice(ctx, filesystemDevice(plan.layout, ctx.outDevice, plan.layout.mounts[0]!.base), '/')
   } else {
     await g.mkfs('ext4', DRIVE.build)
     await g.mount(DRIVE.build, '/')
@@ -138,10 +143,7 @@ export async function prepareBuildRoot(ctx: BuildContext): Promise<void> {
   await mountAux(ctx, true)
   // mke2fs -d keeps the host owner: a build run by a normal user makes it root's, as uploaded.
   if (process.getuid?.() !== 0) await g.debug('sh', [`chown -R 0:0 ${L.inAppliance(L.AUX)}`])
-  if (ctx.plan.options.drive) {
-    await g.mkdirP(L.PERM)
-    await mountHelperDrive(ctx)
-  }
+  if (ctx.plan.options.drive) await mountHelperDrive(ctx)
   await g.mkdirP(L.PERM_IMAGE_CACHE)
   await g.mkdirP(`${L.PERM}/logs`)
   await g.lnSf('in_target.aux/hooks', L.IN_TARGET_D)

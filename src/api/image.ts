@@ -9,7 +9,7 @@ import * as L from '../elements/layout.js'
 import { formatExtraEnv } from '../phases/control-file.js'
 import { phase } from '../phases/registry.js'
 import { runPhase } from '../phases/run-scripts.js'
-import { DRIVE, mountAux } from './appliance.js'
+import { mountAux, mountKernelDevice } from './appliance.js'
 import type { BuildContext } from './context.js'
 
 /** Where the layout is mounted in the appliance while the tree is copied onto it. */
@@ -51,7 +51,7 @@ export async function createBlockDevice(ctx: BuildContext): Promise<void> {
   if (copy) {
     await g.umountAll()
     // Parents first: each mount point exists on the file system mounted before it.
-    for (const m of layout.mounts) await g.mount(filesystemDevice(layout, disk, m.base), m.mountPoint)
+    for (const m of layout.mounts) await mountKernelDevice(ctx, filesystemDevice(layout, disk, m.base), m.mountPoint)
     await mountAux(ctx)
   }
   // fstab (in place) and the state later phases read: one round trip.
