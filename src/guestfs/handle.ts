@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
 import { AbortError, GuestfsError } from './errors.js'
+import { trackHandle, untrackHandle } from './live.js'
 import { EventBits, loadAddon, type NativeEventName, type NativeHandle } from './native.js'
 import type {
   AddDriveOptions,
@@ -90,6 +91,7 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
     )
     const g = new Guestfs(native, options.abortPolicy ?? 'wait')
     ref.g = new WeakRef(g)
+    trackHandle(g) // killAllAppliances() can stop it until it is closed
     try {
       await g.#configure(options)
     } catch (e) {
@@ -140,6 +142,8 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
       await this.#native.close()
     } catch (e) {
       throw GuestfsError.from(e, 'shutdown', site)
+    } finally {
+      untrackHandle(this)
     }
   }
 
