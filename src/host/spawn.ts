@@ -1,9 +1,14 @@
-// Runs host programs virt-dib itself needs (qemu-img, tar, docker, vhd-util, fusermount).
-// Output is captured (its tail goes into the error), never printed.
+// Runs host programs virt-dib itself needs (qemu-img, tar, docker, supermin, fusermount) and the
+// host side of the phase runner. Output is captured (its tail goes into the error) or streamed to
+// callbacks, never printed. With `processGroup` a command and everything it starts form one
+// process group that is stopped as a whole: on abort, and whatever is still running when the
+// command itself exits.
 import { spawn, type SpawnOptions } from 'node:child_process'
+import type { Readable } from 'node:stream'
 
-import { HostToolError } from '../errors.js'
+import { BuildAbortedError, HostToolError } from '../errors.js'
 import { Tail } from '../util/lines.js'
+import { listProcessGroup, type HostProcess } from './proc.js'
 
 export interface RunResult {
   stdout: string
@@ -13,33 +18,165 @@ export interface RunResult {
 export interface RunOptions {
   cwd?: string
   env?: NodeJS.ProcessEnv
-  input?: string | Buffer
+  /** Fed to stdin; a stream is piped (its errors are the caller's to handle). */
+  input?: string | Buffer | Readable
+  /** Aborting stops the command (its whole group with `processGroup`) and rejects with BuildAbortedError. */
   signal?: AbortSignal
   /** Lines of stderr kept for the error message. */
   tailLines?: number
+  /**
+   * Starts the command in a new session, so a process group of its own, and stops every process
+   * still in that group when the call ends (abort, or the command exits leaving children behind):
+   * SIGTERM, then SIGKILL after `killGraceMs`.
+   */
+  processGroup?: boolean
+  /** Between SIGTERM and SIGKILL (default {@link KILL_GRACE_MS}). */
+  killGraceMs?: number
+}
+
+export interface ProcessOptions extends RunOptions {
+  /** 'inherit' gives the command our stdin (then `input` is ignored). */
+  stdin?: 'pipe' | 'inherit'
+  onStdout?: (text: string) => void
+  onStderr?: (text: string) => void
+}
+
+export interface ProcessResult extends RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  /** With `processGroup`: processes left running in the group when the command exited, now stopped. */
+  strays: HostProcess[]
+}
+
+/** How long a stopped process group gets to exit on SIGTERM before SIGKILL. */
+export const KILL_GRACE_MS = 2000
+/** After SIGKILL: how long to wait for the group to be gone (a process in D state may linger). */
+const KILL_WAIT_MS = 2000
+/** After the command exited: how long its output pipes may stay open (a holder outside the group). */
+const PIPE_DRAIN_MS = 1000
+const POLL_MS = 25
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Sends `sig` to every process of group `pgid`; false if the group is gone. */
+export function signalProcessGroup(pgid: number, sig: NodeJS.Signals): boolean {
+  try {
+    process.kill(-pgid, sig)
+    return true
+  } catch {
+    return false // ESRCH: nobody left
+  }
+}
+
+/**
+ * Stops process group `pgid`: SIGTERM, then SIGKILL to whatever is left after `graceMs`. Resolves
+ * when no live process is left in it, or after a bounded wait following SIGKILL.
+ */
+export async function stopProcessGroup(pgid: number, graceMs = KILL_GRACE_MS): Promise<void> {
+  if (listProcessGroup(pgid).length === 0 || !signalProcessGroup(pgid, 'SIGTERM')) return
+  for (const end = Date.now() + graceMs; Date.now() < end;) {
+    await sleep(POLL_MS)
+    if (listProcessGroup(pgid).length === 0) return
+  }
+  signalProcessGroup(pgid, 'SIGKILL')
+  for (const end = Date.now() + KILL_WAIT_MS; Date.now() < end;) {
+    await sleep(POLL_MS)
+    if (listProcessGroup(pgid).length === 0) return
+  }
+}
+
+/** The error an aborted call rejects with: the signal's reason if it is one of ours. */
+export function abortError(signal: AbortSignal): BuildAbortedError {
+  const reason: unknown = signal.reason
+  return reason instanceof BuildAbortedError ? reason : new BuildAbortedError(undefined, { cause: reason })
+}
+
+/**
+ * Runs a command to its end and says how it ended (any exit status). Rejects with HostToolError if
+ * it cannot be started, with BuildAbortedError once an abort has stopped it.
+ */
+export function runProcess(cmd: string, args: readonly string[], o: ProcessOptions = {}): Promise<ProcessResult> {
+  if (o.signal?.aborted) return Promise.reject(abortError(o.signal))
+  return new Promise((resolve, reject) => {
+    const stdin = o.stdin ?? 'pipe'
+    const spawnOptions: SpawnOptions = {
+      cwd: o.cwd,
+      env: o.env,
+      stdio: [stdin, 'pipe', 'pipe'],
+      // detached on Linux is setsid(): a new session and process group led by the child.
+      detached: o.processGroup === true,
+    }
+    const child = spawn(cmd, args, spawnOptions)
+    const grace = o.killGraceMs ?? KILL_GRACE_MS
+    const out: Buffer[] = []
+    let err = ''
+    let stopping: Promise<void> | undefined
+    const stop = (): Promise<void> => {
+      if (stopping) return stopping
+      const pid = child.pid
+      if (pid === undefined) return (stopping = Promise.resolve())
+      if (o.processGroup) return (stopping = stopProcessGroup(pid, grace))
+      child.kill('SIGTERM')
+      const kill = setTimeout(() => child.kill('SIGKILL'), grace)
+      return (stopping = new Promise<void>((r) => child.once('exit', () => r())).finally(() => clearTimeout(kill)))
+    }
+    const onAbort = () => void stop()
+    o.signal?.addEventListener('abort', onAbort, { once: true })
+
+    child.stdout!.on('data', (b: Buffer) => {
+      out.push(b)
+      o.onStdout?.(b.toString())
+    })
+    child.stderr!.on('data', (b: Buffer) => {
+      const s = b.toString()
+      err += s
+      o.onStderr?.(s)
+    })
+    const closed = Promise.all(
+      [child.stdout!, child.stderr!].map((s) => new Promise<void>((r) => (s.readableEnded ? r() : s.once('close', r)))),
+    )
+    let failed = false
+    child.on('error', (e) => {
+      failed = true
+      o.signal?.removeEventListener('abort', onAbort)
+      reject(new HostToolError(cmd, null, e.message, { cause: e }))
+    })
+    child.on('exit', (code, sig) => {
+      if (failed) return
+      void (async () => {
+        const strays = o.processGroup && child.pid !== undefined ? listProcessGroup(child.pid) : []
+        if (strays.length > 0 || o.signal?.aborted) await stop()
+        // A process outside the group may still hold our pipes: do not wait for it forever.
+        const drained = await Promise.race([closed.then(() => true), sleep(PIPE_DRAIN_MS).then(() => false)])
+        if (!drained) {
+          child.stdout!.destroy()
+          child.stderr!.destroy()
+        }
+        o.signal?.removeEventListener('abort', onAbort)
+        if (o.signal?.aborted) return reject(abortError(o.signal))
+        resolve({ code, signal: sig, stdout: Buffer.concat(out).toString(), stderr: err, strays })
+      })()
+    })
+    if (child.stdin) {
+      child.stdin.on('error', () => undefined)
+      if (o.input === undefined || typeof o.input === 'string' || Buffer.isBuffer(o.input)) {
+        child.stdin.end(o.input ?? '')
+      } else {
+        o.input.pipe(child.stdin)
+      }
+    }
+  })
 }
 
 /** Runs a command to completion; throws HostToolError on a non-zero exit or a signal. */
-export function runTool(cmd: string, args: readonly string[], o: RunOptions = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const spawnOptions: SpawnOptions = { cwd: o.cwd, env: o.env, stdio: ['pipe', 'pipe', 'pipe'] }
-    if (o.signal) spawnOptions.signal = o.signal
-    const child = spawn(cmd, args, spawnOptions)
-    const out: Buffer[] = []
-    const errTail = new Tail<string>(o.tailLines ?? 20)
-    let err = ''
-    child.stdout!.on('data', (b: Buffer) => out.push(b))
-    child.stderr!.on('data', (b: Buffer) => {
-      err += b.toString()
-      for (const l of b.toString().split('\n')) if (l) errTail.push(l)
-    })
-    child.on('error', (e) => reject(new HostToolError(cmd, null, e.message, { cause: e })))
-    child.on('close', (code, signal) => {
-      const stdout = Buffer.concat(out).toString()
-      if (code === 0) resolve({ stdout, stderr: err })
-      else reject(new HostToolError(cmd, code, errTail.items.join('\n'), signal ? { signal } : undefined))
-    })
-    child.stdin!.on('error', () => undefined)
-    child.stdin!.end(o.input ?? '')
+export async function runTool(cmd: string, args: readonly string[], o: RunOptions = {}): Promise<RunResult> {
+  const tail = new Tail<string>(o.tailLines ?? 20)
+  const r = await runProcess(cmd, args, {
+    ...o,
+    onStderr: (s) => {
+      for (const l of s.split('\n')) if (l) tail.push(l)
+    },
   })
+  if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr }
+  throw new HostToolError(cmd, r.code, tail.items.join('\n'), r.signal ? { signal: r.signal } : undefined)
 }

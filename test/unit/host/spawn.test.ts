@@ -1,0 +1,129 @@
+// The spawn wrapper with real processes: typed errors, and process groups stopped as a whole on
+// abort and when the command leaves children behind (grandchildren included).
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { describe, expect, it } from 'vitest'
+
+import { BuildAbortedError, HostToolError } from '../../../src/errors.js'
+import { listProcessGroup } from '../../../src/host/proc.js'
+import { runProcess, runTool } from '../../../src/host/spawn.js'
+import { tempDir } from '../../helpers/temp.js'
+
+const alive = (pid: number) => {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return st.slice(st.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch {
+    return false
+  }
+}
+const pidsIn = (file: string) => readFileSync(file, 'utf8').trim().split(/\s+/).map(Number)
+
+describe('runTool', () => {
+  it('returns stdout on success and throws HostToolError with the stderr tail otherwise', async () => {
+    expect((await runTool('sh', ['-c', 'echo out; echo err >&2'])).stdout).toBe('out\n')
+    const e = await runTool('sh', ['-c', 'echo first >&2; echo last >&2; exit 3']).catch((x: unknown) => x)
+    expect(e).toBeInstanceOf(HostToolError)
+    expect((e as HostToolError).message).toBe('external command ‘sh’ exited with error 3: last')
+  })
+
+  it('throws HostToolError for a program that does not exist, and for one killed by a signal', async () => {
+    const e = await runTool('/nonexistent/tool', []).catch((x: unknown) => x)
+    expect(e).toBeInstanceOf(HostToolError)
+    expect((e as Error).message).toMatch(/^external command ‘\/nonexistent\/tool’ was killed by a signal: .*ENOENT/)
+    const k = await runTool('sh', ['-c', 'kill -KILL $$']).catch((x: unknown) => x)
+    expect((k as Error).message).toBe('external command ‘sh’ was killed by SIGKILL')
+  })
+
+  it('rejects an already aborted call without starting anything', async () => {
+    const c = new AbortController()
+    c.abort()
+    await expect(runTool('sh', ['-c', 'exit 0'], { signal: c.signal })).rejects.toBeInstanceOf(BuildAbortedError)
+  })
+})
+
+describe('runProcess with a process group', () => {
+  const dir = tempDir('vdib-spawn.')
+
+  it('on abort, kills the whole group: the command, a background grandchild and a foreground one', async () => {
+    const pids = join(dir, 'abort.pids')
+    const c = new AbortController()
+    const t0 = Date.now()
+    const run = runProcess('bash', ['-c', `echo $$ > ${pids}; sleep 1000 & sleep 1000`], {
+      signal: c.signal,
+      processGroup: true,
+    })
+    await waitUntil(() => readIf(pids) !== '' && listProcessGroup(pidsIn(pids)[0]!).length === 3)
+    const leader = pidsIn(pids)[0]!
+    const members = listProcessGroup(leader)
+    expect(members.map((p) => p.command).sort()).toEqual(['bash', 'sleep', 'sleep'])
+    c.abort(new BuildAbortedError('exiting on signal SIGINT', { signal: 'SIGINT' }))
+    const e = await run.catch((x: unknown) => x)
+    expect(e).toBeInstanceOf(BuildAbortedError)
+    expect((e as BuildAbortedError).exitCode).toBe(130)
+    expect(Date.now() - t0).toBeLessThan(10_000)
+    expect(listProcessGroup(leader)).toEqual([])
+    for (const p of members) expect(alive(p.pid), `${p.command} ${p.pid}`).toBe(false)
+  })
+
+  it('kills a group that ignores SIGTERM with SIGKILL after the grace time', async () => {
+    const pids = join(dir, 'stubborn.pids')
+    const c = new AbortController()
+    const run = runProcess('bash', ['-c', `trap '' TERM; echo $$ > ${pids}; sleep 1000 & wait; sleep 1000`], {
+      signal: c.signal,
+      processGroup: true,
+      killGraceMs: 300,
+    })
+    await waitUntil(() => readIf(pids) !== '')
+    const t0 = Date.now()
+    c.abort()
+    await expect(run).rejects.toBeInstanceOf(BuildAbortedError)
+    expect(Date.now() - t0).toBeLessThan(5000)
+    expect(listProcessGroup(pidsIn(pids)[0]!)).toEqual([])
+  })
+
+  it('stops what the command left running when it exits, and names it', async () => {
+    const pids = join(dir, 'strays.pids')
+    const t0 = Date.now()
+    // The background sleep keeps our stdout open: the call must not wait for it.
+    const r = await runProcess('bash', ['-c', `sleep 1000 & echo $! > ${pids}; echo done`], { processGroup: true })
+    expect(Date.now() - t0).toBeLessThan(10_000)
+    expect(r.code).toBe(0)
+    expect(r.stdout).toBe('done\n')
+    expect(r.strays.map((p) => p.command)).toEqual(['sleep'])
+    expect(alive(pidsIn(pids)[0]!)).toBe(false)
+  })
+
+  it('does not wait forever for a process outside the group that holds its output', async () => {
+    const pids = join(dir, 'escaped.pids')
+    const t0 = Date.now()
+    const r = await runProcess('bash', ['-c', `setsid sleep 1000 & echo $! > ${pids}; echo done`], {
+      processGroup: true,
+    })
+    try {
+      expect(Date.now() - t0).toBeLessThan(10_000)
+      expect(r.code).toBe(0)
+      expect(r.stdout).toBe('done\n')
+    } finally {
+      // It left our group: only the test can stop it.
+      await waitUntil(() => readIf(pids) !== '')
+      process.kill(pidsIn(pids)[0]!, 'SIGKILL')
+    }
+  })
+})
+
+function readIf(f: string): string {
+  try {
+    return readFileSync(f, 'utf8')
+  } catch {
+    return ''
+  }
+}
+
+async function waitUntil(cond: () => boolean, ms = 10_000): Promise<void> {
+  for (const end = Date.now() + ms; !cond();) {
+    if (Date.now() > end) throw new Error('timed out waiting')
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
