@@ -70,14 +70,25 @@ printf 'Running hooks for %s: %s\n' "$VDIB_HOOK" "${scripts[*]:-}" >&8
     t0=$(now_ms)
     tail=()
     set +e
-    ( cd "$cwd" && unset OLDPWD && exec "$dir/$s" ) 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
+    # The script's status comes as a last line: a background process the script leaves holding
+    # its output must not keep the phase waiting for the end of the pipe.
+    xrc=
+    ( cd "$cwd" && unset OLDPWD && "$dir/$s"; printf '%s|X|%s\n' "$T" "$?" ) 2>&1 | while IFS= read -r line || [ -n "$line" ]; do
+      case $line in *"$T|X|"*)
+        xrc=${line##*"$T|X|"}
+        line=${line%%"$T|X|"*}
+        [ -n "$line" ] || break
+        ;;
+      esac
       printf '%s|L|o|%s\n' "$T" "$line" >&7
       printf '%s\n' "$line" >&8
       tail+=("$line")
       [ ${#tail[@]} -gt 40 ] && tail=("${tail[@]:1}")
       case $line in IMAGE_BLOCK_DEVICE=*) say "var|IMAGE_BLOCK_DEVICE|${line#IMAGE_BLOCK_DEVICE=}" ;; esac
+      [ -z "$xrc" ] || break
     done
     rc=${PIPESTATUS[0]}
+    [ -z "$xrc" ] || rc=$xrc
     set -e
     ms=$(( $(now_ms) - t0 ))
     live "end|$s|$rc|$ms"

@@ -1,10 +1,10 @@
 // Runs one phase: one appliance round trip (or one host process) for all of its scripts.
 // Live lines come from the console (appliance events) or the host process's stdout; the
 // summary the runner prints at the end decides success.
-import { spawn } from 'node:child_process'
-
 import { ScriptError, VirtDibError } from '../errors.js'
 import { GuestfsError } from '../guestfs/index.js'
+import { describeProcesses } from '../host/proc.js'
+import { runProcess } from '../host/spawn.js'
 import { LineSplitter } from '../util/lines.js'
 import type { Phase, PhaseContext, PhaseResult } from './types.js'
 
@@ -219,26 +219,30 @@ async function runInAppliance(ctx: PhaseContext, phase: Phase, live: LiveParser)
   }
 }
 
-function runOnHost(ctx: PhaseContext, phase: Phase, live: LiveParser): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/bash', [ctx.runnerPath('host'), ctx.controlFile(phase)], {
-      cwd: ctx.hostCwd,
-      env: ctx.hostEnv,
-      stdio: ['inherit', 'pipe', 'pipe'],
-      signal: ctx.signal,
-    })
-    let output = ''
-    child.stdout.setEncoding('utf8')
-    child.stderr.setEncoding('utf8')
-    child.stdout.on('data', (s: string) => {
-      output += s
-      live.push(s)
-    })
-    child.stderr.on('data', (s: string) => ctx.emit({ kind: 'appliance-log', text: s }))
-    child.on('error', (e) => reject(e))
-    child.on('close', () => {
-      live.flush()
-      resolve(output)
-    })
+/**
+ * The host runner (extra-data.d) in a process group of its own: an abort stops the runner, its
+ * scripts and whatever they started; processes a script left running are stopped once the runner
+ * has finished (a warning names them).
+ */
+async function runOnHost(ctx: PhaseContext, phase: Phase, live: LiveParser): Promise<string> {
+  // divergence: diskimage-builder leaves background processes of extra-data.d running; here they
+  // would keep the FUSE view of the image busy, so they are stopped with the phase.
+  const r = await runProcess('/bin/bash', [ctx.runnerPath('host'), ctx.controlFile(phase)], {
+    ...(ctx.hostCwd !== undefined ? { cwd: ctx.hostCwd } : {}),
+    ...(ctx.hostEnv !== undefined ? { env: ctx.hostEnv } : {}),
+    stdin: 'inherit',
+    signal: ctx.signal,
+    processGroup: true,
+    onStdout: (s) => live.push(s),
+    onStderr: (s) => ctx.emit({ kind: 'appliance-log', text: s }),
   })
+  live.flush()
+  if (r.strays.length > 0) {
+    const n = r.strays.length
+    ctx.emit({
+      kind: 'warning',
+      text: `${phase.hook}: ${n === 1 ? 'a process was' : `${n} processes were`} left running by its scripts and stopped: ${describeProcesses(r.strays)}`,
+    })
+  }
+  return r.stdout
 }

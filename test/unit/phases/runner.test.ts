@@ -1,12 +1,13 @@
 // The runner protocol without an appliance: the control file is data, the runner applies
 // dib-run-parts' rules, and the summary parser reads what it prints. Runs the real runner with bash.
 import { spawnSync } from 'node:child_process'
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { afterAll, describe, expect, it } from 'vitest'
 
+import { runProcess } from '../../../src/host/spawn.js'
 import { formatControlFile } from '../../../src/phases/control-file.js'
 import { parseSummary } from '../../../src/phases/run-scripts.js'
 import { RUNNER_SCRIPT } from '../../../src/phases/runner-script.js'
@@ -35,8 +36,16 @@ describe('phase runner', () => {
   script('block-device.d/10-dev', '#!/bin/bash\necho noise\necho "IMAGE_BLOCK_DEVICE=\'/dev/loop7p1\'"\n')
   script('bad-env/environment.d/10-bad.bash', 'echo "$UNSET_VARIABLE"\n', 0o644)
   script('bad-env/install.d/10-x', '#!/bin/bash\necho x\n')
+  script('post-install.d/10-partial', "#!/bin/bash\necho first; printf 'no newline at the end'\n")
+  script('post-install.d/20-fails', "#!/bin/bash\nprintf 'partial'; exit 7\n")
+  // A background process that keeps the script's output open, and one that does not.
+  script(
+    'pre-install.d/10-linger',
+    `#!/bin/bash\nsleep 1000 &\necho $! > ${dir}/linger.pid\nsleep 1000 >/dev/null 2>&1 &\necho started\n`,
+  )
+  script('pre-install.d/20-after', '#!/bin/bash\necho after\n')
 
-  const run = (hook: string, extra: Record<string, string> = {}, hooksDir = hooks) => {
+  const control = (hook: string, extra: Record<string, string> = {}, hooksDir = hooks) => {
     const ctl = join(dir, `${hook}.ctl`)
     writeFileSync(
       ctl,
@@ -58,6 +67,10 @@ describe('phase runner', () => {
         where: 'host',
       }),
     )
+    return ctl
+  }
+  const run = (hook: string, extra: Record<string, string> = {}, hooksDir = hooks) => {
+    const ctl = control(hook, extra, hooksDir)
     const r = spawnSync('bash', [join(dir, 'run-phase'), ctl], { encoding: 'utf8' })
     expect(r.status).toBe(0)
     return r.stdout
@@ -102,6 +115,36 @@ describe('phase runner', () => {
   it('has an empty list for a phase without a directory', () => {
     const s = parseSummary(run('finalise.d'), 'TOK')
     expect(s).toMatchObject({ scripts: [], ran: [], done: 0 })
+  })
+
+  it('keeps a last line without a newline, and the status of the script that printed it', () => {
+    const out = run('post-install.d')
+    expect(out).toContain('TOK|L|o|first\n')
+    expect(out).toContain('TOK|L|o|no newline at the end\n')
+    expect(out).toContain('TOK|L|o|partial\n')
+    const s = parseSummary(out, 'TOK')
+    expect(s.ran.map((r) => [r.name, r.status])).toEqual([
+      ['10-partial', 0],
+      ['20-fails', 7],
+    ])
+    expect(s.tail).toEqual(['partial'])
+  })
+
+  it('ends a script when it exits, even if a process it left behind keeps its output open', async () => {
+    const t0 = Date.now()
+    // As the host runner runs: in a process group of its own, stopped when the runner is done.
+    const r = await runProcess('bash', [join(dir, 'run-phase'), control('pre-install.d')], { processGroup: true })
+    expect(Date.now() - t0).toBeLessThan(20_000)
+    const s = parseSummary(r.stdout, 'TOK')
+    expect(s.ran.map((x) => [x.name, x.status])).toEqual([
+      ['10-linger', 0],
+      ['20-after', 0],
+    ])
+    expect(s.done).toBe(0)
+    expect(r.stdout).toContain('TOK|L|o|after')
+    expect(r.strays.map((p) => p.command)).toEqual(['sleep', 'sleep'])
+    const pid = Number(readFileSync(join(dir, 'linger.pid'), 'utf8'))
+    expect(existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ')).toBe(false)
   })
 
   it('ignores lines without the token (console noise, forged markers)', () => {
