@@ -1,31 +1,16 @@
 // extra-data.d: the one phase that runs on the host, against a FUSE view of the image
 // (mount_local) so that what it writes under TMP_HOOKS_PATH reaches the guest.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { runTool } from '../host/spawn.js'
-import { findExecutable } from '../host/which.js'
+import { VirtDibError } from '../errors.js'
+import { releaseFuseMount, trackServing, waitForFuseMount } from '../host/fuse.js'
 import { phase } from '../phases/registry.js'
 import { runPhase } from '../phases/run-scripts.js'
 import type { BuildContext } from './context.js'
 import { prepareHostPhase } from './prepare-aux.js'
 
-function isMounted(path: string): boolean {
-  return readFileSync('/proc/self/mounts', 'utf8')
-    .split('\n')
-    .some((l) => l.split(' ')[1] === path)
-}
-
-async function unmount(mountpoint: string): Promise<void> {
-  const tool = findExecutable('fusermount3') ?? findExecutable('fusermount') ?? 'fusermount'
-  for (let i = 0; i < 20 && isMounted(mountpoint); i++) {
-    try {
-      await runTool(tool, ['-u', mountpoint])
-    } catch {
-      await new Promise((r) => setTimeout(r, 250)) // busy: a script left a process behind
-    }
-  }
-}
+const VIEW = 'extra-data.d: the FUSE view of the image'
 
 export async function runExtraData(ctx: BuildContext): Promise<void> {
   const p = phase('extra-data.d')
@@ -40,16 +25,30 @@ export async function runExtraData(ctx: BuildContext): Promise<void> {
   ctx.hostEnv = prepareHostPhase(ctx, p, mountpoint)
   ctx.hostCwd = process.cwd()
   await ctx.g.mountLocal(mountpoint)
-  const serving = ctx.g.mountLocalRun().catch((e: unknown) => e)
-  const undo = ctx.cleanup.defer('FUSE mount', () => unmount(mountpoint))
+  const served = trackServing(ctx.g.mountLocalRun())
+  // Until it is released, removing the workspace would reach into the image through the view.
+  const release = () =>
+    releaseFuseMount(mountpoint, served, { what: VIEW, onWarning: (text) => ctx.emit({ kind: 'warning', text }) })
+  const undo = ctx.cleanup.defer('FUSE mount', release)
+  let failure: { error: unknown } | undefined
   try {
-    for (let i = 0; i < 200 && !isMounted(mountpoint); i++) await new Promise((r) => setTimeout(r, 50))
-    if (!existsSync(join(mountpoint, 'tmp'))) throw new Error('the FUSE view of the image did not appear')
+    await waitForFuseMount(mountpoint, served, { what: VIEW, signal: ctx.signal })
+    if (!existsSync(join(mountpoint, 'tmp'))) throw new VirtDibError(`${VIEW} has no /tmp`)
+    // runPhase stops the scripts' whole process group when they end or on abort.
     await runPhase(ctx, p)
-  } finally {
-    await unmount(mountpoint)
-    undo()
-    const served = await serving
-    if (served instanceof Error && !ctx.signal.aborted) throw served
+  } catch (error) {
+    failure = { error }
   }
+  try {
+    await release()
+  } catch (e) {
+    // The phase's own failure (or the abort) says more; the view is detached either way.
+    if (!failure) throw e
+    ctx.emit({ kind: 'warning', text: (e as Error).message })
+  } finally {
+    undo()
+  }
+  if (failure) throw failure.error
+  const r = await served.done
+  if (r instanceof Error && !ctx.signal.aborted) throw r
 }

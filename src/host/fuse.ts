@@ -1,0 +1,144 @@
+// A FUSE mount that virt-dib serves itself (extra-data.d's view of the image through libguestfs
+// mount_local): waiting for it to appear, and releasing it in bounded time whatever still uses it.
+// The FUSE loop only ends once the kernel lets go of the mount, so a process left inside the view
+// would otherwise keep the build waiting forever.
+import { readFileSync } from 'node:fs'
+
+import { VirtDibError } from '../errors.js'
+import { describeProcesses, findProcessesUsing } from './proc.js'
+import { abortError, runTool } from './spawn.js'
+import { findExecutable } from './which.js'
+
+/** Timings of {@link waitForFuseMount} and {@link releaseFuseMount}; tests shorten them. */
+export interface FuseTimings {
+  /** Polling for the mount to appear… */
+  mountPollMs: number
+  /** …for at most this long. */
+  mountWaitMs: number
+  /** `fusermount -u` is retried while the mount is busy (a process is still in it)… */
+  unmountRetryMs: number
+  /** …this many times, then it is detached lazily (`fusermount -uz`). */
+  unmountAttempts: number
+  /** After a detach: how long the FUSE loop may take to end (the last user letting go). */
+  releaseWaitMs: number
+}
+
+export const FUSE_TIMINGS: FuseTimings = {
+  mountPollMs: 50,
+  mountWaitMs: 10_000,
+  unmountRetryMs: 250,
+  unmountAttempts: 20,
+  releaseWaitMs: 5000,
+}
+
+/** A promise that never rejects, and says whether it has settled. */
+export interface Served {
+  readonly done: Promise<unknown>
+  readonly settled: boolean
+}
+
+/** Tracks the FUSE loop (mount_local_run): `done` resolves with its error, or undefined. */
+export function trackServing(loop: Promise<unknown>): Served {
+  const s = { settled: false, done: Promise.resolve() as Promise<unknown> }
+  s.done = loop.then(
+    () => {
+      s.settled = true
+      return undefined
+    },
+    (e: unknown) => {
+      s.settled = true
+      return e
+    },
+  )
+  return s
+}
+
+/** The mount points of /proc/self/mounts, with their octal escapes (`\040` for a space) decoded. */
+function mountPoints(): string[] {
+  return readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+}
+
+export function isMounted(path: string): boolean {
+  return mountPoints().includes(path)
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+async function settlesWithin(s: Served, ms: number): Promise<boolean> {
+  if (s.settled) return true
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)))
+  const r = await Promise.race([s.done.then(() => true), timeout])
+  clearTimeout(timer)
+  return r
+}
+
+/** Waits until `mountpoint` is mounted; throws if the FUSE loop ends first or it takes too long. */
+export async function waitForFuseMount(
+  mountpoint: string,
+  served: Served,
+  o: { what: string; signal?: AbortSignal; timings?: FuseTimings },
+): Promise<void> {
+  const t = o.timings ?? FUSE_TIMINGS
+  for (const end = Date.now() + t.mountWaitMs; !isMounted(mountpoint);) {
+    if (o.signal?.aborted) throw abortError(o.signal)
+    if (served.settled) {
+      const e = await served.done
+      const why = e instanceof Error ? `: ${e.message.trim().split('\n')[0]}` : ''
+      throw new VirtDibError(`${o.what} could not be mounted${why}`, { cause: e })
+    }
+    if (Date.now() >= end) throw new VirtDibError(`${o.what} did not appear within ${t.mountWaitMs / 1000} s`)
+    await sleep(t.mountPollMs)
+  }
+}
+
+function fusermount(): string {
+  return findExecutable('fusermount3') ?? findExecutable('fusermount') ?? 'fusermount'
+}
+
+/**
+ * Unmounts `mountpoint` and waits for its FUSE loop (`served`) to end, in bounded time. A busy
+ * mount is retried, then detached lazily; if its users still keep it after that, they are killed
+ * (only the mounting user's processes can use a mount without allow_other) and a VirtDibError
+ * names them. Safe to call again once released.
+ */
+export async function releaseFuseMount(
+  mountpoint: string,
+  served: Served,
+  o: { what: string; onWarning?: (text: string) => void; timings?: FuseTimings },
+): Promise<void> {
+  const t = o.timings ?? FUSE_TIMINGS
+  const tool = fusermount()
+  for (let i = 0; i < t.unmountAttempts && isMounted(mountpoint); i++) {
+    try {
+      await runTool(tool, ['-u', mountpoint])
+    } catch {
+      await sleep(t.unmountRetryMs) // busy: something still has a cwd or a file in it
+    }
+  }
+  const busy = isMounted(mountpoint)
+  // Named while the path still leads to the mount: a detached mount has no path.
+  const users = busy ? findProcessesUsing(mountpoint) : []
+  if (busy) await runTool(tool, ['-u', '-z', mountpoint]).catch(() => undefined)
+  if (await settlesWithin(served, t.releaseWaitMs)) {
+    if (busy)
+      o.onWarning?.(`${o.what} was busy at the end${users.length ? ` (${describeProcesses(users)})` : ''}: detached it`)
+    return
+  }
+  for (const p of users) {
+    try {
+      process.kill(p.pid, 'SIGKILL')
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const released = await settlesWithin(served, t.releaseWaitMs)
+  const waited = (t.unmountAttempts * t.unmountRetryMs + t.releaseWaitMs) / 1000
+  const who = users.length > 0 ? describeProcesses(users) : 'a process that is not known'
+  throw new VirtDibError(
+    `${o.what} was still in use by ${who} ${waited} s after its scripts ended${released ? ': killed it' : ', and could not be released'}`,
+    { hint: 'a process started by the scripts left their process group and kept a directory or file of the view open' },
+  )
+}

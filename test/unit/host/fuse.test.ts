@@ -1,0 +1,171 @@
+// Releasing a FUSE mount that something still uses, with a real FUSE file system and no appliance:
+// grub-mount serves a small ext2 image (it plays the part of libguestfs's mount_local_run loop),
+// and real processes keep it busy the way a leftover extra-data.d process would.
+import { execFileSync, spawn } from 'node:child_process'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { afterEach, describe, expect, it } from 'vitest'
+
+import { VirtDibError } from '../../../src/errors.js'
+import {
+  isMounted,
+  releaseFuseMount,
+  trackServing,
+  waitForFuseMount,
+  type FuseTimings,
+  type Served,
+} from '../../../src/host/fuse.js'
+import { findExecutable } from '../../../src/host/which.js'
+import { tempDir } from '../../helpers/temp.js'
+
+const tools = ['grub-mount', 'mke2fs', 'fusermount'].filter(
+  (t) => !findExecutable(t, `${process.env['PATH']}:/usr/sbin:/sbin`),
+)
+const missing = tools.length > 0 ? `needs ${tools.join(', ')}` : !existsSync('/dev/fuse') ? 'needs /dev/fuse' : ''
+
+const FAST: FuseTimings = {
+  mountPollMs: 20,
+  mountWaitMs: 5000,
+  unmountRetryMs: 100,
+  unmountAttempts: 10,
+  releaseWaitMs: 2000,
+}
+
+const live = (pid: number) => {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return st.slice(st.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch {
+    return false
+  }
+}
+
+function serverOf(mnt: string): number | undefined {
+  for (const d of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0')
+      if (cmd[0]?.endsWith('grub-mount') && cmd.includes(mnt) && live(Number(d))) return Number(d)
+    } catch {
+      // gone
+    }
+  }
+  return undefined
+}
+
+describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipped: ${missing})` : ''}`, () => {
+  const dir = tempDir('vdib-fuse.')
+  const img = join(dir, 'fs.img')
+  const src = join(dir, 'src')
+  mkdirSync(join(src, 'sub'), { recursive: true })
+  writeFileSync(join(src, 'sub', 'file'), 'data\n')
+  if (missing === '') execFileSync('mke2fs', ['-q', '-t', 'ext2', '-d', src, img, '4M'], { stdio: 'ignore' })
+  const holders: number[] = []
+  let n = 0
+
+  /** A fresh grub-mount of the image; `served` settles when its daemon has exited. */
+  async function mount(): Promise<{ mnt: string; served: Served; server: number }> {
+    const mnt = join(dir, `mnt${n++}`)
+    mkdirSync(mnt)
+    execFileSync('grub-mount', [img, mnt])
+    const served = trackServing(
+      (async () => {
+        let server: number | undefined
+        for (let i = 0; i < 200 && server === undefined; i++) {
+          server = serverOf(mnt)
+          if (server === undefined) await new Promise((r) => setTimeout(r, 10))
+        }
+        while (server !== undefined && live(server)) await new Promise((r) => setTimeout(r, 20))
+      })(),
+    )
+    await waitForFuseMount(mnt, served, { what: 'the view', timings: FAST })
+    return { mnt, served, server: serverOf(mnt)! }
+  }
+
+  /** A process outside our process group that keeps `cwd` (and maybe a file) in the mount. */
+  function hold(cwd: string, seconds: number, file?: string): number {
+    const fd = file ? openSync(file, 'r') : undefined
+    const p = spawn('sleep', [String(seconds)], { cwd, detached: true, stdio: [fd ?? 'ignore', 'ignore', 'ignore'] })
+    if (fd !== undefined) closeSync(fd)
+    p.unref()
+    holders.push(p.pid!)
+    return p.pid!
+  }
+
+  afterEach(() => {
+    for (const pid of holders.splice(0)) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+  })
+
+  it('unmounts an idle view at once', async () => {
+    const { mnt, served } = await mount()
+    const warnings: string[] = []
+    await releaseFuseMount(mnt, served, { what: 'the view', onWarning: (w) => warnings.push(w), timings: FAST })
+    expect(isMounted(mnt)).toBe(false)
+    expect(served.settled).toBe(true)
+    expect(warnings).toEqual([])
+    // Again: nothing to do.
+    await releaseFuseMount(mnt, served, { what: 'the view', timings: FAST })
+  })
+
+  it('waits for a user that lets go within the retries', async () => {
+    const { mnt, served } = await mount()
+    hold(join(mnt, 'sub'), 0.5)
+    const warnings: string[] = []
+    await releaseFuseMount(mnt, served, { what: 'the view', onWarning: (w) => warnings.push(w), timings: FAST })
+    expect(isMounted(mnt)).toBe(false)
+    expect(warnings).toEqual([])
+  })
+
+  it('detaches lazily, with a warning, when the user lets go only after the retries', async () => {
+    const { mnt, served } = await mount()
+    const pid = hold(join(mnt, 'sub'), 1.5)
+    const warnings: string[] = []
+    const timings = { ...FAST, unmountAttempts: 2, releaseWaitMs: 5000 }
+    await releaseFuseMount(mnt, served, { what: 'the view', onWarning: (w) => warnings.push(w), timings })
+    expect(isMounted(mnt)).toBe(false)
+    expect(served.settled).toBe(true)
+    expect(warnings).toEqual([`the view was busy at the end (sleep (pid ${pid})): detached it`])
+  })
+
+  it('names the processes that keep it, kills them, and fails in bounded time', async () => {
+    const { mnt, served, server } = await mount()
+    const a = hold(join(mnt, 'sub'), 1000)
+    const b = hold(dir, 1000, join(mnt, 'sub', 'file'))
+    const t0 = Date.now()
+    const e = await releaseFuseMount(mnt, served, { what: 'the view', timings: FAST }).catch((x: unknown) => x)
+    expect(Date.now() - t0).toBeLessThan(15_000)
+    expect(e).toBeInstanceOf(VirtDibError)
+    const message = (e as Error).message
+    expect(message).toMatch(
+      /^the view was still in use by sleep \(pid \d+\), sleep \(pid \d+\) 3 s after its scripts ended: killed it$/,
+    )
+    expect(message).toContain(`pid ${a})`)
+    expect(message).toContain(`pid ${b})`)
+    expect(message.split('\n')).toHaveLength(1)
+    expect(live(a) || live(b) || live(server)).toBe(false)
+    expect(isMounted(mnt)).toBe(false)
+  })
+
+  it('refuses a view whose server ends before it appears', async () => {
+    const served = trackServing(Promise.reject(new Error('fuse_mount failed\nmore')))
+    const e = await waitForFuseMount(join(dir, 'never'), served, { what: 'the view', timings: FAST }).catch(
+      (x: unknown) => x,
+    )
+    expect(e).toBeInstanceOf(VirtDibError)
+    expect((e as Error).message).toBe('the view could not be mounted: fuse_mount failed')
+  })
+
+  it('gives up on a view that never appears', async () => {
+    const served = trackServing(new Promise(() => undefined))
+    const timings = { ...FAST, mountWaitMs: 200 }
+    await expect(waitForFuseMount(join(dir, 'never'), served, { what: 'the view', timings })).rejects.toThrow(
+      'the view did not appear within 0.2 s',
+    )
+  })
+})
