@@ -53,6 +53,7 @@ export async function launchAppliance(ctx: BuildContext, auxDir: string): Promis
       stockPath,
       extraPackages: o.appliancePackages ?? [],
       cacheRoot: applianceCacheRoot(plan.env),
+      signal: ctx.signal,
     })
     if (appliance.fresh) ctx.progress('Prepared the build appliance (first use of this package set)')
     await g.setPath(appliance.path)

@@ -11,7 +11,7 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 
 import { PrerequisiteError } from '../errors.js'
-import { runTool } from './spawn.js'
+import { abortError, runTool } from './spawn.js'
 import { findExecutable } from './which.js'
 
 /** Packages added to libguestfs's appliance for diskimage-builder's host-side scripts. */
@@ -79,6 +79,8 @@ export async function prepareAppliance(o: {
   stockPath: string
   extraPackages?: readonly string[]
   cacheRoot?: string
+  /** Ctrl-C during a first-time prepare: supermin's whole process group is stopped, its private dir removed. */
+  signal?: AbortSignal
 }): Promise<PreparedAppliance> {
   const stockSupermin = join(o.stockPath, 'supermin.d')
   if (!existsSync(stockSupermin)) {
@@ -106,7 +108,9 @@ export async function prepareAppliance(o: {
     const smd = join(tmp, 'supermin.d')
     await cp(stockSupermin, smd, { recursive: true })
     const prep = join(tmp, 'prepare')
-    await runTool('supermin', ['--prepare', '--use-installed', '-o', prep, ...packages])
+    // supermin runs helpers of its own (dpkg-query, tar…): stop them all on abort.
+    const run = { processGroup: true, ...(o.signal ? { signal: o.signal } : {}) }
+    await runTool('supermin', ['--prepare', '--use-installed', '-o', prep, ...packages], run)
     renameSync(join(prep, 'packages'), join(smd, 'zz-virt-dib-packages'))
     if (existsSync(join(prep, 'base.tar.gz')))
       renameSync(join(prep, 'base.tar.gz'), join(smd, 'zz-virt-dib-base.tar.gz'))
@@ -121,10 +125,15 @@ export async function prepareAppliance(o: {
       'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n',
     )
     writeFileSync(join(extra, 'etc', 'group'), 'root:x:0:\nnogroup:x:65534:\n')
-    await runTool('tar', ['-C', extra, '--owner=0', '--group=0', '-czf', join(smd, 'zz-virt-dib-extra.tar.gz'), '.'])
+    await runTool(
+      'tar',
+      ['-C', extra, '--owner=0', '--group=0', '-czf', join(smd, 'zz-virt-dib-extra.tar.gz'), '.'],
+      run,
+    )
     rmSync(prep, { recursive: true, force: true })
     rmSync(extra, { recursive: true, force: true })
     mkdirSync(join(tmp, 'cache'), { recursive: true })
+    if (o.signal?.aborted) throw abortError(o.signal)
     // Outside supermin.d: supermin reads every file there.
     writeFileSync(join(tmp, '.complete'), `${packages.join(' ')}\n`)
     try {
