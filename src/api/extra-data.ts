@@ -27,8 +27,15 @@ export async function runExtraData(ctx: BuildContext): Promise<void> {
   await ctx.g.mountLocal(mountpoint)
   const served = trackServing(ctx.g.mountLocalRun())
   // Until it is released, removing the workspace would reach into the image through the view.
-  const release = () =>
-    releaseFuseMount(mountpoint, served, { what: VIEW, onWarning: (text) => ctx.emit({ kind: 'warning', text }) })
+  const release = async () => {
+    const t = Date.now()
+    await releaseFuseMount(mountpoint, served, {
+      what: VIEW,
+      onWarning: (text) => ctx.emit({ kind: 'warning', text }),
+      onDebug: (text) => ctx.emit({ kind: 'debug', text }),
+    })
+    ctx.emit({ kind: 'step', name: 'extra-data-unmount', seconds: (Date.now() - t) / 1000 })
+  }
   const undo = ctx.cleanup.defer('FUSE mount', release)
   let failure: { error: unknown } | undefined
   try {

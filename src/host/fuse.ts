@@ -107,15 +107,17 @@ function fusermount(): string {
 export async function releaseFuseMount(
   mountpoint: string,
   served: Served,
-  o: { what: string; onWarning?: (text: string) => void; timings?: FuseTimings },
+  o: { what: string; onWarning?: (text: string) => void; onDebug?: (text: string) => void; timings?: FuseTimings },
 ): Promise<void> {
   const t = o.timings ?? FUSE_TIMINGS
   const tool = fusermount()
   for (let i = 0; i < t.unmountAttempts && isMounted(mountpoint); i++) {
     try {
       await runTool(tool, ['-u', mountpoint])
-    } catch {
-      await sleep(t.unmountRetryMs) // busy: something still has a cwd or a file in it
+    } catch (e) {
+      // busy: something still has a cwd or a file in it
+      if (i === 0) o.onDebug?.(`${o.what} is busy, retrying the unmount: ${(e as Error).message}`)
+      await sleep(t.unmountRetryMs)
     }
   }
   const busy = isMounted(mountpoint)
