@@ -108,8 +108,15 @@ export async function prepareAppliance(o: {
     const smd = join(tmp, 'supermin.d')
     await cp(stockSupermin, smd, { recursive: true })
     const prep = join(tmp, 'prepare')
-    // supermin runs helpers of its own (dpkg-query, tar…): stop them all on abort.
-    const run = { processGroup: true, ...(o.signal ? { signal: o.signal } : {}) }
+    // supermin runs helpers of its own (dpkg-query, tar…): stop them all on abort. Its temp
+    // folder goes inside ours: killed, it leaves its own behind.
+    const scratch = join(tmp, 'tmp')
+    mkdirSync(scratch)
+    const run = {
+      processGroup: true,
+      env: { ...process.env, TMPDIR: scratch },
+      ...(o.signal ? { signal: o.signal } : {}),
+    }
     await runTool('supermin', ['--prepare', '--use-installed', '-o', prep, ...packages], run)
     renameSync(join(prep, 'packages'), join(smd, 'zz-virt-dib-packages'))
     if (existsSync(join(prep, 'base.tar.gz')))
@@ -132,6 +139,7 @@ export async function prepareAppliance(o: {
     )
     rmSync(prep, { recursive: true, force: true })
     rmSync(extra, { recursive: true, force: true })
+    rmSync(scratch, { recursive: true, force: true })
     mkdirSync(join(tmp, 'cache'), { recursive: true })
     if (o.signal?.aborted) throw abortError(o.signal)
     // Outside supermin.d: supermin reads every file there.
