@@ -5,6 +5,7 @@
 // command itself exits.
 import { spawn, type SpawnOptions } from 'node:child_process'
 import type { Readable } from 'node:stream'
+import { StringDecoder } from 'node:string_decoder'
 
 import { BuildAbortedError, HostToolError } from '../errors.js'
 import { Tail } from '../util/lines.js'
@@ -52,7 +53,7 @@ export interface ProcessResult extends RunResult {
 export const KILL_GRACE_MS = 2000
 /** After SIGKILL: how long to wait for the group to be gone (a process in D state may linger). */
 const KILL_WAIT_MS = 2000
-/** After the command exited: how long its output pipes may stay open (a holder outside the group). */
+/** After a process group is gone: how long its output pipes may stay open (a holder outside the group). */
 const PIPE_DRAIN_MS = 1000
 const POLL_MS = 25
 
@@ -123,12 +124,15 @@ export function runProcess(cmd: string, args: readonly string[], o: ProcessOptio
     const onAbort = () => void stop()
     o.signal?.addEventListener('abort', onAbort, { once: true })
 
+    // Decoders keep a character split between two chunks whole.
+    const outText = new StringDecoder('utf8')
+    const errText = new StringDecoder('utf8')
     child.stdout!.on('data', (b: Buffer) => {
       out.push(b)
-      o.onStdout?.(b.toString())
+      if (o.onStdout) o.onStdout(outText.write(b))
     })
     child.stderr!.on('data', (b: Buffer) => {
-      const s = b.toString()
+      const s = errText.write(b)
       err += s
       o.onStderr?.(s)
     })
@@ -145,13 +149,22 @@ export function runProcess(cmd: string, args: readonly string[], o: ProcessOptio
       if (failed) return
       void (async () => {
         const strays = o.processGroup && child.pid !== undefined ? listProcessGroup(child.pid) : []
-        if (strays.length > 0 || o.signal?.aborted) await stop()
-        // A process outside the group may still hold our pipes: do not wait for it forever.
-        const drained = await Promise.race([closed.then(() => true), sleep(PIPE_DRAIN_MS).then(() => false)])
-        if (!drained) {
+        if (o.processGroup && (strays.length > 0 || o.signal?.aborted)) await stop()
+        if (o.processGroup) {
+          // A process that left the group may still hold our pipes: do not wait for it forever.
+          const drained = await Promise.race([closed.then(() => true), sleep(PIPE_DRAIN_MS).then(() => false)])
+          // One more turn of the event loop reads what is still buffered in the pipes.
+          if (!drained) await new Promise((r) => setImmediate(r))
           child.stdout!.destroy()
           child.stderr!.destroy()
+        } else {
+          await closed
         }
+        const outRest = outText.end()
+        if (outRest) o.onStdout?.(outRest)
+        const errRest = errText.end()
+        err += errRest
+        if (errRest) o.onStderr?.(errRest)
         o.signal?.removeEventListener('abort', onAbort)
         if (o.signal?.aborted) return reject(abortError(o.signal))
         resolve({ code, signal: sig, stdout: Buffer.concat(out).toString(), stderr: err, strays })

@@ -36,6 +36,15 @@ describe('runTool', () => {
     expect((k as Error).message).toBe('external command ‘sh’ was killed by SIGKILL')
   })
 
+  it('streams text to callbacks without splitting a character between two chunks', async () => {
+    let text = ''
+    // 'é' is c3 a9: its two bytes arrive 0.2 s apart, so in two chunks.
+    const script = "printf '\\303'; sleep 0.2; printf '\\251\\342\\202\\254\\n'"
+    const r = await runProcess('sh', ['-c', script], { onStdout: (s) => (text += s) })
+    expect(r.code).toBe(0)
+    expect(text).toBe('é€\n')
+  })
+
   it('rejects an already aborted call without starting anything', async () => {
     const c = new AbortController()
     c.abort()
