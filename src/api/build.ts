@@ -1,6 +1,4 @@
 // build(): the whole image build, one named step per line, in diskimage-builder's order.
-import { dirname } from 'node:path'
-
 import { BuildAbortedError, VirtDibError } from '../errors.js'
 import { GuestfsError, AbortError as GuestfsAbortError } from '../guestfs/index.js'
 import { watchHostSpace } from '../host/space-watch.js'
@@ -10,7 +8,6 @@ import { launchAppliance, prepareBuildRoot } from './appliance.js'
 import { BuildContext, type BuildResult } from './context.js'
 import {
   collectResult,
-  commitDirectory,
   exportChecksums,
   diskConversions,
   exportDiskOutputs,
@@ -39,9 +36,13 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
     const disk = await launchAppliance(ctx, auxDir)
     // The disk files grow while the guest writes: a full host file system must stop the build.
     const scratchDir = await ctx.g.getTmpdir()
-    const watch = watchHostSpace([dirname(disk), ctx.workspace, scratchDir], (dir) => {
+    const watch = watchHostSpace(ctx.hostWriteDirs(disk, scratchDir), (dir) => {
       ctx.hostFull = dir
-      ctx.g.killAppliance()
+      try {
+        ctx.g.killAppliance()
+      } catch {
+        // already closed: the host step writing there fails by itself
+      }
     })
     ctx.cleanup.defer('host space watch', () => watch.stop())
     await timed(ctx, 'build-root', () => prepareBuildRoot(ctx))
@@ -82,7 +83,7 @@ export async function buildPlanned(plan: BuildPlan, hooks: BuildHooks = {}): Pro
       await timed(ctx, 'checksums', () => exportChecksums(ctx))
     }
     ctx.checkAborted()
-    await ctx.commitOutputs(commitDirectory)
+    await ctx.commitOutputs()
     ok = true
     const result = collectResult(ctx)
     for (const o of result.outputs) ctx.emit({ kind: 'output', ...o })

@@ -2,9 +2,10 @@
 // events, cancellation, the appliance handle and the outputs staged so far.
 import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
-import { mkdtemp, rename, rm, stat } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { pipeline, type Writable } from 'node:stream'
 
 import type { BlockDeviceLayout } from '../blockdev/layout.js'
 import type { Where } from '../elements/environment.js'
@@ -13,9 +14,11 @@ import { BuildAbortedError } from '../errors.js'
 import type { BuildEvent } from '../events.js'
 import type { Guestfs } from '../guestfs/index.js'
 import { HashingStream, type Digests } from '../host/checksums.js'
+import { outputWriteError } from '../outputs/stream.js'
 import type { OutputFormat, FileSink } from '../outputs/types.js'
 import type { EventInput, Phase, PhaseContext } from '../phases/types.js'
 import { CleanupStack } from '../util/cleanup.js'
+import { commitStaged } from './commit.js'
 import type { BuildHooks } from './options.js'
 import type { BuildPlan } from './plan.js'
 
@@ -126,31 +129,52 @@ export class BuildContext implements PhaseContext {
     return file
   }
 
-  /** A write stream to a staged file that hashes on the way when checksums are on. */
+  /**
+   * A write stream to a staged file that hashes on the way when checksums are on. Its `done`
+   * rejects with the file's name and the OS error (ENOSPC: out of space on the host), and is
+   * never left to reject unhandled; a failure destroys the whole chain, so writers never wait.
+   */
   fileSink(file: StagedFile): FileSink {
     const out = createWriteStream(file.temp)
+    const hash = this.plan.options.checksum ? new HashingStream() : undefined
+    const head: Writable = hash ?? out
     const done = new Promise<void>((resolve, reject) => {
-      out.on('close', resolve)
-      out.on('error', reject)
+      const settle = (e: unknown) => {
+        if (!e) {
+          if (hash) file.digests = hash.digests()
+          resolve()
+          return
+        }
+        head.destroy()
+        reject(outputWriteError(file.final, e))
+      }
+      if (hash) {
+        pipeline(hash, out, (e) => settle(e))
+        return
+      }
+      out.on('error', settle)
+      out.on('close', () =>
+        settle(out.writableFinished ? undefined : new Error('the output was stopped before it was complete')),
+      )
     })
-    if (!this.plan.options.checksum) return Object.assign(out, { done }) as unknown as FileSink
-    const hash = new HashingStream()
-    hash.pipe(out)
-    const hashed = done.then(() => {
-      file.digests = hash.digests()
-    })
-    return Object.assign(hash, { done: hashed }) as unknown as FileSink
+    done.catch(() => undefined) // awaited by whoever writes it; never unhandled
+    return Object.assign(head, { done }) satisfies FileSink
+  }
+
+  /** Host directories the build writes to while the appliance runs: the space watch covers all. */
+  hostWriteDirs(disk: string, scratchDir: string): string[] {
+    return [...new Set([this.plan.outputDir, dirname(disk), this.workspace, scratchDir])]
   }
 
   outputPathFor(format: OutputFormat): string {
     return `${this.plan.outputPath}.${format.extension}`
   }
 
-  /** Renames every staged file into place; nothing is renamed unless the whole build worked. */
-  async commitOutputs(commitDirectory: (f: StagedFile) => void): Promise<void> {
-    for (const f of this.staged) {
-      if ((await stat(f.temp)).isDirectory()) commitDirectory(f)
-      else await rename(f.temp, f.final)
-    }
+  /**
+   * Moves every staged output into place, all or nothing: files it replaces are kept aside
+   * until the last one is in place, and put back if any step fails (see commit.ts).
+   */
+  async commitOutputs(): Promise<void> {
+    await commitStaged(this.staged)
   }
 }

@@ -1,11 +1,13 @@
 // Everything a build leaves behind: $NAME.d, then the outputs read from the image root (one
 // tar stream for tar, tgz and docker together), then the disk outputs once the appliance has
 // stopped, then checksums; all under temporary names until the whole build has worked.
-import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
+import { mkdirSync, rmSync, statSync } from 'node:fs'
 
 import * as L from '../elements/layout.js'
+import { HostToolError, VirtDibError } from '../errors.js'
 import { hashFile, writeChecksumFile } from '../host/checksums.js'
+import { runTool } from '../host/spawn.js'
+import { pumpGuestStream, settleTogether } from '../outputs/stream.js'
 import type { FileSink, OutputContext, OutputFormat } from '../outputs/types.js'
 import { TREE_EXCLUDES } from '../outputs/types.js'
 import type { BuildContext, BuildResult, StagedFile } from './context.js'
@@ -16,7 +18,11 @@ function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal
     g: ctx.g,
     signal,
     emit: (e) => ctx.emit(e),
-    fileSink: (target) => ctx.fileSink(files.get(target)!),
+    fileSink: (target) => {
+      const file = files.get(target) ?? [...files.values()].find((f) => f.temp === target)
+      if (!file) throw new Error(`internal error: ${target} is not a staged output`)
+      return ctx.fileSink(file)
+    },
   }
 }
 
@@ -32,27 +38,35 @@ export async function exportExtraData(ctx: BuildContext): Promise<void> {
   if (ctx.plan.options.deleteOnFailure !== false) {
     ctx.cleanup.defer(`directory ${staged.temp}`, () => rmSync(staged.temp, { recursive: true, force: true }))
   }
-  const { stream, done } = ctx.g.tarOutStream(guestDir, { numericowner: false }, { signal: ctx.signal })
+  // Either side failing stops the other: tar exiting early cancels tar_out, a failed tar_out
+  // (or an abort) kills tar.
+  const stop = new AbortController()
+  const signal = AbortSignal.any([ctx.signal, stop.signal])
+  const { stream, done } = ctx.g.tarOutStream(guestDir, { numericowner: false }, { signal })
+  stream.on('error', () => undefined) // a failed transfer destroys its stream: `done` reports it
   // prettier-ignore
-  const tar = spawn('tar', ['-C', staged.temp, '--no-same-owner', '-xf', '-'], { stdio: ['pipe', 'ignore', 'pipe'] })
-  stream.pipe(tar.stdin)
-  const exited = new Promise<number | null>((resolve) => tar.on('close', resolve))
-  await done
-  if ((await exited) !== 0) throw new Error(`extracting ${final} failed`)
+  const tar = runTool('tar', ['-C', staged.temp, '--no-same-owner', '-xf', '-'], { input: stream, signal })
+    .catch((e: unknown) => {
+      throw extractError(final, e)
+    })
+  await settleTogether([done, tar], (e) => {
+    stop.abort(e)
+    stream.destroy()
+  })
   ctx.extraDataDir = final
 }
 
-/** Moves a staged directory's entries into an existing final directory (merge, like the original). */
-export function commitDirectory(staged: StagedFile): void {
-  if (!existsSync(staged.final)) {
-    renameSync(staged.temp, staged.final)
-    return
-  }
-  for (const e of readdirSync(staged.temp)) {
-    rmSync(`${staged.final}/${e}`, { recursive: true, force: true })
-    renameSync(`${staged.temp}/${e}`, `${staged.final}/${e}`)
-  }
-  rmSync(staged.temp, { recursive: true, force: true })
+/** tar's own reason (`Cannot write: No space left on device`), not its closing summary line. */
+function extractError(final: string, e: unknown): unknown {
+  if (!(e instanceof HostToolError)) return e
+  const lines = e.outputTail
+    .split('\n')
+    .filter((l) => l && !/Exiting with failure status|Error is not recoverable/.test(l))
+  const why = lines[0]?.replace(/^tar: /, '') ?? e.message
+  return new VirtDibError(`extracting ‘${final}’ failed: ${why}`, {
+    cause: e,
+    ...(/No space left on device/.test(why) ? { hint: 'free some space there, or build elsewhere (--name)' } : {}),
+  })
 }
 
 /** Outputs read from the mounted image root: tar-stream formats share one tar_out. */
@@ -62,7 +76,11 @@ export async function exportTreeOutputs(ctx: BuildContext): Promise<void> {
   const octx = outputContext(ctx, files)
   const streamFormats = plan.formats.filter((f) => f.source === 'tar-stream')
   if (streamFormats.length > 0) {
-    const sinks: { f: OutputFormat; sink: FileSink }[] = []
+    // One stop for the transfer and every consumer: the first failing sink (a full disk, docker
+    // without a daemon) cancels tar_out and the others at once.
+    const stop = new AbortController()
+    const sctx = outputContext(ctx, files, AbortSignal.any([ctx.signal, stop.signal]))
+    const sinks: FileSink[] = []
     for (const f of streamFormats) {
       ctx.progress(f.progress(plan.options))
       let target: string | undefined
@@ -71,34 +89,15 @@ export async function exportTreeOutputs(ctx: BuildContext): Promise<void> {
         files.set(s.final, s)
         target = s.final
       }
-      sinks.push({ f, sink: f.consumeTar!(octx, target) })
+      sinks.push(f.consumeTar!(sctx, target))
     }
     const t = Date.now()
-    const { stream, done } = ctx.g.tarOutStream(
+    const guest = ctx.g.tarOutStream(
       '/',
       { excludes: TREE_EXCLUDES, xattrs: true, numericowner: true },
-      { signal: ctx.signal },
+      { signal: sctx.signal },
     )
-    // Fan out with back-pressure: the guest waits for the slowest consumer.
-    stream.on('data', (chunk: Buffer) => {
-      let waiting = 0
-      for (const { sink } of sinks) {
-        if (!sink.write(chunk)) {
-          waiting++
-          stream.pause()
-          sink.once('drain', () => {
-            if (--waiting === 0) stream.resume()
-          })
-        }
-      }
-    })
-    const ended = new Promise<void>((resolve, reject) => {
-      stream.on('end', resolve)
-      stream.on('error', reject)
-    })
-    await Promise.all([done, ended])
-    for (const { sink } of sinks) sink.end()
-    await Promise.all(sinks.map(({ sink }) => sink.done))
+    await pumpGuestStream(guest, sinks, stop)
     ctx.emit({ kind: 'step', name: 'tar-stream', seconds: (Date.now() - t) / 1000 })
   }
   for (const f of plan.formats.filter((x) => x.source === 'tree')) {

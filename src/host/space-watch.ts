@@ -1,7 +1,9 @@
 // Watches the host file systems a running appliance writes to. qemu stops the guest when its
 // disk file cannot grow (ENOSPC), and the libguestfs call in flight would then wait forever;
 // when one of them is (nearly) full, `onFull` is called once so the build can stop with a message.
-import { statfs } from 'node:fs/promises'
+// The build watches the output directory too, for every format: outputs are staged there while
+// the guest still streams them.
+import { statfs as fsStatfs } from 'node:fs/promises'
 
 const LOW_BYTES = 4 * 1024 * 1024
 
@@ -9,10 +11,18 @@ export interface SpaceWatch {
   stop(): void
 }
 
+export interface SpaceWatchOptions {
+  intervalMs?: number
+  /** Below this many bytes available a file system counts as full. */
+  lowBytes?: number
+  /** For tests: the statfs to use. */
+  statfs?: (dir: string) => Promise<{ bavail: number; bsize: number }>
+}
+
 export function watchHostSpace(
   dirs: readonly string[],
   onFull: (dir: string) => void,
-  { intervalMs = 1000, lowBytes = LOW_BYTES }: { intervalMs?: number; lowBytes?: number } = {},
+  { intervalMs = 1000, lowBytes = LOW_BYTES, statfs = fsStatfs }: SpaceWatchOptions = {},
 ): SpaceWatch {
   let done = false
   const check = async () => {

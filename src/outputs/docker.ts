@@ -1,10 +1,9 @@
 // docker: `docker import` of the image root's tarball, fed through stdin (no temp file).
-import { spawn } from 'node:child_process'
 import { PassThrough } from 'node:stream'
 
-import { HostToolError, PrerequisiteError, UsageError } from '../errors.js'
+import { PrerequisiteError, UsageError } from '../errors.js'
+import { runTool } from '../host/spawn.js'
 import { findExecutable } from '../host/which.js'
-import { Tail } from '../util/lines.js'
 import type { FileSink, OutputFormat } from './types.js'
 
 export const docker: OutputFormat = {
@@ -19,29 +18,15 @@ export const docker: OutputFormat = {
   },
   consumeTar(ctx) {
     const input = new PassThrough()
-    const child = spawn('docker', ['import', '-', ctx.options.dockerTarget!], {
-      stdio: ['pipe', 'pipe', 'pipe'],
+    // The build's environment (DOCKER_HOST …); the signal stops docker when the stream stops.
+    // An early exit (no daemon) rejects at once, and the pump then stops the guest's tar.
+    const done = runTool('docker', ['import', '-', ctx.options.dockerTarget!], {
+      input,
       signal: ctx.signal,
-    })
-    const tail = new Tail<string>(10)
-    child.stderr.on('data', (b: Buffer) =>
-      b
-        .toString()
-        .split('\n')
-        .filter(Boolean)
-        .forEach((l) => tail.push(l)),
-    )
-    child.stdout.resume()
-    child.stdin.on('error', () => undefined)
-    input.pipe(child.stdin)
-    const done = new Promise<void>((resolve, reject) => {
-      child.on('error', (e) => reject(new HostToolError('docker', null, e.message, { cause: e })))
-      child.on('close', (code, signal) =>
-        code === 0
-          ? resolve()
-          : reject(new HostToolError('docker', code, tail.items.join('\n'), signal ? { signal } : undefined)),
-      )
-    })
-    return Object.assign(input, { done }) as unknown as FileSink
+      tailLines: 10,
+      ...(ctx.options.env ? { env: ctx.options.env } : {}),
+    }).then(() => undefined)
+    done.catch(() => undefined) // awaited by whoever pumps the stream; never unhandled
+    return Object.assign(input, { done }) satisfies FileSink
   },
 }

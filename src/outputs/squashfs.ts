@@ -1,6 +1,5 @@
 // squashfs (xz): made by mksquashfs in the appliance, streamed to the host as it is written.
-import { pipeline } from 'node:stream/promises'
-
+import { pumpGuestStream } from './stream.js'
 import type { OutputFormat } from './types.js'
 
 export const squashfs: OutputFormat = {
@@ -9,13 +8,14 @@ export const squashfs: OutputFormat = {
   source: 'tree',
   progress: () => 'Compressing the image as squashfs',
   async fromTree(ctx, target) {
-    const { stream, done } = ctx.g.mksquashfsStream(
+    // A failing write cancels mksquashfs in the guest at once (the appliance stays usable).
+    const stop = new AbortController()
+    const sink = ctx.fileSink(target)
+    const guest = ctx.g.mksquashfsStream(
       '/',
       { compress: 'xz', excludes: ['sys/*', 'proc/*', 'dev/*'] },
-      { signal: ctx.signal },
+      { signal: AbortSignal.any([ctx.signal, stop.signal]) },
     )
-    const sink = ctx.fileSink(target)
-    await Promise.all([pipeline(stream, sink), done])
-    await sink.done
+    await pumpGuestStream(guest, [sink], stop)
   },
 }

@@ -1,4 +1,6 @@
 // What an output format is. One file per format; registry.ts lists them.
+import type { Writable } from 'node:stream'
+
 import type { BuildOptions, OutputFormatName } from '../api/options.js'
 import type { Guestfs } from '../guestfs/index.js'
 import type { EventInput } from '../phases/types.js'
@@ -19,8 +21,11 @@ export interface OutputContext {
   fileSink(target: string): FileSink
 }
 
-export interface FileSink extends NodeJS.WritableStream {
-  /** Settles when the file is completely written and closed. */
+export interface FileSink extends Writable {
+  /**
+   * Settles when the file is completely written and closed; rejects with a VirtDibError naming
+   * the file when a write fails, or when the sink is destroyed before it ended.
+   */
   readonly done: Promise<void>
 }
 

@@ -17,3 +17,18 @@ describe('host space watch', () => {
     expect(room).toEqual([])
   })
 })
+
+describe('host space watch, with a fake statfs', () => {
+  it('names the first directory that runs low, whatever it is (the output directory included)', async () => {
+    const free: Record<string, number> = { '/work': 1e9, '/out': 1e9, '/scratch': 1e9 }
+    const statfs = async (d: string) => ({ bavail: free[d]!, bsize: 1 })
+    const full: string[] = []
+    const w = watchHostSpace(['/work', '/out', '/scratch'], (d) => full.push(d), { intervalMs: 5, statfs })
+    await new Promise((r) => setTimeout(r, 30))
+    expect(full).toEqual([])
+    free['/out'] = 1024 // a tarball staged there filled it
+    await new Promise((r) => setTimeout(r, 50))
+    w.stop()
+    expect(full).toEqual(['/out'])
+  })
+})

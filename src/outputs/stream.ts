@@ -1,0 +1,104 @@
+// Guest streams into host sinks (output files, tar, docker import): the first failure on either
+// side stops everything at once and is the error reported; nothing is left to reject unhandled.
+import type { Readable } from 'node:stream'
+
+import { VirtDibError } from '../errors.js'
+import type { FileSink } from './types.js'
+
+/** A libguestfs transfer as a stream (Guestfs.tarOutStream, mksquashfsStream). */
+export interface GuestStream {
+  stream: Readable
+  /** Settles with the libguestfs call. */
+  done: Promise<void>
+}
+
+/** How long a stopped transfer may take to settle before the error is reported anyway. */
+const SETTLE_MS = 10_000
+
+/**
+ * Awaits every task. The first one to reject calls `stop` (which must make the others settle
+ * soon: cancel the transfer, kill the process) and is the error thrown once they have, or after
+ * a bounded wait.
+ */
+export async function settleTogether(tasks: readonly Promise<unknown>[], stop: (e: unknown) => void): Promise<void> {
+  let failure: { error: unknown } | undefined
+  let failed!: () => void
+  const first = new Promise<void>((resolve) => (failed = resolve))
+  const all = Promise.all(
+    tasks.map((t) =>
+      t.then(undefined, (e: unknown) => {
+        if (failure) return
+        failure = { error: e }
+        try {
+          stop(e)
+        } finally {
+          failed()
+        }
+      }),
+    ),
+  )
+  await Promise.race([all, first])
+  if (!failure) return
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, SETTLE_MS).unref()))])
+  clearTimeout(timer)
+  throw failure.error
+}
+
+/**
+ * Copies a guest stream into every sink with back-pressure (the guest waits for the slowest
+ * sink). The transfer must have been started with a signal that `stop` aborts, and each sink's
+ * own work (a docker process) should end when that signal aborts.
+ */
+export async function pumpGuestStream(
+  guest: GuestStream,
+  sinks: readonly FileSink[],
+  stop: AbortController,
+): Promise<void> {
+  const { stream, done } = guest
+  const ended = new Promise<void>((resolve, reject) => {
+    stream.on('end', resolve)
+    stream.on('error', reject)
+    // A destroyed stream (the call failed, or we stopped) ends with 'close' and no 'end'.
+    stream.on('close', () => reject(new Error('the guest stream closed early')))
+  })
+  let waiting = 0
+  stream.on('data', (chunk: Buffer) => {
+    for (const sink of sinks) {
+      if (sink.destroyed || sink.write(chunk)) continue
+      waiting++
+      stream.pause()
+      sink.once('drain', () => {
+        if (--waiting === 0 && !stream.destroyed) stream.resume()
+      })
+    }
+  })
+  const finished = ended.then(() => {
+    for (const sink of sinks) sink.end()
+  })
+  await settleTogether([done, finished, ...sinks.map((s) => s.done)], (e) => {
+    stop.abort(e)
+    stream.destroy()
+    for (const sink of sinks) sink.destroy()
+  })
+}
+
+/** Node's `ENOSPC: no space left on device, write` as `no space left on device (ENOSPC)`. */
+function describeSystemError(e: NodeJS.ErrnoException): string {
+  if (!e.code || !e.message.startsWith(`${e.code}: `)) return e.message
+  return `${e.message.slice(e.code.length + 2).replace(/, \w+( '.*')?$/, '')} (${e.code})`
+}
+
+/** The error for a failed write of an output file, naming the file (its final name) and the cause. */
+export function outputWriteError(file: string, e: unknown): VirtDibError {
+  if (e instanceof VirtDibError) return e
+  const errno = e as NodeJS.ErrnoException
+  const what = `writing ‘${file}’ failed: ${errno instanceof Error ? describeSystemError(errno) : String(e)}`
+  if (errno.code === 'ENOSPC' || errno.code === 'EDQUOT') {
+    return new VirtDibError(`out of space on the host: ${what}`, {
+      cause: e,
+      hint: 'free some space there, or build elsewhere (TMPDIR, --name)',
+    })
+  }
+  return new VirtDibError(what, { cause: e })
+}

@@ -1,0 +1,112 @@
+// pumpGuestStream and the sinks of the tar-stream formats: the first failure (a sink that errors
+// while the stream waits for it to drain, the guest call failing) stops everything, and the
+// error reported is that first one.
+import { PassThrough, Writable } from 'node:stream'
+import { join } from 'node:path'
+
+import { describe, expect, it } from 'vitest'
+
+import { pumpGuestStream, settleTogether } from '../../../src/outputs/stream.js'
+import { tgz } from '../../../src/outputs/tgz.js'
+import type { FileSink, OutputContext } from '../../../src/outputs/types.js'
+import { fakeTransfer, openExportContext, randomChunks } from '../../helpers/fake-guest.js'
+import { tempDir } from '../../helpers/temp.js'
+
+/** A sink that takes `n` writes, then stops draining and fails a little later (a stuck disk). */
+function stallingSink(n: number): FileSink & { writes: () => number } {
+  let writes = 0
+  let fail!: (e: Error) => void
+  const done = new Promise<void>((_, reject) => (fail = reject))
+  done.catch(() => undefined)
+  const w = new Writable({
+    highWaterMark: 1024,
+    write(_chunk, _enc, cb) {
+      if (++writes < n) return cb()
+      setTimeout(() => fail(new Error('the disk went away')), 50) // cb never called: no 'drain'
+    },
+  })
+  return Object.assign(w, { done, writes: () => writes })
+}
+
+function okSink(): FileSink {
+  const p = new PassThrough()
+  p.resume()
+  const done = new Promise<void>((resolve, reject) => {
+    p.on('end', resolve)
+    p.on('error', reject)
+    p.on('close', () => reject(new Error('destroyed before its end'))) // as the real sinks do
+  })
+  done.catch(() => undefined)
+  return Object.assign(p, { done })
+}
+
+describe('pumpGuestStream', () => {
+  it('a sink failing while the stream waits for it to drain: its error, the transfer cancelled, the other sinks destroyed', async () => {
+    const stop = new AbortController()
+    const t = fakeTransfer('tar_out', { chunks: randomChunks(100_000) }, stop.signal)
+    const other = okSink()
+    const stuck = stallingSink(10)
+    const e = await pumpGuestStream(t, [other, stuck], stop).catch((x: unknown) => x)
+    expect((e as Error).message).toBe('the disk went away')
+    expect(await t.outcome).toBe('cancelled')
+    expect(other.destroyed).toBe(true)
+    expect(stuck.writes()).toBeLessThan(20)
+  })
+
+  it('the guest call failing: its error, and every sink destroyed', async () => {
+    const stop = new AbortController()
+    const t = fakeTransfer('tar_out', { chunks: randomChunks(1000), failAfter: 3 }, stop.signal)
+    const sinks = [okSink(), okSink()]
+    await expect(pumpGuestStream(t, sinks, stop)).rejects.toThrow(/Cannot stat: Input\/output error/)
+    expect(sinks.every((s) => s.destroyed)).toBe(true)
+    expect(stop.signal.aborted).toBe(true)
+  })
+
+  it('the happy path ends every sink once the stream ends', async () => {
+    const stop = new AbortController()
+    const t = fakeTransfer('tar_out', { chunks: randomChunks(20) }, stop.signal)
+    await pumpGuestStream(t, [okSink(), okSink()], stop)
+    expect(await t.outcome).toBe('ok')
+    expect(stop.signal.aborted).toBe(false)
+  })
+})
+
+describe('settleTogether', () => {
+  it('reports the first failure, after stopping the others, and waits for them to settle', async () => {
+    const order: string[] = []
+    let release!: () => void
+    const slow = new Promise<void>((r) => (release = r)).then(() => {
+      order.push('slow settled')
+      throw new Error('second')
+    })
+    const e = await settleTogether([slow, Promise.reject(new Error('first'))], () => {
+      order.push('stop')
+      release()
+    }).catch((x: unknown) => x)
+    expect((e as Error).message).toBe('first')
+    expect(order).toEqual(['stop', 'slow settled'])
+  })
+})
+
+describe('the tgz sink', () => {
+  it('a failing file destroys the compressor too, and its error is the one reported', async () => {
+    const out = tempDir('vdib-tgz.')
+    const ctx = await openExportContext(out, tempDir('vdib-tgztmp.'), ['tgz'])
+    const final = join(out, 'img.tgz')
+    const octx: OutputContext = {
+      options: ctx.plan.options,
+      g: undefined as never,
+      signal: ctx.signal,
+      emit: () => undefined,
+      fileSink: () => ctx.fileSink({ temp: '/dev/full', final }),
+    }
+    const sink = tgz.consumeTar!(octx, final)
+    const feed = randomChunks(64)
+    for (let i = 0; i < 64 && !sink.destroyed; i++) {
+      if (!sink.write(feed(i))) await new Promise((r) => setTimeout(r, 5))
+    }
+    await expect(sink.done).rejects.toThrow(`out of space on the host: writing ‘${final}’ failed`)
+    expect(sink.destroyed).toBe(true)
+    await ctx.cleanup.run()
+  })
+})
