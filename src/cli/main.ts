@@ -1,10 +1,12 @@
 // The command line: parse, translate to build() options, render events, and map errors to
 // messages and exit codes. The only code that prints errors or exits.
-import { createWriteStream } from 'node:fs'
 import { readFileSync } from 'node:fs'
 
-import { ScriptError, UsageError, VirtDibError, BuildAbortedError } from '../errors.js'
+import { ScriptError, VirtDibError, BuildAbortedError } from '../errors.js'
+import { openMachineChannel, describeSystemError, type MachineChannel } from './channel.js'
+import type { CliFlags } from './flags.js'
 import { helpText, longOptionsText, shortOptionsText } from './help.js'
+import { createInterrupts, type StopSignal } from './interrupt.js'
 import { GetoptError, parseArgv } from './parse.js'
 import { toBuildOptions } from './options.js'
 import { createRenderer } from './render.js'
@@ -12,85 +14,133 @@ import { createRenderer } from './render.js'
 const PROG = 'virt-dib'
 const RED = '\x1b[1;31m'
 const RESET = '\x1b[0m'
+/** After a second signal, exit this long after it at the latest (the cleanup is hurried meanwhile). */
+export const HARD_EXIT_MS = 5000
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
   return pkg.version
 }
 
-/** --machine-readable[=FORMAT]: where the JSON/facts go. */
-function machineChannel(spec: string | true | undefined): NodeJS.WritableStream | undefined {
-  if (spec === undefined) return undefined
-  if (spec === true || spec === 'stream:stdout') return process.stdout
-  if (spec === 'stream:stderr') return process.stderr
-  if (spec.startsWith('file:') && spec.length > 5) return createWriteStream(spec.slice(5))
-  const fd = /^fd:(\d+)$/.exec(spec)
-  if (fd) return createWriteStream('', { fd: Number(fd[1]) })
-  throw new UsageError(`invalid format string for --machine-readable: ${spec}`)
+/** The build in progress, for the listeners that must stop it (signals, write errors, crashes). */
+interface Session {
+  controller: AbortController
+}
+let session: Session | undefined
+let exitNow = false
+let reportState = { color: false, debug: false }
+
+/** Stops the running build with `reason` (the first reason wins); false if none is running. */
+function abortSession(reason: unknown): boolean {
+  if (!session || session.controller.signal.aborted) return session !== undefined
+  session.controller.abort(reason)
+  return true
 }
 
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
-  const color = process.stdout.isTTY === true
-  let debug = false
+  reportState = { color: process.stdout.isTTY === true, debug: false }
+  let machine: MachineChannel | undefined
   try {
     const { flags, elements } = parseArgv(argv)
-    debug = flags.verbose || flags.debug !== undefined
-    const useColor = color || flags.colors
-    if (flags.help) {
-      process.stdout.write(helpText())
-      return 0
-    }
-    if (flags.version) {
-      process.stdout.write(`${PROG} ${version()}\n`)
-      return 0
-    }
-    if (flags.longOptions || flags.shortOptions) {
-      process.stdout.write(flags.longOptions ? longOptionsText() : shortOptionsText())
-      return 0
-    }
-    const machine = machineChannel(flags.machineReadable)
-    if (machine && elements.length === 0) {
-      const { availableFormats } = await import('../outputs/registry.js')
-      machine.write(
-        `${PROG}\n${availableFormats()
-          .map((f) => `output:${f}\n`)
-          .join('')}`,
-      )
-      return 0
-    }
-    const options = toBuildOptions(elements, flags, argv)
-    // Heavy modules load late, so --help stays fast.
-    const api = await import('../api/index.js')
-    if (flags.dryRun) {
-      const report = api.describePlan(api.planBuild(options))
-      process.stdout.write(flags.dryRun === 'json' ? JSON.stringify(report, null, 2) + '\n' : api.formatDryRun(report))
-      return 0
-    }
-    const controller = new AbortController()
-    const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
-      if (controller.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143)
-      controller.abort(new BuildAbortedError(`exiting on signal ${signal}`, { signal }))
-    }
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
-    try {
-      const render = createRenderer({
-        color: useColor,
-        quiet: flags.quiet,
-        debug: (options.debug ?? 0) > 0 || flags.trace,
-        verbose: flags.verbose,
-        out: process.stdout,
-        ...(machine ? { machine } : {}),
-      })
-      await api.build(options, { onEvent: render, signal: controller.signal })
-    } finally {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
-    }
-    return 0
+    reportState.debug = flags.verbose || flags.debug !== undefined
+    if (flags.help || flags.version || flags.longOptions || flags.shortOptions) return information(flags)
+    // Opened first, synchronously: a bad path is refused before anything starts.
+    if (flags.machineReadable !== undefined) machine = openMachineChannel(flags.machineReadable, abortSession)
+    const code = await command(flags, elements, argv, machine)
+    const channel = machine
+    machine = undefined
+    // After a second signal, a reader that does not read (fd:N on a full pipe) must not keep us.
+    await (exitNow ? Promise.race([channel?.close(), sleep(1000)]) : channel?.close())
+    return code
   } catch (e) {
-    return report(e, color, debug)
+    await machine?.close().catch(() => undefined)
+    return report(e, reportState.color, reportState.debug)
   }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref())
+
+function information(flags: CliFlags): number {
+  if (flags.help) process.stdout.write(helpText())
+  else if (flags.version) process.stdout.write(`${PROG} ${version()}\n`)
+  else process.stdout.write(flags.longOptions ? longOptionsText() : shortOptionsText())
+  return 0
+}
+
+async function command(
+  flags: CliFlags,
+  elements: string[],
+  argv: string[],
+  machine: MachineChannel | undefined,
+): Promise<number> {
+  if (machine && elements.length === 0) {
+    const { availableFormats } = await import('../outputs/registry.js')
+    machine.write(
+      `${PROG}\n${availableFormats()
+        .map((f) => `output:${f}\n`)
+        .join('')}`,
+    )
+    return 0
+  }
+  const options = toBuildOptions(elements, flags, argv)
+  // Heavy modules load late, so --help stays fast.
+  const api = await import('../api/index.js')
+  if (flags.dryRun) {
+    const report = api.describePlan(api.planBuild(options))
+    process.stdout.write(flags.dryRun === 'json' ? JSON.stringify(report, null, 2) + '\n' : api.formatDryRun(report))
+    return 0
+  }
+  const controller = new AbortController()
+  const interrupts = createInterrupts({
+    controller,
+    // On stdout with the progress lines: stderr keeps the one line that ends the run.
+    notify: (signal) =>
+      process.stdout.write(
+        `${PROG}: ${signal}: stopping the build and cleaning up; a second ${signal === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM'} stops at once\n`,
+      ),
+    stopNow: () => void api.stopBuildsNow(),
+    exit: (reason) => {
+      const code = report(reason, reportState.color, reportState.debug)
+      process.exit(code)
+    },
+    hardExitMs: HARD_EXIT_MS,
+  })
+  const onSignal = (signal: StopSignal) => {
+    interrupts.onSignal(signal)
+    if (interrupts.forced) exitNow = true
+  }
+  // A closed stdout (virt-dib … | head) stops the build like any other failure, with cleanup.
+  const onStdoutError = (e: unknown) =>
+    abortSession(new VirtDibError(`cannot write to standard output: ${describeSystemError(e)}`, { cause: e }))
+  session = { controller }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  process.stdout.on('error', onStdoutError)
+  try {
+    const render = createRenderer({
+      color: reportState.color || flags.colors,
+      quiet: flags.quiet,
+      debug: (options.debug ?? 0) > 0 || flags.trace,
+      verbose: flags.verbose,
+      out: process.stdout,
+      ...(machine ? { machine } : {}),
+    })
+    await api.build(options, { onEvent: render, signal: controller.signal })
+  } catch (e) {
+    // The build reports an abort as such; say why it was aborted when that was not a signal.
+    const reason: unknown = controller.signal.reason
+    if (controller.signal.aborted && !(reason instanceof BuildAbortedError)) throw reason
+    throw e
+  } finally {
+    interrupts.dispose()
+    session = undefined
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    process.stdout.off('error', onStdoutError)
+  }
+  // A write error on the channel after the build's last event still makes the run fail.
+  if (controller.signal.aborted) throw controller.signal.reason
+  return 0
 }
 
 function report(e: unknown, color: boolean, debug: boolean): number {
@@ -117,27 +167,49 @@ function report(e: unknown, color: boolean, debug: boolean): number {
     if (debug && e.cause) process.stderr.write(`${String((e.cause as Error).stack ?? e.cause)}\n`)
     return e.exitCode
   }
-  const name = (e as Error)?.name
+  const name = (e as Error | undefined)?.name
   if (name === 'GuestfsError') {
     const g = e as Error & { op: string }
     err(`${PROG}: error: libguestfs error: ${g.op}: ${g.message.trim().split('\n').join(' ')}`)
     if (debug) process.stderr.write(`${g.stack}\n`)
     return 1
   }
-  err(`${PROG}: error: internal error: ${(e as Error)?.message ?? String(e)}`)
-  if (debug) process.stderr.write(`${(e as Error)?.stack ?? ''}\n`)
+  err(`${PROG}: error: internal error: ${oneLine(e)}`)
+  if (debug) process.stderr.write(`${(e as Error | undefined)?.stack ?? ''}\n`)
   return 1
+}
+
+function oneLine(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e)
+  return text.trim().split('\n')[0] ?? ''
+}
+
+/**
+ * The last line of defence: a throw or rejection nobody handled. During a build it aborts the
+ * build (cleanup runs, then main reports it as an internal error); after an abort it is a side
+ * effect of stopping and only shown with --debug; otherwise it is reported and the process exits.
+ */
+function onCrash(e: unknown): void {
+  if (abortSession(e)) {
+    if (reportState.debug)
+      process.stderr.write(`${PROG}: (while stopping) ${(e as Error | undefined)?.stack ?? String(e)}\n`)
+    return
+  }
+  process.exit(report(e, reportState.color, reportState.debug))
 }
 
 /** Entry point for bin/virt-dib. */
 export function run(): void {
+  process.on('uncaughtException', onCrash)
+  process.on('unhandledRejection', onCrash)
   main().then(
     (code) => {
       process.exitCode = code
+      if (exitNow) process.exit(code)
     },
     (e: unknown) => {
-      process.stderr.write(`${PROG}: error: internal error: ${String(e)}\n`)
-      process.exitCode = 1
+      process.stderr.write(`${PROG}: error: internal error: ${oneLine(e)}\n`)
+      process.exit(1)
     },
   )
 }

@@ -8,8 +8,8 @@ export interface RenderOptions {
   debug: boolean
   verbose: boolean
   out: NodeJS.WritableStream
-  /** --machine-readable channel, if any. */
-  machine?: NodeJS.WritableStream
+  /** --machine-readable channel, if any (its write errors are its own business: channel.ts). */
+  machine?: { write(text: string): unknown }
 }
 
 const GREEN = '\x1b[0;32m'
