@@ -1,5 +1,5 @@
 // Runs the built CLI (bin/virt-dib → dist/) as a child process.
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync, type StdioOptions } from 'node:child_process'
 import { join, resolve } from 'node:path'
 
 export const root = resolve(import.meta.dirname, '..', '..')
@@ -12,12 +12,38 @@ export interface CliResult {
   stderr: string
 }
 
-export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): CliResult {
+export interface CliRunOptions {
+  cwd?: string
+  env?: NodeJS.ProcessEnv
+  /** For extra descriptors (`fd:N` tests); stdout and stderr are always pipes. */
+  stdio?: StdioOptions
+}
+
+export function runCli(args: string[], opts: CliRunOptions = {}): CliResult {
   const r = spawnSync(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
     encoding: 'utf8',
     cwd: opts.cwd ?? root,
     env: opts.env ?? process.env,
     timeout: 60_000,
+    ...(opts.stdio ? { stdio: opts.stdio } : {}),
   })
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** runCli without blocking the test process, so that many cases can run side by side. */
+export function runCliAsync(args: string[], opts: CliRunOptions = {}): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
+      cwd: opts.cwd ?? root,
+      env: opts.env ?? process.env,
+      timeout: 60_000,
+      stdio: opts.stdio ?? ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()))
+    child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()))
+    child.on('error', reject)
+    child.on('close', (status) => resolvePromise({ status, stdout, stderr }))
+  })
 }
