@@ -14,6 +14,8 @@ packages=(
   # what virt-dib adds to its build appliance (supermin copies installed host packages)
   python3-yaml perl gpgv debian-archive-keyring ca-certificates wget git rsync xfsprogs
   thin-provisioning-tools
+  # the docker output's test runs a private dockerd of its own (never the system's service)
+  docker.io
 )
 missing=()
 for p in "${packages[@]}"; do

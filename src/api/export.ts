@@ -1,16 +1,19 @@
 // Everything a build leaves behind: $NAME.d, then the outputs read from the image root (one
 // tar stream for tar, tgz and docker together), then the disk outputs once the appliance has
 // stopped, then checksums; all under temporary names until the whole build has worked.
-import { mkdirSync, rmSync, statSync } from 'node:fs'
+import { mkdirSync, rmSync, statfsSync, statSync } from 'node:fs'
 
 import * as L from '../elements/layout.js'
 import { HostToolError, VirtDibError } from '../errors.js'
 import { hashFile, writeChecksumFile } from '../host/checksums.js'
 import { runTool } from '../host/spawn.js'
-import { pumpGuestStream, settleTogether } from '../outputs/stream.js'
+import { outputWriteError, pumpGuestStream, settleTogether } from '../outputs/stream.js'
 import type { FileSink, OutputContext, OutputFormat } from '../outputs/types.js'
 import { TREE_EXCLUDES } from '../outputs/types.js'
 import type { BuildContext, BuildResult, StagedFile } from './context.js'
+
+/** Less free space than this after a failed write: the file system was full. */
+const FULL_BYTES = 1024 * 1024
 
 function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal = ctx.signal): OutputContext {
   return {
@@ -34,7 +37,11 @@ export async function exportExtraData(ctx: BuildContext): Promise<void> {
   ctx.progress('Extracting data out of the image')
   const final = `${ctx.plan.outputPath}.d`
   const staged = ctx.stage(final)
-  mkdirSync(staged.temp, { recursive: true })
+  try {
+    mkdirSync(staged.temp, { recursive: true })
+  } catch (e) {
+    throw outputWriteError(final, e)
+  }
   if (ctx.plan.options.deleteOnFailure !== false) {
     ctx.cleanup.defer(`directory ${staged.temp}`, () => rmSync(staged.temp, { recursive: true, force: true }))
   }
@@ -47,7 +54,7 @@ export async function exportExtraData(ctx: BuildContext): Promise<void> {
   // prettier-ignore
   const tar = runTool('tar', ['-C', staged.temp, '--no-same-owner', '-xf', '-'], { input: stream, signal })
     .catch((e: unknown) => {
-      throw extractError(final, e)
+      throw extractError(final, e, ctx.plan.outputDir)
     })
   await settleTogether([done, tar], (e) => {
     stop.abort(e)
@@ -56,17 +63,30 @@ export async function exportExtraData(ctx: BuildContext): Promise<void> {
   ctx.extraDataDir = final
 }
 
-/** tar's own reason (`Cannot write: No space left on device`), not its closing summary line. */
-function extractError(final: string, e: unknown): unknown {
+/**
+ * tar's own reason (`./x: Wrote only 2048 of 10240 bytes`), not its closing summary line; said
+ * as out of space when the output directory's file system is (nearly) full, which tar does not say.
+ */
+function extractError(final: string, e: unknown, outputDir: string): unknown {
   if (!(e instanceof HostToolError)) return e
   const lines = e.outputTail
     .split('\n')
     .filter((l) => l && !/Exiting with failure status|Error is not recoverable/.test(l))
   const why = lines[0]?.replace(/^tar: /, '') ?? e.message
-  return new VirtDibError(`extracting ‘${final}’ failed: ${why}`, {
-    cause: e,
-    ...(/No space left on device/.test(why) ? { hint: 'free some space there, or build elsewhere (--name)' } : {}),
-  })
+  let full = /No space left on device/.test(why)
+  try {
+    const s = statfsSync(outputDir)
+    full ||= s.bavail * s.bsize < FULL_BYTES
+  } catch {
+    // the directory went away: report what tar said
+  }
+  const what = `extracting ‘${final}’ failed: ${why}`
+  return full
+    ? new VirtDibError(`out of space on the host: ${what}`, {
+        cause: e,
+        hint: 'free some space there, or build elsewhere (--name)',
+      })
+    : new VirtDibError(what, { cause: e })
 }
 
 /** Outputs read from the mounted image root: tar-stream formats share one tar_out. */
@@ -145,9 +165,18 @@ export async function exportChecksums(ctx: BuildContext): Promise<void> {
   const outputs = ctx.staged.filter((s) => s.format !== undefined)
   for (const s of outputs) {
     ctx.progress(`Generating checksums for ${s.final}`)
-    s.digests ??= await hashFile(s.temp)
-    await writeChecksumFile(ctx.stage(`${s.final}.md5`).temp, s.digests.md5, s.final)
-    await writeChecksumFile(ctx.stage(`${s.final}.sha256`).temp, s.digests.sha256, s.final)
+    s.digests ??= await hashFile(s.temp).catch((e: unknown) => {
+      throw outputWriteError(s.final, e, 'reading')
+    })
+    for (const [ext, hex] of [
+      ['md5', s.digests.md5],
+      ['sha256', s.digests.sha256],
+    ] as const) {
+      const file = ctx.stage(`${s.final}.${ext}`)
+      await writeChecksumFile(file.temp, hex, s.final).catch((e: unknown) => {
+        throw outputWriteError(file.final, e)
+      })
+    }
   }
 }
 

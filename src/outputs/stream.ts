@@ -89,11 +89,11 @@ function describeSystemError(e: NodeJS.ErrnoException): string {
   return `${e.message.slice(e.code.length + 2).replace(/, \w+( '.*')?$/, '')} (${e.code})`
 }
 
-/** The error for a failed write of an output file, naming the file (its final name) and the cause. */
-export function outputWriteError(file: string, e: unknown): VirtDibError {
+/** The error for a failed write (or read) of an output file, naming the file (its final name) and the cause. */
+export function outputWriteError(file: string, e: unknown, doing: 'writing' | 'reading' = 'writing'): VirtDibError {
   if (e instanceof VirtDibError) return e
   const errno = e as NodeJS.ErrnoException
-  const what = `writing ‘${file}’ failed: ${errno instanceof Error ? describeSystemError(errno) : String(e)}`
+  const what = `${doing} ‘${file}’ failed: ${errno instanceof Error ? describeSystemError(errno) : String(e)}`
   if (errno.code === 'ENOSPC' || errno.code === 'EDQUOT') {
     return new VirtDibError(`out of space on the host: ${what}`, {
       cause: e,

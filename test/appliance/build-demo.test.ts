@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build, type BuildEvent, type BuildResult } from '../../src/index.js'
 import { ScriptError } from '../../src/errors.js'
 import { createHandle } from '../helpers/appliance.js'
+import { dockerdSupport, startPrivateDockerd, type PrivateDockerd } from '../helpers/dockerd.js'
 import { DIB_PHASE_ORDER } from '../helpers/phases.js'
 import { tempDir } from '../helpers/temp.js'
 import { qemuDescendants, waitFor } from '../helpers/processes.js'
@@ -29,6 +30,10 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
   const tmp = tempDir('vdib-tmp.')
   const events: BuildEvent[] = []
   let result: BuildResult
+  // docker: a private dockerd of the test's own when it can run here (root, docker.io), else a stub.
+  const real = dockerdSupport()
+  const skipped = real.ok ? '' : ` (skipped: ${real.reason})`
+  let daemon: PrivateDockerd | undefined
   const name = join(out, 'img')
   const probe = (f: string) => readFileSync(join(`${name}.d`, f), 'utf8')
   const env = (hook: string) =>
@@ -40,9 +45,16 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
     )
 
   beforeAll(async () => {
-    // A stand-in docker client on PATH (no daemon can run here): it records what it gets.
-    process.env['PATH'] = `${join(root, 'test', 'fixtures', 'bin')}:${process.env['PATH']}`
-    process.env['VDIB_FAKE_DOCKER_DIR'] = out
+    const dockerEnv: NodeJS.ProcessEnv = {}
+    if (real.ok) {
+      daemon = await startPrivateDockerd()
+      process.env['PATH'] = `${daemon.bin}:${process.env['PATH']}`
+      dockerEnv['DOCKER_HOST'] = daemon.host
+    } else {
+      // A stand-in docker client on PATH: it records what it gets.
+      process.env['PATH'] = `${join(root, 'test', 'fixtures', 'bin')}:${process.env['PATH']}`
+      process.env['VDIB_FAKE_DOCKER_DIR'] = out
+    }
     result = await build(
       {
         elements: ['demo-os', 'demo-app', 'probe'],
@@ -57,13 +69,22 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
         excludeScripts: ['99-probe-excluded'],
         envvars: [{ name: 'PROBE_SET', value: `it's "quoted" $(not run) \`nor this\`` }, { name: 'PROBE_CARRIED' }],
         extraPackages: ['pkg-a', 'pkg b'],
-        env: { ...process.env, TMPDIR: tmp, PROBE_CARRIED: 'from host', PROBE_SECRET: 'must not leak', DIB_PROBE: 'x' },
+        // prettier-ignore
+        env: { ...process.env, ...dockerEnv, TMPDIR: tmp, PROBE_CARRIED: 'from host', PROBE_SECRET: 'must not leak', DIB_PROBE: 'x' },
       },
       { onEvent: (e) => events.push(e) },
     )
   }, 20 * 60_000)
 
-  afterAll(() => {
+  afterAll(async () => {
+    if (daemon) {
+      try {
+        daemon.docker(['rmi', '--force', 'vdib/demo:test'])
+      } catch {
+        // the build failed before the import: nothing to remove
+      }
+      await daemon.stop()
+    }
     rmSync(out, { recursive: true, force: true })
     rmSync(tmp, { recursive: true, force: true })
   })
@@ -117,11 +138,26 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
     expect(vhd['virtual-size']).toBeGreaterThanOrEqual(768 * 1024 ** 2)
   })
 
-  it('imports the tarball into docker through stdin with --docker-target', () => {
-    expect(readFileSync(join(out, 'docker.args'), 'utf8')).toBe('import\n-\nvdib/demo:test\n')
-    const stdin = readFileSync(join(out, 'docker.stdin'))
-    expect(Buffer.compare(stdin, readFileSync(`${name}.tar`))).toBe(0)
-  })
+  it.skipIf(!real.ok)(
+    `imports the image into a real docker daemon with --docker-target: its programs run${skipped}`,
+    () => {
+      expect(daemon!.docker(['image', 'inspect', '--format', '{{.Os}}', 'vdib/demo:test']).trim()).toBe('linux')
+      const run = (cmd: string[]) => daemon!.docker(['run', '--rm', '--network', 'none', 'vdib/demo:test', ...cmd])
+      const fromTar = execFileSync('tar', ['-xOf', `${name}.tar`, './etc/demo-built'], { encoding: 'utf8' })
+      expect(fromTar).toMatch(/^built by virt-dib at /)
+      expect(run(['cat', '/etc/demo-built'])).toBe(fromTar)
+      expect(run(['/usr/local/bin/hello'])).toMatch(/^hello from the virt-dib demo image/)
+    },
+  )
+
+  it.skipIf(real.ok)(
+    'imports the tarball through stdin with --docker-target (stub client, when no private dockerd can run)',
+    () => {
+      expect(readFileSync(join(out, 'docker.args'), 'utf8')).toBe('import\n-\nvdib/demo:test\n')
+      const stdin = readFileSync(join(out, 'docker.stdin'))
+      expect(Buffer.compare(stdin, readFileSync(`${name}.tar`))).toBe(0)
+    },
+  )
 
   it('makes a disk of --size: qemu-img agrees, and the raw file has that size', () => {
     const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', `${name}.qcow2`], { encoding: 'utf8' }))

@@ -10,7 +10,7 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 
 import type { BuildContext } from '../../../src/api/context.js'
-import { exportExtraData, exportTreeOutputs } from '../../../src/api/export.js'
+import { exportChecksums, exportExtraData, exportTreeOutputs } from '../../../src/api/export.js'
 import { HostToolError, VirtDibError } from '../../../src/errors.js'
 import { GuestfsError } from '../../../src/guestfs/errors.js'
 import { findExecutable } from '../../../src/host/which.js'
@@ -236,7 +236,9 @@ describe('extracting $NAME.d through the host tar', () => {
     const e = await exportExtraData(ctx).catch((x: unknown) => x)
     expect(e).toBeInstanceOf(VirtDibError)
     expect((e as Error).message).toMatch(
-      new RegExp(`^extracting ‘${out}/img\\.d’ failed: .*(No space left on device|Wrote only)`),
+      new RegExp(
+        `^out of space on the host: extracting ‘${out}/img\\.d’ failed: .*(No space left on device|Wrote only)`,
+      ),
     )
     expect((e as Error).message).not.toMatch(/\n/)
     await ctx.cleanup.run()
@@ -259,4 +261,35 @@ describe('extracting $NAME.d through the host tar', () => {
     expect(existsSync(join(out, 'img.d'))).toBe(false)
     expect(readdirSync(out)).toEqual([])
   })
+})
+
+describe('checksum files', () => {
+  it.skipIf(!isRoot)(
+    'no room left for img.tar.md5 (real ENOSPC): the error names that file, cleanup removes the rest',
+    async () => {
+      const out = tinyTmpfs('vdib-sumfull.')
+      const ctx = await context(out, tempDir('vdib-sumtmp.'), ['tar'])
+      const tar = ctx.stage(join(out, 'img.tar'), 'tar')
+      writeFileSync(tar.temp, 'x')
+      tar.digests = {
+        md5: '9dd4e461268c8034f5c8564e155c67a6',
+        sha256: '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881',
+        size: 1,
+      }
+      for (let i = 0; ; i++) {
+        try {
+          writeFileSync(join(out, `.filler${i}`), Buffer.alloc(64 * 1024))
+        } catch {
+          break
+        }
+      }
+      const e = await exportChecksums(ctx).catch((x: unknown) => x)
+      expect((e as Error).message).toBe(
+        `out of space on the host: writing ‘${out}/img.tar.md5’ failed: no space left on device (ENOSPC)`,
+      )
+      for (const f of readdirSync(out)) if (f.startsWith('.filler')) rmSync(join(out, f))
+      await ctx.cleanup.run()
+      expect(readdirSync(out)).toEqual([])
+    },
+  )
 })
