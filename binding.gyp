@@ -16,13 +16,14 @@
       "defines": [
         "NAPI_VERSION=8",
         "NODE_ADDON_API_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_CPP_EXCEPTIONS_ALL",
         "NODE_ADDON_API_DISABLE_DEPRECATED",
         "GUESTFS_NO_DEPRECATED=1",
         "_GNU_SOURCE",
         "VIRT_DIB_BUILD_SYSTEM=\"node-gyp\""
       ],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++1y", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-Wall", "-Wextra", "-Werror"],
       "cflags": ["<!@(pkg-config --cflags libguestfs)"],
       "libraries": ["<!@(pkg-config --libs libguestfs)", "-ldl", "-lpthread"]
     }

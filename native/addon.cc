@@ -28,6 +28,27 @@ Napi::Value MakePipe(const Napi::CallbackInfo& info) {
   return arr;
 }
 
+// Test probes, exported as `__test` and declared apart from the addon's API in native.ts:
+// liveSessions() counts native sessions (a leak shows as one that never goes away);
+// killQemuChildrenOf(tid, hv) runs KillAppliance's child selection on any thread of this process.
+Napi::Object TestProbes(Napi::Env env) {
+  auto probes = Napi::Object::New(env);
+  probes.Set("liveSessions", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), vdib::LiveSessions());
+  }, "liveSessions"));
+  probes.Set("killQemuChildrenOf", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+    if (!info[0].IsNumber() || !info[1].IsString()) {
+      throw Napi::TypeError::New(info.Env(), "killQemuChildrenOf(tid: number, hv: string)");
+    }
+    auto tid = info[0].As<Napi::Number>().Int32Value();
+    auto killed = vdib::KillQemuChildrenOf(tid, info[1].As<Napi::String>());
+    auto arr = Napi::Array::New(info.Env(), killed.size());
+    for (uint32_t i = 0; i < killed.size(); i++) arr.Set(i, Napi::Number::New(info.Env(), killed[i]));
+    return arr;
+  }, "killQemuChildrenOf"));
+  return probes;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("GuestfsHandle", vdib::Handle::Init(env));
   exports.Set("pipe", Napi::Function::New(env, MakePipe, "pipe"));
@@ -37,6 +58,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("calls", calls);
   exports.Set("buildSystem", VIRT_DIB_BUILD_SYSTEM);
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  exports.Set("__test", TestProbes(env));
 #ifdef NAPI_CPP_EXCEPTIONS
   exports.Set("cppExceptions", true);
 #else

@@ -435,9 +435,11 @@ Work TarIn(const Info& info) {
   };
 }
 
+// Rows that take a host fd read it first: from then on it is owned (closed on any later
+// argument error, on rejection by a closed handle, on cancel and at teardown), never leaked.
 Work TarOut(const Info& info) {
-  auto directory = ReadString(info[0], "tar_out: directory");
   auto tarfile = ReadHostFile(info[1], "tar_out: tarfile");
+  auto directory = ReadString(info[0], "tar_out: directory");
   Opts o(info[2], "tar_out", {"compress", "numericowner", "excludes", "xattrs", "selinux", "acls"});
   auto compress = o.S("compress");
   auto numericowner = o.I("numericowner"), xattrs = o.I("xattrs"), selinux = o.I("selinux"), acls = o.I("acls");
@@ -462,8 +464,8 @@ Work TarOut(const Info& info) {
 }
 
 Work Mksquashfs(const Info& info) {
-  auto path = ReadString(info[0], "mksquashfs: path");
   auto filename = ReadHostFile(info[1], "mksquashfs: filename");
+  auto path = ReadString(info[0], "mksquashfs: path");
   Opts o(info[2], "mksquashfs", {"compress", "excludes"});
   auto compress = o.S("compress");
   auto excludes = o.L("excludes");
@@ -493,8 +495,8 @@ Work Upload(const Info& info) {
 }
 
 Work Download(const Info& info) {
-  auto remote = ReadString(info[0], "download: remotefilename");
   auto filename = ReadHostFile(info[1], "download: filename");
+  auto remote = ReadString(info[0], "download: remotefilename");
   return [=](guestfs_h* g, Value& out, CallError& err) {
     int r = guestfs_download(g, remote.c_str(), filename->path());
     filename->Release();
@@ -666,8 +668,8 @@ std::vector<CallDef> BuildTable() {
       {"add_drive", AddDrive, false},
       {"add_drive_scratch", AddDriveScratch, false},
       {"disk_create", DiskCreate, false},
-      {"launch", Bind<R::Err>(&guestfs_launch), false},
-      {"shutdown", Bind<R::Err>(&guestfs_shutdown), false},
+      {"launch", Bind<R::Err>(&guestfs_launch), false, Lifecycle::Launch},
+      {"shutdown", Bind<R::Err>(&guestfs_shutdown), false, Lifecycle::Shutdown},
       {"get_pid", Bind<R::Int>(&guestfs_get_pid), false},
       {"feature_available", Bind<R::Bool>(&guestfs_feature_available), false},
       {"available_all_groups", Bind<R::StringList>(&guestfs_available_all_groups), false},

@@ -15,6 +15,7 @@ struct CallDef {
   const char* name;  // the C name without the guestfs_ prefix (and without _opts/_argv)
   std::function<Work(const Napi::CallbackInfo&)> make;  // JS thread; throws TypeError on bad args
   bool cancellable;  // FileIn/FileOut transfer
+  Lifecycle lifecycle = Lifecycle::None;  // launch and shutdown: the worker tracks qemu's pid
 };
 
 const std::vector<CallDef>& CallTable();

@@ -12,9 +12,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <set>
+#include <stdexcept>
 
 #include "calls.h"
 
@@ -31,6 +35,26 @@ namespace {
 
 constexpr int kSpinMicros = 50;
 
+std::atomic<int> live_sessions{0};
+
+// Every Session of the process, for the exit handler below. Never destroyed: exit() may run
+// while worker threads still use their sessions.
+std::mutex& RegistryMutex() {
+  static auto* mu = new std::mutex;
+  return *mu;
+}
+std::set<Session*>& Registry() {
+  static auto* sessions = new std::set<Session*>;
+  return *sessions;
+}
+
+// process.exit() and exit() from native code skip the env cleanup hooks on the main thread: no
+// qemu may outlive the process because of that. Only syscalls, no JS.
+void KillAllAppliancesAtExit() {
+  std::lock_guard<std::mutex> lock(RegistryMutex());
+  for (Session* s : Registry()) s->KillAppliance();
+}
+
 CallError BindingError(const std::string& code, const std::string& message, int errnum = 0) {
   CallError e;
   e.failed = true;
@@ -40,46 +64,196 @@ CallError BindingError(const std::string& code, const std::string& message, int 
   return e;
 }
 
-// Kills the qemu processes forked by the worker thread `tid` (libguestfs forks qemu from the
-// thread that calls launch). Used while launch still runs and libguestfs cannot give the pid.
-bool KillQemuChildrenOf(pid_t tid) {
-  if (tid <= 0) return false;
-  std::ifstream children("/proc/self/task/" + std::to_string(tid) + "/children");
-  bool killed = false;
-  long pid = 0;
-  while (children >> pid) {
-    std::ifstream cmdline_file("/proc/" + std::to_string(pid) + "/cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(cmdline_file)), std::istreambuf_iterator<char>());
-    if (cmdline.find("qemu") == std::string::npos) continue;
-    if (kill(static_cast<pid_t>(pid), SIGKILL) == 0) killed = true;
+std::string Basename(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+bool IsQemuSystemName(const std::string& base) {
+  return base.rfind("qemu-system-", 0) == 0 || base == "qemu-kvm";
+}
+
+std::string ReadLink(const std::string& path) {
+  char buf[4096];
+  ssize_t n = readlink(path.c_str(), buf, sizeof buf);
+  if (n <= 0) return {};
+  std::string target(buf, static_cast<size_t>(n));
+  const std::string deleted = " (deleted)";  // the binary was replaced since it started
+  const size_t n_deleted = deleted.size();
+  if (target.size() > n_deleted && target.compare(target.size() - n_deleted, n_deleted, deleted) == 0) {
+    target.resize(target.size() - n_deleted);
   }
-  return killed;
+  return target;
+}
+
+// The state letter and parent pid from /proc/PID/stat ('\0' if the process is gone).
+std::pair<char, pid_t> StateAndParent(pid_t pid) {
+  std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  auto paren = stat.rfind(')');  // comm may contain spaces and parentheses
+  if (paren == std::string::npos || paren + 4 > stat.size()) return {'\0', 0};
+  char state = stat[paren + 2];
+  long ppid = std::strtol(stat.c_str() + paren + 4, nullptr, 10);
+  return {state, static_cast<pid_t>(ppid)};
+}
+
+bool IsScript(const std::string& path) {
+  std::ifstream f(path);
+  char head[2] = {0, 0};
+  f.read(head, 2);
+  return head[0] == '#' && head[1] == '!';
+}
+
+bool LooksLikeQemu(pid_t pid, const std::string& hv) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::string exe = ReadLink(proc + "/exe");
+  std::ifstream cmdline_file(proc + "/cmdline");
+  std::string argv0, argv1;
+  std::getline(cmdline_file, argv0, '\0');
+  std::getline(cmdline_file, argv1, '\0');
+  if (IsQemuSystemName(Basename(exe)) || IsQemuSystemName(Basename(argv0))) return true;
+  if (hv.empty()) return false;
+  // The configured hypervisor by name only (never by resolved executable: a wrapper may be a
+  // link to a common binary); a #! script runs with the interpreter as argv[0], itself as argv[1].
+  return argv0 == hv || (argv1 == hv && IsScript(hv));
+}
+
+// Never throws. A value built by make() (which may throw) concluding d; see Session::Conclude.
+enum class Concluded { Yes, Retry, Lost };
+
+Concluded ConcludeRaw(napi_env env, napi_deferred d, bool resolve, napi_value value) {
+  napi_status st = resolve ? napi_resolve_deferred(env, d, value) : napi_reject_deferred(env, d, value);
+  if (st == napi_ok) return Concluded::Yes;
+  // Node frees the deferred once it got past its checks of the arguments and of the JS state,
+  // even if V8 then refuses: only those two early failures leave d usable.
+  if (st == napi_pending_exception || st == napi_invalid_arg || st == napi_cannot_run_js) {
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    return Concluded::Retry;
+  }
+  return Concluded::Lost;
+}
+
+// True while this env can run JS (false during teardown, when every JS call is refused).
+bool CanRunJs(napi_env env) {
+  napi_value global;
+  napi_value fn;
+  if (napi_get_global(env, &global) != napi_ok) return false;
+  napi_status st = napi_get_named_property(env, global, "Object", &fn);
+  if (st == napi_pending_exception) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    return pending;  // a real exception means JS runs; none means the env is stopping
+  }
+  return st == napi_ok;
 }
 
 }  // namespace
 
+std::vector<pid_t> KillQemuChildrenOf(pid_t tid, const std::string& hv) {
+  std::vector<pid_t> killed;
+  if (tid <= 0) return killed;
+  std::ifstream children("/proc/self/task/" + std::to_string(tid) + "/children");
+  const pid_t self = getpid();
+  long pid = 0;
+  while (children >> pid) {
+    // Hold the process by a pidfd before checking it, so the signal reaches the process that
+    // was checked even if it exits and its pid is reused meanwhile.
+    int fd = static_cast<int>(syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0));
+    if (fd < 0 && errno != ENOSYS) continue;  // already reaped
+    auto [state, ppid] = StateAndParent(static_cast<pid_t>(pid));
+    bool ours = ppid == self && state != 'Z' && state != '\0' && LooksLikeQemu(static_cast<pid_t>(pid), hv);
+    if (ours) {
+      int r = fd >= 0 ? static_cast<int>(syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0))
+                      : kill(static_cast<pid_t>(pid), SIGKILL);
+      if (r == 0) killed.push_back(static_cast<pid_t>(pid));
+    }
+    if (fd >= 0) close(fd);
+  }
+  return killed;
+}
+
+int LiveSessions() { return live_sessions.load(); }
+
 // ---------------------------------------------------------------- Session
 
+namespace {
+
+// Runs f when the scope ends (a job's Unpin, however settling ends: early return or failure).
+template <typename F>
+class ScopeExit {
+ public:
+  ScopeExit(F f, bool active) : f_(std::move(f)), active_(active) {}
+  ScopeExit(const ScopeExit&) = delete;
+  ScopeExit& operator=(const ScopeExit&) = delete;
+  ~ScopeExit() {
+    if (active_) f_();
+  }
+
+ private:
+  F f_;
+  bool active_;
+};
+
+}  // namespace
+
 Session::Session(guestfs_h* g, Handle* wrapper) : g_(g), wrapper_(wrapper) {
+  live_sessions++;
+  static std::once_flag at_exit;
+  std::call_once(at_exit, [] { std::atexit(KillAllAppliancesAtExit); });
+  {
+    std::lock_guard<std::mutex> lock(RegistryMutex());
+    Registry().insert(this);
+  }
   guestfs_set_error_handler(g_, nullptr, nullptr);  // this thread's slot; the worker sets its own
   guestfs_set_event_callback(g_, &Session::OnEvent, kRegisteredEvents, 0, this);
 }
 
 Session::~Session() {
+  {
+    std::lock_guard<std::mutex> lock(RegistryMutex());
+    Registry().erase(this);
+  }
   if (worker_.joinable()) worker_.join();
   ClosePidfd();
-  if (g_) guestfs_close(g_);  // only if the worker never ran (construction failed)
+  if (g_) {
+    // Only if the worker never ran (Start failed): the CLOSE event must not reach a TSFN that
+    // does not exist.
+    tsfn_dead_ = true;
+    guestfs_close(g_);
+  }
+  live_sessions--;
 }
 
-void Session::Start(Napi::Env env, Napi::Function dispatcher, std::shared_ptr<Session> self) {
+void Session::Start(Napi::Env env, Napi::Function dispatcher, std::shared_ptr<Session> self, bool fail_tsfn) {
   env_ = env;
-  auto* holder = new std::shared_ptr<Session>(std::move(self));
-  tsfn_ = Tsfn::New(env, dispatcher, "virt-dib:guestfs", 0, 1, this, &Session::Finalize, holder);
-  tsfn_.Unref(env);  // an idle handle never keeps the process alive
+  // The TSFN finalizer owns the holder; until Tsfn::New succeeds, this unique_ptr does.
+  auto holder = std::make_unique<std::shared_ptr<Session>>(std::move(self));
+  try {
+    tsfn_ = Tsfn::New(env, dispatcher, "virt-dib:guestfs", 0, fail_tsfn ? 0 : 1, this, &Session::Finalize,
+                      holder.get());
+  } catch (const Napi::Error& e) {
+    throw Napi::Error::New(env,
+                           std::string("GuestfsHandle: cannot create the thread-safe function: ") + e.Message());
+  }
+  holder.release();
+  napi_unref_threadsafe_function(env, tsfn_);  // an idle handle never keeps the process alive
   // Registered after the TSFN's own hook, so it runs first at teardown (hooks run LIFO).
   napi_add_env_cleanup_hook(env, &Session::EnvCleanup, this);
   hook_installed_ = true;
-  worker_ = std::thread([this] { Run(); });
+  try {
+    worker_ = std::thread([this] { Run(); });
+  } catch (const std::exception& e) {
+    // No worker will ever release the TSFN: release it here so its finalizer frees the holder.
+    napi_remove_env_cleanup_hook(env, &Session::EnvCleanup, this);
+    hook_installed_ = false;
+    wrapper_ = nullptr;
+    napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
+    throw Napi::Error::New(env, std::string("GuestfsHandle: cannot start the worker thread: ") + e.what());
+  }
 }
 
 void Session::Push(std::unique_ptr<Job> job) {
@@ -91,26 +265,81 @@ void Session::Push(std::unique_ptr<Job> job) {
   cv_.notify_one();
 }
 
-void Session::Pin(Napi::Env env) {
+void Session::Pin(napi_env env) noexcept {
   if (pending_++ == 0) {
-    tsfn_.Ref(env);
-    if (wrapper_) wrapper_->Ref();
+    napi_ref_threadsafe_function(env, tsfn_);
+    try {
+      if (wrapper_) wrapper_->Ref();
+    } catch (...) {
+      // Only fails during teardown, when nothing can collect the wrapper anyway.
+    }
   }
 }
 
-void Session::Unpin(Napi::Env env) {
+void Session::Unpin(napi_env env) noexcept {
   if (pending_ > 0 && --pending_ == 0) {
-    tsfn_.Unref(env);
-    if (wrapper_) wrapper_->Unref();
+    napi_unref_threadsafe_function(env, tsfn_);
+    try {
+      if (wrapper_) wrapper_->Unref();
+    } catch (...) {
+      // As in Pin.
+    }
+  }
+}
+
+template <typename Make>
+void Session::Conclude(napi_env env, napi_deferred d, const std::string& op, bool ok, Make&& make) noexcept {
+  const int fault = std::exchange(settle_fault_, 0);
+  std::string why;
+  try {
+    if (fault >= 1) throw std::runtime_error("fault injected by __test_fault");
+    switch (ConcludeRaw(env, d, ok, make())) {
+      case Concluded::Yes: return;
+      case Concluded::Lost: why = "the promise was refused by V8"; goto report;
+      case Concluded::Retry: why = "the promise could not be settled"; break;
+    }
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+    why = "unknown exception";
+  }
+  // The value could not be made or delivered: reject with an internal error instead.
+  {
+    const std::string message = op + ": internal error while settling the call: " + why;
+    try {
+      if (fault >= 2) throw std::runtime_error("fault injected by __test_fault");
+      auto e = BindingError("ERR_GUESTFS_INTERNAL", message);
+      switch (ConcludeRaw(env, d, false, MakeError(Napi::Env(env), op, e, false).Value())) {
+        case Concluded::Yes: return;
+        case Concluded::Lost: goto report;
+        case Concluded::Retry: break;
+      }
+    } catch (...) {
+      // Fall back to a rejection that needs no object at all.
+    }
+    napi_value text = nullptr;
+    if (fault >= 3 || napi_create_string_utf8(env, message.c_str(), message.size(), &text) != napi_ok) {
+      napi_get_undefined(env, &text);
+    }
+    if (fault < 3 && ConcludeRaw(env, d, false, text) == Concluded::Yes) return;
+  }
+report:
+  // Nothing could settle the promise. During teardown that is expected and nobody is waiting;
+  // otherwise say so, since an awaiting caller now waits forever (the pin is released anyway).
+  if (fault >= 3 || CanRunJs(env)) {
+    std::fprintf(stderr, "virt-dib: internal error: %s: the call could not be settled (%s)\n", op.c_str(),
+                 why.c_str());
   }
 }
 
 Napi::Value Session::Enqueue(Napi::Env env, std::unique_ptr<Job> job) {
-  auto deferred = Napi::Promise::Deferred::New(env);
+  napi_deferred deferred = nullptr;
+  napi_value promise = nullptr;
+  if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env);
   if (state_ != State::Open) {
     auto e = BindingError("ERR_GUESTFS_CLOSED", job->op + ": the handle is closed", EBADF);
-    deferred.Reject(MakeError(env, job->op, e, false).Value());
-    return deferred.Promise();
+    Conclude(env, deferred, job->op, false, [&] { return MakeError(env, job->op, e, false).Value(); });
+    return Napi::Value(env, promise);
   }
   job->id = next_job_id_++;
   last_job_id_ = job->id;
@@ -118,14 +347,16 @@ Napi::Value Session::Enqueue(Napi::Env env, std::unique_ptr<Job> job) {
   job->pinned = true;
   Pin(env);
   Push(std::move(job));
-  return deferred.Promise();
+  return Napi::Value(env, promise);
 }
 
 Napi::Value Session::Close(Napi::Env env) {
-  auto deferred = Napi::Promise::Deferred::New(env);
+  napi_deferred deferred = nullptr;
+  napi_value promise = nullptr;
+  if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env);
   if (state_ == State::Closed) {
-    deferred.Resolve(env.Undefined());
-    return deferred.Promise();
+    Conclude(env, deferred, "close", true, [&] { return env.Undefined(); });
+    return Napi::Value(env, promise);
   }
   close_waiters_.push_back(deferred);
   if (state_ == State::Open) {
@@ -138,7 +369,7 @@ Napi::Value Session::Close(Napi::Env env) {
     Pin(env);
     Push(std::move(job));
   }
-  return deferred.Promise();
+  return Napi::Value(env, promise);
 }
 
 void Session::DetachWrapper() {
@@ -177,10 +408,10 @@ int Session::Cancel(Napi::Env env, uint64_t id) {
     }
   }
   if (dropped) {
+    ScopeExit pin([this, env] { Unpin(env); }, dropped->pinned);
     dropped->error = BindingError("ABORT_ERR", dropped->op + ": cancelled before it started", EINTR);
-    auto deferred = *dropped->deferred;
-    deferred.Reject(MakeError(env, dropped->op, dropped->error, true).Value());
-    Unpin(env);
+    Conclude(env, std::exchange(dropped->deferred, nullptr), dropped->op, false,
+             [&] { return MakeError(env, dropped->op, dropped->error, true).Value(); });
   }
   return outcome;
 }
@@ -199,12 +430,16 @@ bool Session::busy() {
 }
 
 bool Session::KillAppliance() {
-  std::lock_guard<std::mutex> lock(pid_mu_);
-  if (pidfd_ >= 0) {
-    if (syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0) == 0) return true;
-    // ESRCH: already gone. Fall through: a relaunch may have started a qemu not yet recorded.
+  std::string hv;
+  {
+    std::lock_guard<std::mutex> lock(pid_mu_);
+    if (pidfd_ >= 0) {
+      if (syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0) == 0) return true;
+      // ESRCH: already gone. Fall through: a relaunch may have started a qemu not yet recorded.
+    }
+    hv = hv_;
   }
-  return KillQemuChildrenOf(worker_tid_.load());
+  return !KillQemuChildrenOf(worker_tid_.load(), hv).empty();
 }
 
 void Session::ClosePidfd() {
@@ -213,29 +448,46 @@ void Session::ClosePidfd() {
   pidfd_ = -1;
 }
 
-void Session::Settle(Napi::Env env, std::unique_ptr<Job> job) {
+void Session::Settle(napi_env env, std::unique_ptr<Job> job) noexcept {
+  ScopeExit pin([this, env] { Unpin(env); }, job->pinned);
+  // After EnvCleanup nothing may touch JS: the job (and any fd it owns) is just freed.
+  if (env_stopping_) return;
+  Napi::Env js(env);
   if (job->kind == Job::Kind::Close) {
     state_ = State::Closed;
     auto waiters = std::move(close_waiters_);
-    for (auto& d : waiters) {
-      if (job->error.failed) {
-        d.Reject(MakeError(env, "shutdown", job->error, false).Value());
-      } else {
-        d.Resolve(env.Undefined());
-      }
+    for (auto d : waiters) {
+      Conclude(env, d, "close", !job->error.failed,
+               [&] {
+                 return job->error.failed ? MakeError(js, "shutdown", job->error, false).Value() : js.Undefined();
+               });
     }
-    if (job->pinned) Unpin(env);
     return;
   }
-  if (job->deferred) {
-    if (job->error.failed) {
-      bool cancelled = job->cancel_requested.load();
-      job->deferred->Reject(MakeError(env, job->op, job->error, cancelled).Value());
-    } else {
-      job->deferred->Resolve(ToJs(env, job->result));
+  napi_deferred d = std::exchange(job->deferred, nullptr);
+  if (!d) return;
+  const bool failed = job->error.failed;
+  Conclude(env, d, job->op, !failed, [&]() -> napi_value {
+    if (failed) return MakeError(js, job->op, job->error, job->cancel_requested.load()).Value();
+    return ToJs(js, job->result);
+  });
+}
+
+void Session::Deliver(napi_env env, Napi::Function dispatcher, const EventMsg& event) noexcept {
+  if (env_stopping_ || dispatcher.IsEmpty()) return;
+  try {
+    dispatcher.Call(EventArgs(Napi::Env(env), event));
+  } catch (const Napi::Error& e) {
+    // The dispatcher threw: a bug on the JS side, reported like any uncaught exception (the
+    // TS dispatcher never throws; it defers a throwing listener to a microtask).
+    try {
+      napi_fatal_exception(env, e.Value());
+    } catch (...) {
+      // The error object itself is gone: nothing left to report it with.
     }
+  } catch (...) {
+    // A payload that cannot be copied into JS (out of memory): the event is dropped.
   }
-  if (job->pinned) Unpin(env);
 }
 
 void Session::Post(Message* msg) {
@@ -263,6 +515,15 @@ void Session::OnEvent(guestfs_h*, void* opaque, uint64_t event, int, int, const 
     self->Post(msg);
   } catch (...) {
   }
+}
+
+void Session::BeforeLaunch() {
+  // Recorded here, on the only thread that may ask the handle: while launch runs, this is how
+  // KillAppliance recognises the handle's qemu when the hypervisor has an unusual name.
+  char* hv = guestfs_get_hv(g_);
+  std::lock_guard<std::mutex> lock(pid_mu_);
+  hv_ = hv ? hv : "";
+  free(hv);
 }
 
 void Session::AfterLaunch(bool ok) {
@@ -312,6 +573,7 @@ void Session::Run() {
     } else if (job->cancel_requested) {
       job->error = BindingError("ABORT_ERR", job->op + ": cancelled", EINTR);
     } else {
+      if (job->lifecycle == Lifecycle::Launch) BeforeLaunch();
       try {
         job->work(g_, job->result, job->error);
       } catch (const std::exception& e) {
@@ -319,8 +581,8 @@ void Session::Run() {
       } catch (...) {
         job->error = BindingError("ERR_GUESTFS_INTERNAL", "internal error");
       }
-      if (job->op == "launch") AfterLaunch(!job->error.failed);
-      if (job->op == "shutdown") ClosePidfd();
+      if (job->lifecycle == Lifecycle::Launch) AfterLaunch(!job->error.failed);
+      if (job->lifecycle == Lifecycle::Shutdown) ClosePidfd();
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -332,6 +594,7 @@ void Session::Run() {
     Post(msg);
     if (closing) break;
   }
+  worker_tid_ = 0;  // a later thread may get this tid: never look for qemu under it again
   tsfn_.Release();  // last use of the TSFN by this thread
 }
 
@@ -340,15 +603,39 @@ void Session::JoinWorker() {
 }
 
 void Session::EnvCleanup(void* arg) {
-  // Normal exit or worker_threads teardown: make sure qemu is gone and the handle closed.
+  // Normal exit, process.exit() or worker_threads teardown: every queued call is concluded
+  // (rejected if the env still lets us; during teardown it usually does not, and nobody can
+  // observe it then), their fds are closed, qemu is killed and the handle closed. From here on
+  // no message of this session touches JS.
   auto* self = static_cast<Session*>(arg);
   self->hook_installed_ = false;
+  std::deque<std::unique_ptr<Job>> dropped;
   {
     std::lock_guard<std::mutex> lock(self->mu_);
-    self->queue_.erase(std::remove_if(self->queue_.begin(), self->queue_.end(),
-                                      [](const std::unique_ptr<Job>& j) { return j->kind == Job::Kind::Call; }),
-                       self->queue_.end());
+    for (auto& j : self->queue_) {
+      if (j->kind == Job::Kind::Call) dropped.push_back(std::move(j));
+    }
+    self->queue_.erase(std::remove(self->queue_.begin(), self->queue_.end(), nullptr), self->queue_.end());
+    self->has_work_.store(!self->queue_.empty(), std::memory_order_release);
   }
+  napi_env env = self->env_;
+  // Cleanup hooks run without a handle scope; Node refuses to settle promises once the env is
+  // stopping, so the rejection is attempted for correctness and silently refused in practice.
+  napi_handle_scope scope = nullptr;
+  const bool have_scope = napi_open_handle_scope(env, &scope) == napi_ok;
+  for (auto& job : dropped) {
+    ScopeExit pin([self, env] { self->Unpin(env); }, job->pinned);
+    napi_deferred d = std::exchange(job->deferred, nullptr);
+    if (!d || !have_scope) continue;
+    const std::string message = job->op + ": the environment is shutting down";
+    napi_value text = nullptr;
+    if (napi_create_string_utf8(env, message.c_str(), message.size(), &text) == napi_ok) {
+      ConcludeRaw(env, d, false, text);
+    }
+  }
+  if (have_scope) napi_close_handle_scope(env, scope);
+  dropped.clear();  // frees their Work: fds owned by transfers are closed here
+  self->env_stopping_ = true;
   if (self->state_ == State::Open) {
     self->state_ = State::Closing;
     auto job = std::make_unique<Job>();
@@ -372,14 +659,10 @@ void Session::Finalize(Napi::Env env, std::shared_ptr<Session>* holder, Session*
 void CallJs(Napi::Env env, Napi::Function dispatcher, Session* session, Message* raw) {
   std::unique_ptr<Message> msg(raw);
   if (env == nullptr || session == nullptr) return;  // teardown: just free
-  try {
-    if (msg->kind == Message::Kind::Event) {
-      if (!dispatcher.IsEmpty()) dispatcher.Call(EventArgs(env, msg->event));
-    } else {
-      session->Settle(env, std::move(msg->job));
-    }
-  } catch (...) {
-    // Never let an exception unwind into Node (e.g. a call during environment teardown).
+  if (msg->kind == Message::Kind::Event) {
+    session->Deliver(env, dispatcher, msg->event);
+  } else {
+    session->Settle(env, std::move(msg->job));
   }
 }
 
@@ -395,6 +678,7 @@ Napi::Function Handle::Init(Napi::Env env) {
       InstanceAccessor("state", &Handle::GetState, nullptr),
       InstanceAccessor("lastJobId", &Handle::GetLastJobId, nullptr),
       InstanceAccessor("busy", &Handle::GetBusy, nullptr),
+      InstanceMethod("__test_fault", &Handle::TestFault),
   };
   for (const auto& def : CallTable()) {
     props.push_back(InstanceMethod(def.name, &Handle::Dispatch, napi_default,
@@ -403,16 +687,19 @@ Napi::Function Handle::Init(Napi::Env env) {
   return DefineClass(env, "GuestfsHandle", props);
 }
 
-// new GuestfsHandle(dispatcher, { environment?: boolean, env?: string[] })
+// new GuestfsHandle(dispatcher, { environment?: boolean, env?: string[], __testFault?: 'start' })
 Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) {
   Napi::Env env = info.Env();
   if (!info[0].IsFunction()) {
     throw Napi::TypeError::New(env, "GuestfsHandle: the first argument must be the event dispatcher");
   }
   bool use_environment = true;
+  bool fail_start = false;
   std::vector<std::string> env_list;
   if (info[1].IsObject()) {
     auto opts = info[1].As<Napi::Object>();
+    // Test hook, never set by src/: make the thread-safe function's creation fail for real.
+    fail_start = opts.Get("__testFault").StrictEquals(Napi::String::New(env, "start"));
     if (opts.Has("environment") && opts.Get("environment").IsBoolean()) {
       use_environment = opts.Get("environment").As<Napi::Boolean>();
     }
@@ -442,7 +729,7 @@ Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) 
   // Ctrl-C in a terminal must reach us, not qemu: we decide how to stop the appliance.
   guestfs_set_pgroup(g, 1);
   session_ = std::make_shared<Session>(g, this);
-  session_->Start(env, info[0].As<Napi::Function>(), session_);
+  session_->Start(env, info[0].As<Napi::Function>(), session_, fail_start);
 }
 
 Handle::~Handle() {
@@ -454,6 +741,7 @@ Napi::Value Handle::Dispatch(const Napi::CallbackInfo& info) {
   auto job = std::make_unique<Job>();
   job->op = def->name;
   job->cancellable = def->cancellable;
+  job->lifecycle = def->lifecycle;
   job->work = def->make(info);  // may throw TypeError: nothing queued then
   return session_->Enqueue(info.Env(), std::move(job));
 }
@@ -495,6 +783,17 @@ Napi::Value Handle::GetLastJobId(const Napi::CallbackInfo& info) {
 
 Napi::Value Handle::GetBusy(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), session_->busy());
+}
+
+// __test_fault('settle' | 'settle-error' | 'settle-all'): the next call settled on this handle
+// fails to settle at 1, 2 or 3 stages (see Session::Conclude). For test/native only; the TS
+// Guestfs class never exposes its native handle.
+Napi::Value Handle::TestFault(const Napi::CallbackInfo& info) {
+  std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  int level = kind == "settle" ? 1 : kind == "settle-error" ? 2 : kind == "settle-all" ? 3 : -1;
+  if (level < 0) throw Napi::TypeError::New(info.Env(), "__test_fault: unknown fault '" + kind + "'");
+  session_->ArmSettleFault(level);
+  return info.Env().Undefined();
 }
 
 }  // namespace vdib

@@ -23,6 +23,8 @@ export interface NativeHandleOptions {
   environment?: boolean
   /** With environment false: a `NAME=value` list parsed instead of the process environment. */
   env?: string[]
+  /** Test hook (test/native only): 'start' makes creating the thread-safe function fail. */
+  __testFault?: 'start'
 }
 
 /**
@@ -56,6 +58,20 @@ export interface NativeAddon {
   buildSystem: 'cmake-js' | 'node-gyp' | 'unknown'
   napiVersion: number
   cppExceptions: boolean
+  /** Probes for test/native; nothing in src/ uses them. */
+  __test: NativeTestProbes
+}
+
+/**
+ * Test-only probes of the addon. Together with the handle method `__test_fault(kind)` (the next
+ * settle on that handle fails at 1–3 stages: 'settle' | 'settle-error' | 'settle-all'), they let
+ * test/native make faults happen that cannot be produced on demand.
+ */
+export interface NativeTestProbes {
+  /** Native sessions alive in this process (each handle has one until its worker is done). */
+  liveSessions(): number
+  /** Runs kill_appliance's qemu selection over the children of thread `tid`; the pids killed. */
+  killQemuChildrenOf(tid: number, hv: string): number[]
 }
 
 /** GUESTFS_EVENT_* bits. */
