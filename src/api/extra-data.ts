@@ -4,7 +4,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { VirtDibError } from '../errors.js'
-import { releaseFuseMount, trackServing, waitForFuseMount } from '../host/fuse.js'
+import { FUSE_TIMINGS, FUSE_TIMINGS_ON_ABORT, releaseFuseMount, trackServing, waitForFuseMount } from '../host/fuse.js'
 import { phase } from '../phases/registry.js'
 import { runPhase } from '../phases/run-scripts.js'
 import type { BuildContext } from './context.js'
@@ -33,6 +33,7 @@ export async function runExtraData(ctx: BuildContext): Promise<void> {
       what: VIEW,
       onWarning: (text) => ctx.emit({ kind: 'warning', text }),
       onDebug: (text) => ctx.emit({ kind: 'debug', text }),
+      timings: ctx.signal.aborted ? FUSE_TIMINGS_ON_ABORT : FUSE_TIMINGS,
     })
     ctx.emit({ kind: 'step', name: 'extra-data-unmount', seconds: (Date.now() - t) / 1000 })
   }

@@ -31,6 +31,9 @@ export const FUSE_TIMINGS: FuseTimings = {
   releaseWaitMs: 5000,
 }
 
+/** After an abort nobody waits for leftovers to finish: quicker, so a second Ctrl-C finds it done. */
+export const FUSE_TIMINGS_ON_ABORT: FuseTimings = { ...FUSE_TIMINGS, unmountAttempts: 4, releaseWaitMs: 1000 }
+
 /** A promise that never rejects, and says whether it has settled. */
 export interface Served {
   readonly done: Promise<unknown>
