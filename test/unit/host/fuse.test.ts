@@ -19,9 +19,9 @@ import {
 import { findExecutable } from '../../../src/host/which.js'
 import { tempDir } from '../../helpers/temp.js'
 
-const tools = ['grub-mount', 'mke2fs', 'fusermount'].filter(
-  (t) => !findExecutable(t, `${process.env['PATH']}:/usr/sbin:/sbin`),
-)
+const find = (t: string) => findExecutable(t, `${process.env['PATH']}:/usr/sbin:/sbin`)
+const [grubMount, mke2fs] = [find('grub-mount'), find('mke2fs')]
+const tools = ['grub-mount', 'mke2fs', 'fusermount'].filter((t) => !find(t))
 const missing = tools.length > 0 ? `needs ${tools.join(', ')}` : !existsSync('/dev/fuse') ? 'needs /dev/fuse' : ''
 
 const FAST: FuseTimings = {
@@ -59,7 +59,7 @@ describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipp
   const src = join(dir, 'src')
   mkdirSync(join(src, 'sub'), { recursive: true })
   writeFileSync(join(src, 'sub', 'file'), 'data\n')
-  if (missing === '') execFileSync('mke2fs', ['-q', '-t', 'ext2', '-d', src, img, '4M'], { stdio: 'ignore' })
+  if (missing === '') execFileSync(mke2fs!, ['-q', '-t', 'ext2', '-d', src, img, '4M'], { stdio: 'ignore' })
   const holders: number[] = []
   let n = 0
 
@@ -67,7 +67,7 @@ describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipp
   async function mount(): Promise<{ mnt: string; served: Served; server: number }> {
     const mnt = join(dir, `mnt${n++}`)
     mkdirSync(mnt)
-    execFileSync('grub-mount', [img, mnt])
+    execFileSync(grubMount!, [img, mnt])
     const served = trackServing(
       (async () => {
         let server: number | undefined
