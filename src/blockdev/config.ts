@@ -70,6 +70,16 @@ export function chooseConfigSource(
   return { origin: 'default', yaml: DEFAULT_CONFIG }
 }
 
+/** A YAML alias inside its own anchor (`&a [*a]`) makes a cyclic value: no layout is one. */
+function refersToItself(v: unknown, path = new Set<object>()): boolean {
+  if (typeof v !== 'object' || v === null) return false
+  if (path.has(v)) return true
+  path.add(v)
+  const cyclic = Object.values(v).some((x) => refersToItself(x, path))
+  path.delete(v)
+  return cyclic
+}
+
 /** Parses the YAML and flattens tree notation; graph notation passes through unchanged. */
 export function configToGraph(source: ConfigSource): GraphEntry[] {
   let doc: unknown
@@ -77,6 +87,9 @@ export function configToGraph(source: ConfigSource): GraphEntry[] {
     doc = parseYaml(source.yaml)
   } catch (e) {
     throw new BlockDeviceConfigError(`block-device config (${source.origin}) is not valid YAML: ${firstLine(e)}`)
+  }
+  if (refersToItself(doc)) {
+    throw new BlockDeviceConfigError(`block-device config (${source.origin}) refers to itself through a YAML alias`)
   }
   if (!Array.isArray(doc)) {
     throw new BlockDeviceConfigError(`block-device config (${source.origin}) must be a list of plugin entries`)

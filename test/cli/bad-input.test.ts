@@ -316,6 +316,13 @@ const rows: Row[] = [
     error: /^cannot read DIB_BLOCK_DEVICE_CONFIG file \/nonexistent\.yaml: ENOENT$/,
   },
   {
+    // Was an internal error (JSON of a cyclic value, or unbounded recursion in tree notation).
+    path: 'blockdev config: YAML alias cycle',
+    args: (c) =>
+      bd(c, `${loop}\n- mkfs: &m {name: r, base: image0, type: ext4, mount: {name: x, mount_point: /, mkfs: *m}}`),
+    error: /^block-device config \(DIB_BLOCK_DEVICE_CONFIG\) refers to itself through a YAML alias$/,
+  },
+  {
     path: 'blockdev config: not a list',
     args: (c) => bd(c, 'local_loop: {name: image0}'),
     error: /^block-device config \(DIB_BLOCK_DEVICE_CONFIG\) must be a list of plugin entries$/,
