@@ -1,5 +1,6 @@
-// The CLI during real builds: Ctrl-C (SIGINT) mid-build, SIGTERM during launch, qemu killed from
-// outside, and a failing host-side script whose status becomes the exit code. Each leaves no
+// The CLI during real builds: Ctrl-C (SIGINT) mid-build, SIGTERM during launch, a second SIGINT
+// while the first one's cleanup runs, qemu killed from outside, and a failing host-side script
+// whose status becomes the exit code. Each leaves no
 // qemu, no temp dir and no output behind, and the files that were there before untouched.
 import { spawn } from 'node:child_process'
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -12,6 +13,7 @@ import { DIB_LIB, root } from '../helpers/cli.js'
 import { tempDir } from '../helpers/temp.js'
 import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
 import { qemuDescendants, waitFor } from '../helpers/processes.js'
+import { HARD_EXIT_MS } from '../../src/cli/main.js'
 
 const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
 
@@ -65,15 +67,51 @@ describe('CLI builds: interruption and host-side failure', () => {
   it(
     'SIGTERM while the appliance boots: exit 143, qemu stopped, nothing left',
     async () => {
+      const mr = join(tmp, 'boot-events.jsonl')
       const before = snapshot(out, tmp)
       // prettier-ignore
       const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'qcow2',
-      '--name', join(out, 'img3'), 'demo-os'], env)
-      expect(await waitFor(() => run.out().includes('Opening the disks'), 60_000, 50)).toBe(true)
-      await new Promise((r) => setTimeout(r, 3000)) // inside launch: qemu is starting
+      '--name', join(out, 'img3'), `--machine-readable=file:${mr}`, 'demo-os'], env)
+      // Deterministic: the appliance's qemu (the one given a kernel, not a feature probe) exists,
+      // so the build is inside launch; it has not finished (the guest takes seconds to boot).
+      const booting = () => qemuDescendants(run.child.pid).some((q) => / -kernel /.test(q.cmdline))
+      expect(await waitFor(booting, 5 * 60_000, 20)).toBe(true)
       run.child.kill('SIGTERM')
       expect(await run.exited).toBe(143)
-      expect(run.err()).toMatch(/virt-dib: exiting on signal SIGTERM\n/)
+      expect(run.err()).toBe('virt-dib: exiting on signal SIGTERM\n')
+      const events = readFileSync(mr, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { kind: string; name?: string })
+      rmSync(mr)
+      expect(events.some((e) => e.kind === 'step' && e.name === 'aux-image')).toBe(true)
+      expect(
+        events.some((e) => e.kind === 'step' && e.name === 'launch'),
+        'the signal came after launch',
+      ).toBe(false)
+      expect(run.out()).not.toContain('Preparing auxiliary data')
+      await expectNothingLeft(before)
+    },
+    10 * 60_000,
+  )
+
+  it(
+    'two SIGINTs: the second stops at once (qemu killed, cleanup bounded): exit 130, one line, nothing left',
+    async () => {
+      writeFileSync(join(out, 'img5.qcow2'), 'a previous build')
+      const before = snapshot(out, tmp)
+      // prettier-ignore
+      const run = start(['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'qcow2',
+      '--envvar', 'SLEEP_AT=install.d', '--name', join(out, 'img5'), 'demo-os', 'fail-at'], env)
+      expect(await waitFor(() => run.out().includes('fail-at: sleeping in install.d'), 5 * 60_000, 100)).toBe(true)
+      run.child.kill('SIGINT')
+      // The first signal is taken (the CLI says so) before the second is sent: never merged.
+      expect(await waitFor(() => run.out().includes('virt-dib: SIGINT: stopping the build'), 30_000, 10)).toBe(true)
+      const t = Date.now()
+      run.child.kill('SIGINT')
+      expect(await run.exited).toBe(130)
+      expect(Date.now() - t, 'the second signal is obeyed within the hard deadline').toBeLessThan(HARD_EXIT_MS + 3000)
+      expect(run.err()).toBe('virt-dib: exiting on signal SIGINT\n')
       await expectNothingLeft(before)
     },
     10 * 60_000,
