@@ -24,7 +24,8 @@ export const docker: OutputFormat = {
       input,
       signal: ctx.signal,
       tailLines: 10,
-      ...(ctx.options.env ? { env: ctx.options.env } : {}),
+      // (PATH from here if that environment has none: checkHost found docker on ours)
+      ...(ctx.options.env ? { env: { PATH: process.env['PATH'], ...ctx.options.env } } : {}),
     }).then(() => undefined)
     done.catch(() => undefined) // awaited by whoever pumps the stream; never unhandled
     return Object.assign(input, { done }) satisfies FileSink
