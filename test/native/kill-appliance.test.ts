@@ -33,12 +33,19 @@ const { addon } = loadAddon()
 
 const spawned: ChildProcess[] = []
 afterEach(() => {
-  for (const c of spawned.splice(0)) c.kill('SIGKILL')
+  // Each sleeper leads its own process group: a shell's own `sleep` child goes with it.
+  for (const c of spawned.splice(0)) {
+    try {
+      process.kill(-c.pid!, 'SIGKILL')
+    } catch {
+      // the whole group is gone already
+    }
+  }
 })
 
 /** A sleeping child of this (the main) thread, started as `argv0` with extra arguments. */
 function sleeper(argv0: string, ...args: string[]): ChildProcess {
-  const c = spawn(argv0, [...args], { stdio: 'ignore' })
+  const c = spawn(argv0, [...args], { stdio: 'ignore', detached: true })
   spawned.push(c)
   return c
 }
