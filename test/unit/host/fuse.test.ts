@@ -83,12 +83,21 @@ describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipp
   }
 
   /** A process outside our process group that keeps `cwd` (and maybe a file) in the mount. */
-  function hold(cwd: string, seconds: number, file?: string): number {
+  async function hold(cwd: string, seconds: number, file?: string): Promise<number> {
     const fd = file ? openSync(file, 'r') : undefined
     const p = spawn('sleep', [String(seconds)], { cwd, detached: true, stdio: [fd ?? 'ignore', 'ignore', 'ignore'] })
     if (fd !== undefined) closeSync(fd)
     p.unref()
     holders.push(p.pid!)
+    // Named sleep only once it has exec'd.
+    const comm = () => {
+      try {
+        return readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim()
+      } catch {
+        return ''
+      }
+    }
+    for (let i = 0; i < 400 && comm() !== 'sleep'; i++) await new Promise((r) => setTimeout(r, 5))
     return p.pid!
   }
 
@@ -115,7 +124,7 @@ describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipp
 
   it('waits for a user that lets go within the retries', async () => {
     const { mnt, served } = await mount()
-    hold(join(mnt, 'sub'), 0.5)
+    await hold(join(mnt, 'sub'), 0.5)
     const warnings: string[] = []
     await releaseFuseMount(mnt, served, { what: 'the view', onWarning: (w) => warnings.push(w), timings: FAST })
     expect(isMounted(mnt)).toBe(false)
@@ -124,7 +133,7 @@ describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipp
 
   it('detaches lazily, with a warning, when the user lets go only after the retries', async () => {
     const { mnt, served } = await mount()
-    const pid = hold(join(mnt, 'sub'), 1.5)
+    const pid = await hold(join(mnt, 'sub'), 1.5)
     const warnings: string[] = []
     const timings = { ...FAST, unmountAttempts: 2, releaseWaitMs: 5000 }
     await releaseFuseMount(mnt, served, { what: 'the view', onWarning: (w) => warnings.push(w), timings })
@@ -135,8 +144,8 @@ describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipp
 
   it('names the processes that keep it, kills them, and fails in bounded time', async () => {
     const { mnt, served, server } = await mount()
-    const a = hold(join(mnt, 'sub'), 1000)
-    const b = hold(dir, 1000, join(mnt, 'sub', 'file'))
+    const a = await hold(join(mnt, 'sub'), 1000)
+    const b = await hold(dir, 1000, join(mnt, 'sub', 'file'))
     const t0 = Date.now()
     const e = await releaseFuseMount(mnt, served, { what: 'the view', timings: FAST }).catch((x: unknown) => x)
     expect(Date.now() - t0).toBeLessThan(15_000)
