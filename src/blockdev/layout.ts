@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto'
 
 import { BlockDeviceConfigError } from '../errors.js'
 import { type Fields, type GraphEntry, isRecord } from './config.js'
+import { checkFsFits } from './fs-min.js'
 import { parseAbsSize, parseRelSize } from './size.js'
 
 const SECTOR = 512
@@ -119,6 +120,8 @@ export const MAX_LABEL: Record<string, number> = {
   fat: 11,
   btrfs: 255,
 }
+/** Node names: a plain word (LVM's characters), so that no shell reading them sees code. */
+const NODE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/
 export const FS_TYPES = ['ext2', 'ext3', 'ext4', 'xfs', 'vfat', 'fat', 'btrfs'] as const
 
 export function defaultRootLabel(fsType: string): string {
@@ -139,6 +142,11 @@ export function planLayout(entries: readonly GraphEntry[], origin: string, param
   const edges = new Map<string, string[]>()
   const kind = new Map<string, string>()
   const addNode = (name: string, what: string, from: string[]) => {
+    // Names become keys of IMAGE_BLOCK_DEVICES, which the bootloader element `eval`s into an
+    // array: diskimage-builder has no rule, ours keeps them plain words (LVM's characters).
+    if (!NODE_NAME.test(name)) {
+      throw err(`node name ‘${name}’ is not a plain name (letters, digits and _ . + -, not starting with . + -)`)
+    }
     if (kind.has(name)) throw err(`duplicate node name ‘${name}’`)
     kind.set(name, what)
     edges.set(name, from)
@@ -186,6 +194,8 @@ export function planLayout(entries: readonly GraphEntry[], origin: string, param
         if (!/^\/([^/\s]+(\/[^/\s]+)*)?$/.test(mp) || mp.split('/').some((c) => c === '.' || c === '..')) {
           throw err(`mount point ‘${mp}’ of ‘${name}’ must be an absolute, normalised path without blanks`)
         }
+        // DIB_MOUNTPOINTS and `getval mount-points` separate mount points with '|'.
+        if (mp.includes('|')) throw err(`mount point ‘${mp}’ of ‘${name}’ contains ‘|’`)
         if (mountsInConfig.some((m) => m.mountPoint === mp)) throw err(`mount point ‘${mp}’ specified more than once`)
         mountsInConfig.push({ name, base: str(fields, 'base', `mount ‘${name}’`, err), mountPoint: mp })
         addNode(name, 'mount', [mountsInConfig.at(-1)!.base])
@@ -271,6 +281,7 @@ export function planLayout(entries: readonly GraphEntry[], origin: string, param
 
   for (const t of tables) computeGeometry(t, sizesOf.get(t)!, params.diskSize, err)
   checkLvmFits(lvm, tables, params.diskSize, err)
+  checkFilesystemsFit(filesystems, tables, lvm, params.diskSize, origin)
 
   return {
     origin,
@@ -542,6 +553,60 @@ function checkLvmFits(lvm: LvmPlan[], tables: PartitionTablePlan[], diskSize: nu
         throw err(`logical volumes of ‘${vg.name}’ need ${want} bytes but the group has ${capacity}`)
       }
     }
+  }
+}
+
+/** A size for messages: "64M", "129.6M" (needs round up, sizes down). */
+export function formatMiB(bytes: number, round: 'up' | 'down'): string {
+  const tenths = (round === 'up' ? Math.ceil : Math.floor)((bytes / MiB) * 10) / 10
+  return `${Number.isInteger(tenths) ? tenths : tenths.toFixed(1)}M`
+}
+
+/** The size of the device a file system is made on, where the plan knows it. */
+function deviceOf(
+  base: string,
+  tables: PartitionTablePlan[],
+  lvm: LvmPlan[],
+  diskSize: number,
+): { what: string; size: number } | undefined {
+  for (const t of tables) {
+    const p = t.partitions.find((x) => x.name === base)
+    if (p) return { what: `partition ‘${p.name}’`, size: p.sizeSectors * SECTOR }
+  }
+  for (const l of lvm) {
+    const lv = l.lvs.find((x) => x.name === base)
+    if (!lv) continue
+    // lvcreate rounds sizes up to whole 4 MiB extents; extents and percentages are left to it.
+    const bytes =
+      lv.size !== undefined
+        ? lvmSizeBytes(lv.size)
+        : /^\d+$/.test(lv.extents ?? '')
+          ? Number(lv.extents) * 4 * MiB
+          : undefined
+    if (bytes === undefined) return undefined
+    return { what: `logical volume ‘${lv.name}’`, size: Math.ceil(bytes / (4 * MiB)) * 4 * MiB }
+  }
+  return { what: 'disk', size: diskSize }
+}
+
+/** mkfs would refuse a device too small for the file system and its options: say so now. */
+function checkFilesystemsFit(
+  filesystems: FilesystemPlan[],
+  tables: PartitionTablePlan[],
+  lvm: LvmPlan[],
+  diskSize: number,
+  origin: string,
+): void {
+  for (const f of filesystems) {
+    const dev = deviceOf(f.base, tables, lvm, diskSize)
+    if (!dev) continue
+    const need = checkFsFits(f.type, f.opts, dev.size)
+    if (need === undefined) continue
+    const where = origin === 'default' ? '' : `block-device config (${origin}): `
+    throw new BlockDeviceConfigError(
+      `${where}the ${f.type} file system ‘${f.name}’ needs at least ${formatMiB(need, 'up')} but its ${dev.what} is ${formatMiB(dev.size, 'down')} (--size ${formatMiB(diskSize, 'down')})`,
+      { hint: `give it more room: a larger --size${origin === 'default' ? '' : ' or larger sizes in the layout'}` },
+    )
   }
 }
 

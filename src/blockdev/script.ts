@@ -79,6 +79,11 @@ export function fstabText(layout: BlockDeviceLayout): string {
 
 const isVfat = (t: string) => t === 'vfat' || t === 'fat'
 
+/** A literal path as a find -path pattern: *, ?, [ and \ lose their meaning. */
+export function globEscape(path: string): string {
+  return path.replace(/[*?[\]\\]/g, (c) => `\\${c}`)
+}
+
 const SCRIPT_HEAD = [
   'set -euo pipefail',
   'exec </dev/null',
@@ -159,7 +164,6 @@ export function canBuildInPlace(layout: BlockDeviceLayout): boolean {
 
 /** Creates the layout, then copies the built tree at `source` onto it and writes fstab. */
 export function layoutScript(layout: BlockDeviceLayout, o: LayoutScriptOptions): string {
-  const fsOf = (name: string) => layout.filesystems.find((f) => f.name === name)!
   const s: string[] = [...SCRIPT_HEAD, ...createCommands(layout, o.disk)]
 
   // Mount the layout at the target, parents first, then copy the tree onto it.
@@ -170,11 +174,32 @@ export function layoutScript(layout: BlockDeviceLayout, o: LayoutScriptOptions):
     s.push(`mkdir -p ${q(at)}`, `mount ${q(filesystemDevice(layout, o.disk, m.base))} ${q(at)}`)
     mounted.push(at)
   }
+  s.push(
+    ...copyTreeCommands(layout, o.source, t),
+    'sync',
+    ...[...mounted].reverse().map((m) => `umount ${q(m)}`),
+    COPY_CHECK,
+  )
+  return s.join('\n')
+}
+
+/** Fails the script when fewer entries arrived than were copied (after copyTreeCommands). */
+export const COPY_CHECK = `[ "$src" -le "$dst" ] || { echo "virt-dib: copied $dst of $src entries onto the image" >&2; exit 1; }`
+
+/**
+ * Copies the tree at `source` onto the layout mounted at `target` and writes fstab; leaves the
+ * entry counts of both sides in $src and $dst. FAT mounts are copied apart (no owners or links).
+ */
+export function copyTreeCommands(layout: BlockDeviceLayout, source: string, target: string): string[] {
+  const fsOf = (name: string) => layout.filesystems.find((f) => f.name === name)!
+  const t = target
+  const s: string[] = []
   const vfatMounts = layout.mounts.filter((m) => m.mountPoint !== '/' && isVfat(fsOf(m.base).type))
-  const excludes = vfatMounts.map((m) => q(`--exclude=.${m.mountPoint}`)).join(' ')
+  // Mount points are names, not patterns: tar takes them literally after --no-wildcards.
+  const excludes = ['--no-wildcards', ...vfatMounts.map((m) => `--exclude=.${m.mountPoint}`)].map(q).join(' ')
   s.push(
     `step ${q('copying the tree')}`,
-    `cd ${q(o.source)}`,
+    `cd ${q(source)}`,
     `tar --one-file-system --xattrs --xattrs-include='*' --acls --numeric-owner --exclude=./lost+found ${excludes} -cf - . | tar -C ${q(t)} --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -`,
   )
   // FAT keeps no owners, modes or links: copy those trees without them (as cp -r would).
@@ -187,16 +212,16 @@ export function layoutScript(layout: BlockDeviceLayout, o: LayoutScriptOptions):
   // A silent partial copy must fail the build: count what arrived (each file system's own
   // lost+found aside).
   const prune = layout.mounts
-    .map((m) => `-path ${q(m.mountPoint === '/' ? './lost+found' : `.${m.mountPoint}/lost+found`)} -prune`)
+    .map(
+      (m) =>
+        `-path ${q(m.mountPoint === '/' ? './lost+found' : `${globEscape(`.${m.mountPoint}`)}/lost+found`)} -prune`,
+    )
     .join(' -o ')
   s.push(
     `src=$(find . -xdev -path ./lost+found -prune -o -print | wc -l)`,
     `dst=$(cd ${q(t)} && find . \\( ${prune} \\) -o -print | wc -l)`,
-    'sync',
-    ...[...mounted].reverse().map((m) => `umount ${q(m)}`),
-    `[ "$src" -le "$dst" ] || { echo "virt-dib: copied $dst of $src entries onto the image" >&2; exit 1; }`,
   )
-  return s.join('\n')
+  return s
 }
 
 /** Deactivates the image's volume groups so the disk is left consistent for its users. */

@@ -72,11 +72,29 @@ describe('fault matrix', () => {
   }
 
   it(
+    'a --size too small for the file system (its journal): refused before launch, naming both sizes',
+    async () => {
+      const before = snapshot(out, tmp)
+      const r = await virtDib([...base.slice(0, -1), '64M', '--name', join(out, 'tiny'), 'demo-os'], env)
+      expect(r.status).toBe(1)
+      expect(r.err).toMatch(
+        /^virt-dib: error: the ext4 file system ‘mkfs_root’ needs at least 130\.\dM but its disk is 64M \(--size 64M\)$/m,
+      )
+      expect(r.err).not.toMatch(/libguestfs error/)
+      expect(r.out).not.toMatch(/Running:/)
+      await expectNothingLeft(before)
+    },
+    5 * 60_000,
+  )
+
+  it(
     'the image disk filling up: "out of space in the image", naming the phase and script',
     async () => {
       const before = snapshot(out, tmp)
+      // The smallest disk diskimage-builder's ext4 root (a 64M journal) can be made on; the
+      // element writes until it is full.
       // prettier-ignore
-      const r = await virtDib([...base.slice(0, -1), '64M', '--formats', 'qcow2', '--envvar', 'FILL_AT=install.d',
+      const r = await virtDib([...base.slice(0, -1), '160M', '--formats', 'qcow2', '--envvar', 'FILL_AT=install.d',
         '--name', join(out, 'full'), 'demo-os', 'fail-at'], env)
       expect(r.status).toBe(1)
       expect(r.err).toMatch(

@@ -2,7 +2,7 @@
 // partitions, tree and graph notation) rewritten as test data, planned without an appliance;
 // partition tables are checked against the real sfdisk/sgdisk on a sparse file.
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -13,9 +13,12 @@ import { blockDevices, createdValues, planValues } from '../../../src/blockdev/d
 import { planLayout, sortMounts, type RootParams } from '../../../src/blockdev/layout.js'
 import {
   canBuildInPlace,
+  COPY_CHECK,
+  copyTreeCommands,
   createLayoutScript,
   fstabScript,
   fstabText,
+  globEscape,
   layoutScript,
   mkfsArgv,
   partitionCommands,
@@ -97,13 +100,14 @@ const GPT_EFI = `
       - name: BSP
         type: 'EF02'
         size: 8MiB
-      - name: Root Part
+      - name: Root-Part
         type: '8300'
         size: 100%
         mkfs:
           type: ext4
           mount: { mount_point: /, fstab: { options: defaults, fsck-passno: 1 } }
 `
+// diskimage-builder's LVM example, with the small volumes at xfsprogs 5.19's 300M minimum.
 const LVM_TREE = `
 - local_loop:
     name: image0
@@ -121,10 +125,10 @@ const LVM_TREE = `
     vgs:
       - { name: vg, base: ["pv"], options: ["--force"] }
     lvs:
-      - { name: lv_root, base: vg, size: 1800M }
+      - { name: lv_root, base: vg, size: 1500M }
       - { name: lv_var, base: vg, size: 500M }
-      - { name: lv_log, base: vg, size: 100M }
-      - { name: lv_audit, base: vg, size: 100M }
+      - { name: lv_log, base: vg, size: 300M }
+      - { name: lv_audit, base: vg, size: 300M }
 - mkfs:
     name: fs_root
     base: lv_root
@@ -311,13 +315,13 @@ describe('block-device layout planning', () => {
     expect(fstabText(l).split('\n')[2]).toBe('LABEL=VARLOG /var/log vfat defaults 0 2')
   })
 
-  it('gpt/efi: whole-MiB partitions one after the other, sgdisk gets names with spaces intact', () => {
+  it('gpt/efi: whole-MiB partitions one after the other, sgdisk gets the names', () => {
     const l = plan(GPT_EFI, { diskSize: GiB })
     const t = l.tables[0]!
     expect(t.partitions.map((p) => [p.name, p.number, p.type, (p.sizeSectors * 512) / MiB])).toEqual([
       ['ESP', 1, 'EF00', 16],
       ['BSP', 2, 'EF02', 8],
-      ['Root Part', 3, '8300', 1024 - 2 - 24],
+      ['Root-Part', 3, '8300', 1024 - 2 - 24],
     ])
     const img = join(tmp, 'gpt.img')
     writeFileSync(img, '')
@@ -326,7 +330,7 @@ describe('block-device layout planning', () => {
     const dump = execFileSync('sfdisk', ['--dump', img], { encoding: 'utf8' })
     const lines = dump.split('\n').filter((x) => x.startsWith(img))
     expect(lines).toHaveLength(3)
-    expect(lines[2]).toContain('name="Root Part"')
+    expect(lines[2]).toContain('name="Root-Part"')
     for (const [i, p] of t.partitions.entries()) {
       expect(lines[i]).toContain(`start=${' '.repeat(0)}`)
       expect(lines[i]!.replace(/\s+/g, ' ')).toContain(`start= ${p.startSector}, size= ${p.sizeSectors},`)
@@ -354,7 +358,7 @@ describe('block-device layout planning', () => {
     const s = layoutScript(l, { disk: '/dev/sda', source: '/sysroot', target: '/t' })
     expect(s).toContain(`'pvcreate' '--yes' '/dev/sda1' '--force'`)
     expect(s).toContain(`'vgcreate' 'vg' '/dev/sda1' '--force'`)
-    expect(s).toContain(`'lvcreate' '--yes' '--name' 'lv_root' '-L' '1800M' 'vg'`)
+    expect(s).toContain(`'lvcreate' '--yes' '--name' 'lv_root' '-L' '1500M' 'vg'`)
     expect(s.indexOf(`mount '/dev/mapper/vg-lv_var' '/t/var'`)).toBeLessThan(
       s.indexOf(`mount '/dev/mapper/vg-lv_log' '/t/var/log'`),
     )
@@ -430,20 +434,26 @@ describe('block-device layout planning', () => {
     ])
   })
 
-  it('keeps names and labels as data in the generated script', () => {
+  it('refuses node names a shell would read as code; keeps labels and mount points as data', () => {
     const evil = `a'b $(touch ${join(tmp, 'PWNED')})`
-    const l = plan(GPT_EFI.replace('BSP', evil), { diskSize: GiB })
-    const img = join(tmp, 'evil.img')
-    writeFileSync(img, '')
-    execFileSync('truncate', ['-s', String(GiB), img])
-    execFileSync('bash', ['-c', partitionCommands(l.tables[0]!, img).join('\n')])
-    expect(existsSync(join(tmp, 'PWNED'))).toBe(false)
-    expect(execFileSync('sfdisk', ['--dump', img], { encoding: 'utf8' })).toContain(`name="a'b \\x24(touch`)
-    expect(
-      execFileSync('bash', ['-n'], {
-        input: layoutScript(l, { disk: '/dev/sda', source: '/s', target: '/t' }),
-      }).toString(),
-    ).toBe('')
+    // IMAGE_BLOCK_DEVICES is `eval`ed by the bootloader element: node names must be plain words.
+    expect(() => plan(GPT_EFI.replace('BSP', evil), { diskSize: GiB })).toThrow(
+      /block-device config \(test\): node name ‘a'b \$\(touch .*PWNED\)’ is not a plain name/,
+    )
+    for (const name of ['Root Part', '-x', '.x', '+x', 'a/b', 'a]=x', 'é']) {
+      expect(() => plan(GPT_EFI.replace('Root-Part', name), { diskSize: GiB }), name).toThrow(/is not a plain name/)
+    }
+    const l = plan(
+      GPT_EFI.replace('type: vfat', 'type: vfat\n          label: "a\'$(id)"').replace(
+        'mount_point: /boot/efi',
+        'mount_point: "/boot/a\'$(id)"',
+      ),
+      { diskSize: GiB },
+    )
+    expect(l.filesystems[0]!.label).toBe("A'$(ID)")
+    const script = layoutScript(l, { disk: '/dev/sda', source: '/s', target: '/t' })
+    expect(execFileSync('bash', ['-n'], { input: script }).toString()).toBe('')
+    expect(script).toContain(`'-n' 'A'\\''$(ID)'`)
   })
 })
 
@@ -526,3 +536,54 @@ function dumpMbr(l: ReturnType<typeof plan>): string[] {
     )
     .map((x) => x.replace(/start=/, 'start=').trim())
 }
+
+describe('mount points with glob characters', () => {
+  const GLOBBY = `
+- local_loop: { name: image0 }
+- partitioning:
+    base: image0
+    label: gpt
+    partitions:
+      - name: data
+        size: 64MiB
+        mkfs: { type: vfat, label: data, mount: { mount_point: "/srv/a[1]*", fstab: { options: defaults } } }
+      - name: root
+        size: 100%
+        mkfs: { name: mkfs_root, mount: { mount_point: / } }
+`
+  it('escapes *, ?, [ and \\ for find -path', () => {
+    expect(globEscape('./srv/a[1]*?\\x')).toBe('./srv/a\\[1\\]\\*\\?\\\\x')
+  })
+
+  it('copies the tree literally: a sibling the pattern would match is copied and counted (run on the host)', () => {
+    const l = plan(GLOBBY, { diskSize: GiB })
+    const src = join(tmp, 'glob-src')
+    const dst = join(tmp, 'glob-dst')
+    // The tree: the FAT mount's content, a sibling that `a[1]*` would match as a pattern, and a
+    // directory named lost+found that is not a file system's own.
+    for (const d of ['etc', 'srv/a[1]*', 'srv/a1x/lost+found']) mkdirSync(join(src, d), { recursive: true })
+    writeFileSync(join(src, 'etc/hostname'), 'h\n')
+    writeFileSync(join(src, 'srv/a[1]*/inside'), 'fat\n')
+    writeFileSync(join(src, 'srv/a1x/must-copy'), 'x\n')
+    writeFileSync(join(src, 'srv/a1x/lost+found/keep'), 'k\n')
+    // The layout as mounted: the FAT file system at its mount point, with a lost+found of its own.
+    mkdirSync(join(dst, 'srv/a[1]*/lost+found'), { recursive: true })
+    const script = [
+      'set -euo pipefail',
+      'step() { :; }',
+      ...copyTreeCommands(l, src, dst),
+      COPY_CHECK,
+      'echo "$src $dst"',
+    ].join('\n')
+    const out = execFileSync('bash', ['-c', script], { encoding: 'utf8' }).trim()
+    expect(readdirSync(join(dst, 'srv/a1x')).sort()).toEqual(['lost+found', 'must-copy'])
+    expect(existsSync(join(dst, 'srv/a1x/lost+found/keep'))).toBe(true)
+    expect(existsSync(join(dst, 'srv/a[1]*/inside'))).toBe(true)
+    const [s, d] = out.split(' ').map(Number)
+    // Counted: everything copied plus the fstab written; only the FAT file system's own lost+found
+    // is left out (a pattern would also have left out srv/a1x/lost+found).
+    expect(d).toBe(s! + 1)
+    expect(existsSync(join(dst, 'etc/fstab'))).toBe(true)
+    expect(copyTreeCommands(l, src, dst).join('\n')).toContain(`'--no-wildcards' '--exclude=./srv/a[1]*'`)
+  })
+})
