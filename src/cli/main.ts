@@ -110,12 +110,11 @@ async function command(
     if (interrupts.forced) exitNow = true
   }
   // A closed stdout (virt-dib … | head) stops the build like any other failure, with cleanup.
-  const onStdoutError = (e: unknown) =>
-    abortSession(new VirtDibError(`cannot write to standard output: ${describeSystemError(e)}`, { cause: e }))
+  const onBuildStdoutError = (e: unknown) => abortSession(stdoutError(e))
   session = { controller }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
-  process.stdout.on('error', onStdoutError)
+  process.stdout.on('error', onBuildStdoutError)
   try {
     const render = createRenderer({
       color: reportState.color || flags.colors,
@@ -136,11 +135,15 @@ async function command(
     session = undefined
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
-    process.stdout.off('error', onStdoutError)
+    process.stdout.off('error', onBuildStdoutError)
   }
   // A write error on the channel after the build's last event still makes the run fail.
   if (controller.signal.aborted) throw controller.signal.reason
   return 0
+}
+
+function stdoutError(e: unknown): VirtDibError {
+  return new VirtDibError(`cannot write to standard output: ${describeSystemError(e)}`, { cause: e })
 }
 
 function report(e: unknown, color: boolean, debug: boolean): number {
@@ -198,10 +201,18 @@ function onCrash(e: unknown): void {
   process.exit(report(e, reportState.color, reportState.debug))
 }
 
+/** A closed stdout outside a build (`virt-dib --help | true`): one line, exit 1. */
+function onStdoutError(e: unknown): void {
+  if (session) return // command() stops the build
+  process.exit(report(stdoutError(e), reportState.color, reportState.debug))
+}
+
 /** Entry point for bin/virt-dib. */
 export function run(): void {
   process.on('uncaughtException', onCrash)
   process.on('unhandledRejection', onCrash)
+  process.stdout.on('error', onStdoutError)
+  process.stderr.on('error', () => undefined) // nowhere left to say anything
   main().then(
     (code) => {
       process.exitCode = code

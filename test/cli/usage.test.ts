@@ -1,5 +1,6 @@
 // The CLI contract before any appliance: --help, --version, the capability list and getopt
 // habits. Every refusal is a row of the bad-input table (bad-input.test.ts).
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -84,6 +85,18 @@ describe('virt-dib CLI without an appliance', () => {
     const fd = runCli(['--machine-readable=fd:2'])
     expect(fd).toMatchObject({ status: 0, stdout: '', stderr: expected })
     expect(runCli(['--machine-readable=stream:stderr'])).toMatchObject({ status: 0, stdout: '', stderr: expected })
+  })
+
+  it('--help into a closed pipe (virt-dib --help | true): one line, exit 1, no stack trace', async () => {
+    const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), '--help'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    child.stdout.destroy() // the reader is gone before virt-dib writes
+    let stderr = ''
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()))
+    const status = await new Promise<number | null>((resolve) => child.on('close', resolve))
+    expect(stderr).toBe('virt-dib: error: cannot write to standard output: broken pipe (EPIPE)\n')
+    expect(status).toBe(1)
   })
 
   // The refusals (bad options, elements, layouts, host tools): test/cli/bad-input.test.ts.
