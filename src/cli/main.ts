@@ -213,12 +213,21 @@ export function run(): void {
   process.on('unhandledRejection', onCrash)
   process.stdout.on('error', onStdoutError)
   process.stderr.on('error', () => undefined) // nowhere left to say anything
+  let settled = false
+  // Node exits (status 0) when nothing is left to wait for: with main() still pending, that is
+  // a promise that can never settle, and a silent success would be a lie.
+  process.on('beforeExit', () => {
+    if (settled) return
+    process.exit(report(new Error('the build stopped making progress (nothing left to wait for)'), false, false))
+  })
   main().then(
     (code) => {
+      settled = true
       process.exitCode = code
       if (exitNow) process.exit(code)
     },
     (e: unknown) => {
+      settled = true
       process.stderr.write(`${PROG}: error: internal error: ${oneLine(e)}\n`)
       process.exit(1)
     },
