@@ -10,6 +10,7 @@ import { chooseConfigSource, configToGraph, DEFAULT_CONFIG, type ConfigSource } 
 import { planValues } from '../blockdev/devices.js'
 import { planLayout, type BlockDeviceLayout, type RootParams } from '../blockdev/layout.js'
 import { canBuildInPlace } from '../blockdev/script.js'
+import { splitShellWords } from '../blockdev/shell-words.js'
 import { resolveElements } from '../elements/deps.js'
 import { loadElementIndex } from '../elements/discover.js'
 import { resolveEnvvars, type EnvInputs } from '../elements/environment.js'
@@ -21,6 +22,9 @@ import { OUTPUT_FORMATS } from '../outputs/registry.js'
 import type { OutputFormat } from '../outputs/types.js'
 import { hostArch } from '../util/host-arch.js'
 import { DEFAULT_FORMATS, DEFAULT_SIZE, type BuildOptions } from './options.js'
+
+/** Architecture names (dpkg's and the kernel's): letters, digits, _ and -, nothing else. */
+const ARCH_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 
 /** Label length limits of the file systems we make. */
 const LABEL_MAX: Record<string, number> = { ext2: 16, ext3: 16, ext4: 16, xfs: 12, btrfs: 255, vfat: 11 }
@@ -146,6 +150,14 @@ export function planBuild(options: BuildOptions): BuildPlan {
   if (options.driveFormat !== undefined && !['raw', 'qcow2'].includes(options.driveFormat)) {
     throw new UsageError(`--drive-format must be raw or qcow2, not ‘${options.driveFormat}’`)
   }
+
+  // --arch becomes part of a file name (block-device-ARCH.yaml) and ARCH: a plain name only.
+  if (options.arch !== undefined && !ARCH_NAME.test(options.arch)) {
+    throw new UsageError(`invalid --arch ‘${options.arch}’`, {
+      hint: 'an architecture name such as amd64, x86_64, arm64, aarch64, i386, ppc64le or s390x',
+    })
+  }
+  if (options.mkfsOptions !== undefined) splitShellWords(options.mkfsOptions, '--mkfs-options')
 
   const name = options.name ?? 'image'
   if (name === '' || name.endsWith('/')) throw new UsageError(`invalid --name ‘${name}’`)

@@ -9,6 +9,7 @@ import { DIB_BLOCK_DEVICE_SCRIPT, getvalFiles, paramsYaml } from '../blockdev/ge
 import { phaseEnvironment, shellQuote, type EnvInputs, type Where } from '../elements/environment.js'
 import { prepareHooksTree } from '../elements/hooks.js'
 import * as L from '../elements/layout.js'
+import { VirtDibError } from '../errors.js'
 import { formatControlFile, type ControlOptions } from '../phases/control-file.js'
 import { PHASES } from '../phases/registry.js'
 import { FAKE_AWK, FAKE_SUDO, RUNNER_SCRIPT } from '../phases/runner-script.js'
@@ -71,9 +72,28 @@ export function installTypeFile(ctx: BuildContext): { path: string; content: str
   }
 }
 
+/**
+ * compat: the original creates the host image cache (mkdir -p, 0755) while it prepares the aux
+ * data, before launch; it is a cache, so it stays. --dry-run prepares nothing and creates nothing.
+ */
+export function prepareImageCache(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o755 })
+  } catch (e) {
+    throw new VirtDibError(
+      `cannot create the image cache ‘${dir}’: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      {
+        cause: e,
+        hint: 'choose another directory with --image-cache',
+      },
+    )
+  }
+}
+
 /** Writes the aux tree into the workspace; returns its directory. */
 export function prepareAuxTree(ctx: BuildContext): string {
   const { plan } = ctx
+  prepareImageCache(plan.envInputs.imageCache)
   const aux = join(ctx.workspace, 'aux')
   const hooks = join(aux, 'hooks')
   prepareHooksTree(plan.hooks, hooks)

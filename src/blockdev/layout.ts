@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto'
 import { BlockDeviceConfigError } from '../errors.js'
 import { type Fields, type GraphEntry, isRecord } from './config.js'
 import { checkFsFits } from './fs-min.js'
+import { splitShellWords } from './shell-words.js'
 import { parseAbsSize, parseRelSize } from './size.js'
 
 const SECTOR = 512
@@ -629,10 +630,15 @@ function mkfsNode(name: string, f: Fields, params: RootParams, err: (m: string) 
     throw err(`label ‘${label}’ too long for file system ${type}: ${label.length} > ${max}`)
   }
   // For the root, diskimage-builder's own ext4 defaults come before --mkfs-options.
-  const rootOpts = () => `${type === 'ext4' ? '-i 4096 -J size=64 ' : ''}${params.mkfsOptions ?? ''}`
-  const optsText = f['opts'] !== undefined ? String(f['opts']) : isRoot ? rootOpts() : ''
+  // --mkfs-options is split as a shell splits it; the layout's own opts as diskimage-builder
+  // does (on blanks).
+  const rootOpts = () => [
+    ...(type === 'ext4' ? ['-i', '4096', '-J', 'size=64'] : []),
+    ...splitShellWords(params.mkfsOptions ?? '', '--mkfs-options'),
+  ]
+  const opts = f['opts'] !== undefined ? String(f['opts']).split(/\s+/).filter(Boolean) : isRoot ? rootOpts() : []
   const uuid = f['uuid'] !== undefined ? String(f['uuid']) : isRoot ? params.rootFsUuid : randomUUID()
-  return { name, base, type, label, opts: optsText.split(/\s+/).filter(Boolean), uuid }
+  return { name, base, type, label, opts, uuid }
 }
 
 function str(f: Fields, key: string, what: string, err: (m: string) => Error): string {

@@ -1,0 +1,134 @@
+// planBuild's validation of what would otherwise fail, or do harm, after launch: --arch pasted
+// into a file name, --mkfs-options split as the original's shell split it, a --size too small
+// for the root file system; and the image cache created as the original creates it.
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import { afterAll, describe, expect, it } from 'vitest'
+
+import { describePlan } from '../../../src/api/dry-run.js'
+import type { BuildOptions } from '../../../src/api/options.js'
+import { planBuild } from '../../../src/api/plan.js'
+import { prepareImageCache } from '../../../src/api/prepare-aux.js'
+import { splitShellWords } from '../../../src/blockdev/shell-words.js'
+import { BlockDeviceConfigError, UsageError, VirtDibError } from '../../../src/errors.js'
+import { DIB_LIB, root } from '../../helpers/cli.js'
+
+const MiB = 1024 ** 2
+const tmp = mkdtempSync(join(tmpdir(), 'vdib-plan.'))
+afterAll(() => rmSync(tmp, { recursive: true, force: true }))
+
+const options = (o: Partial<BuildOptions> = {}): BuildOptions => ({
+  elements: ['demo-os'],
+  libPath: DIB_LIB,
+  elementPaths: [join(root, 'examples', 'elements')],
+  skipBase: true,
+  name: join(tmp, 'img'),
+  python: 'python3',
+  env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: tmp },
+  ...o,
+})
+
+describe('--arch', () => {
+  it('takes architecture names', () => {
+    for (const arch of ['amd64', 'x86_64', 'aarch64', 'arm64', 'i386', 'ppc64le', 's390x', 'armhf', 'hurd-i386']) {
+      expect(planBuild(options({ arch })).arch).toBe(arch)
+    }
+  })
+
+  it('refuses anything that could leave the element directory in block-device-ARCH.yaml', () => {
+    for (const arch of ['../x', '', '.x', '-x', 'a/b', 'x y', "a'b", 'x86_64\n', 'a.yaml', 'x'.repeat(65)]) {
+      const plan = () => planBuild(options({ arch }))
+      expect(plan, JSON.stringify(arch)).toThrow(UsageError)
+      expect(plan, JSON.stringify(arch)).toThrow(`invalid --arch ‘${arch}’`)
+    }
+  })
+})
+
+describe('--mkfs-options', () => {
+  it('is split as the shell splits it, after diskimage-builder’s own ext4 options', () => {
+    const plan = planBuild(options({ mkfsOptions: `-O "^has_journal" -E 'a b'` }))
+    expect(plan.layout.root.opts).toEqual(['-i', '4096', '-J', 'size=64', '-O', '^has_journal', '-E', 'a b'])
+  })
+
+  // The original spliced the string into a shell command: compare with bash's own split.
+  const bashWords = (s: string): string[] => {
+    const r = spawnSync('bash', ['-c', `eval "set -- $1"; printf '%s\\0' "$@"`, '_', s], { encoding: 'utf8' })
+    return r.stdout.split('\0').slice(0, -1)
+  }
+  for (const s of [
+    `-O "^has_journal" -E 'a b'`,
+    `  -L  x\ty  `,
+    `-E a\\ b -c`,
+    `"a"'b'c "" ''`,
+    `-E "q\\"uote" 'back\\slash' "d\\\\b" "keep\\n"`,
+    `a\\\nb`,
+    `-O ^metadata_csum,^64bit`,
+  ]) {
+    it(`splits ${JSON.stringify(s)} as bash does`, () => {
+      expect(splitShellWords(s, '--mkfs-options')).toEqual(bashWords(s))
+    })
+  }
+
+  it('refuses an unbalanced quote before launch', () => {
+    for (const [s, what] of [
+      [`-E 'a b`, 'single quote'],
+      [`-E "a b`, 'double quote'],
+      [`-E "a\\"`, 'double quote'],
+    ] as const) {
+      const plan = () => planBuild(options({ mkfsOptions: s }))
+      expect(plan).toThrow(UsageError)
+      expect(plan).toThrow(`--mkfs-options ‘${s}’: a ${what} is not closed`)
+    }
+    expect(() => planBuild(options({ mkfsOptions: 'x\\' }))).toThrow(/it ends with a backslash/)
+  })
+
+  it('keeps $, ` and globs as characters (they reach mkfs as data, never a shell)', () => {
+    expect(splitShellWords('-L $(id) `x` * [a]', 'x')).toEqual(['-L', '$(id)', '`x`', '*', '[a]'])
+  })
+})
+
+describe('--size and the root file system', () => {
+  it('refuses a --size the default ext4 root (64M journal) cannot be made on', () => {
+    const plan = () => planBuild(options({ size: 64 * MiB }))
+    expect(plan).toThrow(BlockDeviceConfigError)
+    expect(plan).toThrow(
+      /^the ext4 file system ‘mkfs_root’ needs at least 130\.\dM but its disk is 64M \(--size 64M\)$/,
+    )
+    expect(planBuild(options({ size: 160 * MiB })).size).toBe(160 * MiB)
+    // a smaller journal through --mkfs-options makes it fit
+    expect(planBuild(options({ size: 64 * MiB, mkfsOptions: '-J size=16' })).size).toBe(64 * MiB)
+  })
+})
+
+describe('--image-cache', () => {
+  it('is created with mode 0755 (and parents) when missing, as the original does', () => {
+    const dir = join(tmp, 'cache', 'deep', 'image-create')
+    const old = process.umask(0o022)
+    try {
+      prepareImageCache(dir)
+    } finally {
+      process.umask(old)
+    }
+    expect(statSync(dir).isDirectory()).toBe(true)
+    expect(statSync(dir).mode & 0o777).toBe(0o755)
+    prepareImageCache(dir) // exists: nothing to do
+  })
+
+  it('is refused with one line when it cannot be created', () => {
+    const file = join(tmp, 'a-file')
+    writeFileSync(file, '')
+    expect(() => prepareImageCache(join(file, 'cache'))).toThrow(VirtDibError)
+    expect(() => prepareImageCache(join(file, 'cache'))).toThrow(
+      `cannot create the image cache ‘${file}/cache’: ENOTDIR`,
+    )
+  })
+
+  it('is not created by planning or --dry-run', () => {
+    const dir = join(tmp, 'dry-cache')
+    describePlan(planBuild(options({ imageCache: dir })))
+    expect(existsSync(dir)).toBe(false)
+  })
+})
