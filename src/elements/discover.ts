@@ -15,7 +15,11 @@ export function parseNameList(text: string): string[] {
 
 function readNameList(file: string): string[] {
   if (!existsSync(file)) return []
-  return parseNameList(readFileSync(file, 'utf8'))
+  try {
+    return parseNameList(readFileSync(file, 'utf8'))
+  } catch (e) {
+    throw new ElementError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`)
+  }
 }
 
 function isDirectory(path: string): boolean {
@@ -36,7 +40,13 @@ export function loadElementIndex(paths: readonly string[]): ElementIndex {
   for (const path of paths) {
     if (!existsSync(path)) throw new ElementError(`element path ‘${path}’ does not exist`)
     if (!isDirectory(path)) throw new ElementError(`element path ‘${path}’ is not a directory`)
-    for (const name of readdirSync(path).sort()) {
+    let names: string[]
+    try {
+      names = readdirSync(path).sort()
+    } catch (e) {
+      throw new ElementError(`element path ‘${path}’ cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`)
+    }
+    for (const name of names) {
       const dir = resolve(path, name)
       if (!isDirectory(dir)) continue
       const existing = elements.get(name)

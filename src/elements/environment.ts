@@ -117,13 +117,47 @@ export function formatDibArgs(argv: readonly string[]): string {
   return [prog, ...rest.map(shellQuote)].join(' ')
 }
 
-/** DIB_ENV as modern diskimage-builder writes it: `declare -x NAME="value"` per host DIB_* variable. */
+/**
+ * DIB_ENV as modern diskimage-builder writes it (`export | grep ' DIB_.*='` under LC_ALL=C): one
+ * `declare -x NAME=VALUE` line per host DIB_* variable bash would import, sorted by name, each
+ * value quoted exactly as bash 5 prints it (see bashExportQuote).
+ */
 export function formatDibEnv(hostEnv: NodeJS.ProcessEnv): string {
   return Object.keys(hostEnv)
-    .filter((k) => k.startsWith('DIB_'))
-    .sort()
-    .map((k) => `declare -x ${k}=${JSON.stringify(hostEnv[k] ?? '')}`)
+    .filter((k) => k.startsWith('DIB_') && ENV_NAME.test(k) && hostEnv[k] !== undefined)
+    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    .map((k) => `declare -x ${k}=${bashExportQuote(hostEnv[k]!)}`)
     .join('\n')
+}
+
+const ANSI_C_ESCAPES: Record<number, string> = {
+  0x07: '\\a',
+  0x08: '\\b',
+  0x09: '\\t',
+  0x0a: '\\n',
+  0x0b: '\\v',
+  0x0c: '\\f',
+  0x0d: '\\r',
+  0x1b: '\\E',
+  0x27: "\\'",
+  0x5c: '\\\\',
+}
+
+/**
+ * A value as `declare -x` prints it in the C locale: "…" with $ ` " \ escaped when every byte
+ * is printable ASCII, else $'…' with C escapes and every other byte (UTF-8 included) as \ooo.
+ */
+export function bashExportQuote(value: string): string {
+  const bytes = Buffer.from(value, 'utf8')
+  if (bytes.every((b) => b >= 0x20 && b < 0x7f)) return `"${value.replace(/[$`"\\]/g, (c) => `\\${c}`)}"`
+  let out = "$'"
+  for (const b of bytes) {
+    const esc = ANSI_C_ESCAPES[b]
+    if (esc !== undefined) out += esc
+    else if (b >= 0x20 && b < 0x7f) out += String.fromCharCode(b)
+    else out += `\\${b.toString(8).padStart(3, '0')}`
+  }
+  return `${out}'`
 }
 
 /** IMAGE_ELEMENT_YAML: `name: path` per element, sorted (yaml.safe_dump sorts keys). */

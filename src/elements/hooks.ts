@@ -2,8 +2,20 @@
 // every subdirectory of an element is merged (except tests and caches); a file that already
 // exists at the first level of a subdirectory is a duplicate and an error; deeper files and
 // top-level files are overwritten silently by later elements (in name order). Symlinks are
-// followed, so the appliance receives real files.
-import { chmodSync, copyFileSync, mkdirSync, readdirSync, readlinkSync, statSync, symlinkSync } from 'node:fs'
+// followed, so the appliance receives real files (rules: entryKind).
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  copyFileSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs'
 import { dirname, join } from 'node:path'
 
 import { ElementError } from '../errors.js'
@@ -36,12 +48,52 @@ export interface HooksPlan {
   excluded: ExcludedScript[]
 }
 
-function statFollow(path: string): ReturnType<typeof statSync> | undefined {
+type EntryKind = { kind: 'dir'; real: string } | { kind: 'file' } | { kind: 'dangling' }
+
+/**
+ * What an element entry is once symbolic links are followed, under these rules (README):
+ * links are followed wherever they point, as `cp -L` would, so the appliance gets real files;
+ * a link that points nowhere is kept as a link; a link that leads back to a directory being
+ * copied (`install.d/x -> .`, `-> ..`, `-> /`), a chain of links that never ends, and anything
+ * that is not a file, directory or link (a FIFO would hang the copy) are refused.
+ */
+function entryKind(path: string, rel: string, element: string, walking: readonly string[]): EntryKind {
+  const fail = (why: string) => new ElementError(`element ‘${element}’: ‘${rel}’ ${why}`)
+  let link: string | undefined
   try {
-    return statSync(path)
-  } catch {
-    return undefined
+    if (lstatSync(path).isSymbolicLink()) link = readlinkSync(path)
+  } catch (e) {
+    throw fail(`cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`)
   }
+  let st: ReturnType<typeof statSync>
+  try {
+    st = statSync(path)
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ELOOP') throw fail(`is a symbolic link loop (-> ${link ?? '?'})`)
+    if (link !== undefined && (code === 'ENOENT' || code === 'ENOTDIR')) return { kind: 'dangling' }
+    throw fail(`cannot be read: ${code ?? String(e)}`)
+  }
+  if (st.isDirectory()) {
+    const real = realpathSync(path)
+    // Following it would copy a directory into itself, without end.
+    if (walking.some((w) => w === real || w.startsWith(real === '/' ? '/' : `${real}/`))) {
+      throw fail(`is a symbolic link loop (-> ${link ?? '?'}): it leads back to a directory it is in`)
+    }
+    try {
+      accessSync(path, constants.R_OK | constants.X_OK)
+    } catch {
+      throw fail('is a directory that cannot be read')
+    }
+    return { kind: 'dir', real }
+  }
+  if (!st.isFile()) throw fail('is not a file, a directory or a symbolic link')
+  try {
+    accessSync(path, constants.R_OK)
+  } catch {
+    throw fail('cannot be read')
+  }
+  return { kind: 'file' }
 }
 
 /** Reads the element directories and plans the merged tree (host reads only, no writes). */
@@ -51,44 +103,55 @@ export function planHooksTree(elements: readonly ResolvedElement[], excludeScrip
   const excluded: ExcludedScript[] = []
   const exclude = new Set([...excludeScripts, ...BUILTIN_EXCLUDED_SCRIPTS])
 
-  const addTree = (element: string, src: string, rel: string) => {
+  const list = (dir: string, rel: string, element: string): string[] => {
+    try {
+      return readdirSync(dir).sort()
+    } catch (e) {
+      throw new ElementError(
+        `element ‘${element}’: ‘${rel || '.'}’ cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      )
+    }
+  }
+  const addTree = (element: string, src: string, rel: string, walking: readonly string[]) => {
     dirs.add(rel)
-    for (const name of readdirSync(src).sort()) {
+    for (const name of list(src, rel, element)) {
       const from = join(src, name)
       const to = `${rel}/${name}`
-      const st = statFollow(from)
-      if (st?.isDirectory()) addTree(element, from, to)
-      else files.set(to, { path: to, source: from, element, dangling: !st })
+      const k = entryKind(from, to, element, walking)
+      if (k.kind === 'dir') addTree(element, from, to, [...walking, k.real])
+      else files.set(to, { path: to, source: from, element, dangling: k.kind === 'dangling' })
     }
   }
 
   for (const el of [...elements].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    for (const name of readdirSync(el.dir).sort()) {
+    const top = [realpathSync(el.dir)]
+    for (const name of list(el.dir, '', el.name)) {
       const from = join(el.dir, name)
-      const st = statFollow(from)
-      if (st?.isDirectory()) {
+      const st = entryKind(from, name, el.name, top)
+      if (st.kind === 'dir') {
         if (SKIPPED_DIRS.has(name)) continue
         dirs.add(name)
-        for (const entry of readdirSync(from).sort()) {
+        const walking = [...top, st.real]
+        for (const entry of list(from, name, el.name)) {
           const entryFrom = join(from, entry)
           const to = `${name}/${entry}`
           if (exclude.has(entry)) {
             excluded.push({ path: to, element: el.name })
             continue
           }
-          const est = statFollow(entryFrom)
+          const est = entryKind(entryFrom, to, el.name, walking)
           const existing = files.get(to)
-          if (existing && !est?.isDirectory()) {
+          if (existing && est.kind !== 'dir') {
             throw new ElementError(
               `there is a duplicated hook in your elements: ${to} in ‘${existing.element}’ and ‘${el.name}’`,
             )
           }
-          if (est?.isDirectory()) addTree(el.name, entryFrom, to)
-          else files.set(to, { path: to, source: entryFrom, element: el.name, dangling: !est })
+          if (est.kind === 'dir') addTree(el.name, entryFrom, to, [...walking, est.real])
+          else files.set(to, { path: to, source: entryFrom, element: el.name, dangling: est.kind === 'dangling' })
         }
-      } else if (st?.isFile() || !st) {
+      } else {
         if (name.endsWith('.pyc')) continue
-        files.set(name, { path: name, source: from, element: el.name, dangling: !st })
+        files.set(name, { path: name, source: from, element: el.name, dangling: st.kind === 'dangling' })
       }
     }
   }

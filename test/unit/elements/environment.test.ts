@@ -1,8 +1,12 @@
 // The environment each phase sees, and where every value comes from.
+import { spawnSync } from 'node:child_process'
+
 import { describe, expect, it } from 'vitest'
 
 import {
+  bashExportQuote,
   formatDibArgs,
+  formatDibEnv,
   parseEnvvar,
   phaseEnvironment,
   resolveEnvvars,
@@ -132,5 +136,58 @@ describe('environment model', () => {
   it('quotes values so that the shell sees them literally', () => {
     expect(shellQuote(`a'b $(x) \`y\` "z"\nw`)).toBe(`'a'\\''b $(x) \`y\` "z"\nw'`)
     expect(formatDibArgs(['virt-dib', '--name', "it's"])).toBe(`virt-dib '--name' 'it'\\''s'`)
+  })
+})
+
+describe('DIB_ENV, exactly as bash prints it', () => {
+  // What diskimage-builder runs (lib/disk-image-create): LC_ALL=C, then `export | grep ' DIB_.*='`.
+  const bashDibEnv = (env: Record<string, string>): string => {
+    const r = spawnSync('bash', ['-c', `export LC_ALL=C; export | grep ' DIB_.*='`], {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env },
+      encoding: 'utf8',
+    })
+    // $(…) drops the trailing newline, as DIB's assignment does
+    return r.stdout.replace(/\n+$/, '')
+  }
+  const TRICKY: Record<string, string> = {
+    DIB_DOLLAR: 'a$b${c}$(d)',
+    DIB_BACKTICK: 'x`id`y',
+    DIB_DQUOTE: 'say "hi"',
+    DIB_BACKSLASH: 'C:\\dir\\n',
+    DIB_SQUOTE: "it's",
+    DIB_NEWLINE: 'line1\nline2',
+    DIB_TAB_ESC: 'a\tb\u001bc\u0007\u007f',
+    DIB_UTF8: 'héllo ✓ 日本',
+    DIB_MIXED: 'é$`"\\\'\n',
+    DIB_EMPTY: '',
+    DIB_BANG: '!x ~ * ? [a]',
+    DIB_SPACES: '  lead and trail  ',
+  }
+
+  it('matches real bash for $, `, ", \\, quotes, newlines, control and non-ASCII characters', () => {
+    expect(formatDibEnv({ ...TRICKY, PATH: '/usr/bin' })).toBe(bashDibEnv(TRICKY))
+  })
+
+  it('matches real bash value by value', () => {
+    for (const [k, v] of Object.entries(TRICKY)) {
+      expect(`declare -x ${k}=${bashExportQuote(v)}`, k).toBe(bashDibEnv({ [k]: v }))
+    }
+  })
+
+  it('leaves out what bash does not import as a variable, and sorts by name', () => {
+    const env = { 'DIB_A-B': 'x', DIB_b: '1', DIB_B: '2', DIB_a: '3', NOT_DIB: 'n' }
+    expect(formatDibEnv(env)).toBe(bashDibEnv(env))
+    expect(
+      formatDibEnv(env)
+        .split('\n')
+        .map((l) => l.split('=')[0]),
+    ).toEqual(['declare -x DIB_B', 'declare -x DIB_a', 'declare -x DIB_b'])
+  })
+
+  it('the value round-trips through bash eval', () => {
+    const out = spawnSync('bash', ['-c', 'eval "$1"; printf %s "$DIB_MIXED"', '_', formatDibEnv(TRICKY)], {
+      encoding: 'utf8',
+    })
+    expect(out.stdout).toBe(TRICKY['DIB_MIXED'])
   })
 })
