@@ -5,6 +5,7 @@
 // hypervisor is a script that leaves a marker if anything runs it), nothing new in TMPDIR or
 // HOME, and the output directory, which holds an older output, untouched. The rows run as child
 // processes side by side.
+import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { chmodSync } from 'node:fs'
@@ -40,6 +41,8 @@ interface Row {
   getopt?: true
   code?: number
   env?: (c: Ctx) => NodeJS.ProcessEnv
+  /** Refused once the build has started (still before launch): the first info lines are shown. */
+  announces?: true
   /** Extra descriptors for fd:N rows: [stdin, stdout, stderr, 3, …] */
   stdio?: (c: Ctx) => ('pipe' | 'ignore' | number)[]
 }
@@ -55,7 +58,14 @@ const els = tree.elements('els', {
   'needs-ghost': { deps: ['ghost'] },
   real: { provides: ['virtual'] },
   'bd-yaml': { files: { 'block-device-default.yaml': '- local_loop: {name: image0\n' } },
+  'loop-dot': { links: { 'install.d/x': '.' } },
+  'loop-chain': { links: { 'install.d/p': 'q', 'install.d/q': 'p' } },
+  'fifo-el': { files: { 'install.d/10-ok': '!#!/bin/sh\n' } },
 })
+execFileSync('mkfifo', [join(els, 'fifo-el', 'install.d', 'fifo')])
+// An element path whose index cannot be read at all: apart, so the other rows can use `els`.
+const badEls = tree.elements('bad-els', { 'deps-dir': {} })
+mkdirSync(join(badEls, 'deps-dir', 'element-deps'))
 const plainFile = tree.path('plain-file')
 writeFileSync(plainFile, 'not a directory\n')
 
@@ -526,6 +536,89 @@ const rows: Row[] = [
       ),
     error: bdErr('dump-freq of ‘f’ must be a non-negative integer'),
   },
+  // ---- validations added by issue 12 (file system minimums, names, --arch, --mkfs-options, links)
+  {
+    path: 'fs-min: ext4 root larger than the disk',
+    args: (c) => ok(c, '--size', '64M'),
+    error: /^the ext4 file system ‘mkfs_root’ needs at least [\d.]+M but its disk is 64M \(--size 64M\)$/,
+    hint: /^give it more room: a larger --size$/,
+  },
+  {
+    path: 'fs-min: xfs minimum',
+    args: (c) => ok(c, '--fs-type', 'xfs', '--size', '200M'),
+    error: /^the xfs file system ‘mkfs_root’ needs at least 300M but its disk is 200M \(--size 200M\)$/,
+    hint: /^give it more room/,
+  },
+  {
+    path: 'fs-min: file system larger than its partition',
+    args: (c) =>
+      bd(
+        c,
+        `${loop}\n- partitioning: {base: image0, label: gpt, partitions: [{name: root, size: 20M, mkfs: {type: ext4, mount: {mount_point: /}}}]}`,
+      ),
+    error: bdErr('the ext4 file system ‘mkfs_root’ needs at least [\\d.]+M but its partition ‘root’ is 19M'),
+    hint: /^give it more room: a larger --size or larger sizes in the layout$/,
+  },
+  {
+    path: 'layout: node name not a plain name',
+    args: (c) => bd(c, "- local_loop: {name: 'a b'}"),
+    error: bdErr('node name ‘a b’ is not a plain name'),
+  },
+  {
+    path: 'layout: mount point with a shell character',
+    args: (c) =>
+      bd(c, `${loop}\n- mkfs: {name: r, base: image0, type: ext4}\n- mount: {name: m, base: r, mount_point: "/a|b"}`),
+    error: bdErr('mount point ‘/a\\|b’ of ‘m’ contains ‘\\|’'),
+  },
+  {
+    path: 'plan: --arch not a plain name',
+    args: (c) => ok(c, '--arch', '../x'),
+    error: /^invalid --arch ‘\.\.\/x’$/,
+    hint: /^an architecture name such as amd64/,
+  },
+  {
+    path: 'shell words: --mkfs-options single quote',
+    args: (c) => ok(c, '--mkfs-options', "-E 'a b"),
+    error: /^--mkfs-options ‘-E 'a b’: a single quote is not closed$/,
+  },
+  {
+    path: 'shell words: --mkfs-options double quote',
+    args: (c) => ok(c, '--mkfs-options', '-E "a b'),
+    error: /^--mkfs-options ‘-E "a b’: a double quote is not closed$/,
+  },
+  {
+    path: 'shell words: --mkfs-options trailing backslash',
+    args: (c) => ok(c, '--mkfs-options', 'x\\'),
+    error: /^--mkfs-options ‘x\\’: it ends with a backslash$/,
+  },
+  {
+    path: 'prepare-aux: image cache cannot be created',
+    args: (c) => ok(c, '--image-cache', join(c.file, 'cache')),
+    error: /^cannot create the image cache ‘.*plain-file\/cache’: ENOTDIR$/,
+    hint: /^choose another directory with --image-cache$/,
+    announces: true,
+  },
+  {
+    path: 'hooks: link back to its own directory',
+    args: (c) => [...ok(c), 'loop-dot'],
+    error:
+      /^element ‘loop-dot’: ‘install\.d\/x’ is a symbolic link loop \(-> \.\): it leads back to a directory it is in$/,
+  },
+  {
+    path: 'hooks: endless chain of links',
+    args: (c) => [...ok(c), 'loop-chain'],
+    error: /^element ‘loop-chain’: ‘install\.d\/[pq]’ is a symbolic link loop \(-> [pq]\)$/,
+  },
+  {
+    path: 'hooks: a FIFO in a hook directory',
+    args: (c) => [...ok(c), 'fifo-el'],
+    error: /^element ‘fifo-el’: ‘install\.d\/fifo’ is not a file, a directory or a symbolic link$/,
+  },
+  {
+    path: 'discover: element-deps cannot be read',
+    args: (c) => ['-B', DIB_LIB, '-p', badEls, '--skip-base', '--python', '/usr/bin/python3', 'deps-dir'],
+    error: /^cannot read .*\/deps-dir\/element-deps: EISDIR$/,
+  },
 ]
 
 interface Listing {
@@ -583,7 +676,8 @@ describe('the bad-input table', () => {
         expect(lines.pop(), `stderr ends with a newline: ${context}`).toBe('')
         expect(r.stderr, context).not.toMatch(/^\s+at /m)
         expect(r.stderr, context).not.toMatch(/libguestfs error:|internal error/)
-        expect(r.stdout, context).toBe('')
+        if (row.announces) expect(r.stdout, context).toMatch(/^(virt-dib: [^\n]*\n)*$/)
+        else expect(r.stdout, context).toBe('')
         if (row.getopt) {
           expect(lines.length, context).toBe(2)
           expect(lines[0]!.replace(/^virt-dib: /, ''), context).toMatch(row.error)
