@@ -28,8 +28,13 @@ function view(where: Where, path: string): string {
   return where === 'appliance' ? L.inAppliance(path) : path
 }
 
-export function elementArray(ctx: BuildContext): string {
-  return ctx.plan.resolution.elements.map((e) => `[${e.name}]=${e.dir}`).join(' ') + ' '
+/**
+ * What get_image_element_array prints: `[name]='dir' …`, which elements `eval` into an array
+ * (as the original, the directory is quoted: element paths may hold blanks or `$`; names are
+ * plain, planBuild checks them).
+ */
+export function elementArray(ctx: Pick<BuildContext, 'plan'>): string {
+  return ctx.plan.resolution.elements.map((e) => `[${e.name}]=${shellQuote(e.dir)}`).join(' ') + ' '
 }
 
 export function logFileName(start: Date): string {

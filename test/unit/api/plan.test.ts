@@ -2,7 +2,7 @@
 // into a file name, --mkfs-options split as the original's shell split it, a --size too small
 // for the root file system; and the image cache created as the original creates it.
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -11,9 +11,10 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { describePlan } from '../../../src/api/dry-run.js'
 import type { BuildOptions } from '../../../src/api/options.js'
 import { planBuild } from '../../../src/api/plan.js'
-import { prepareImageCache } from '../../../src/api/prepare-aux.js'
+import { elementArray, prepareImageCache } from '../../../src/api/prepare-aux.js'
 import { splitShellWords } from '../../../src/blockdev/shell-words.js'
-import { BlockDeviceConfigError, UsageError, VirtDibError } from '../../../src/errors.js'
+import { BlockDeviceConfigError, ElementError, UsageError, VirtDibError } from '../../../src/errors.js'
+import { formatControlFile } from '../../../src/phases/control-file.js'
 import { DIB_LIB, root } from '../../helpers/cli.js'
 
 const MiB = 1024 ** 2
@@ -130,5 +131,45 @@ describe('--image-cache', () => {
     const dir = join(tmp, 'dry-cache')
     describePlan(planBuild(options({ imageCache: dir })))
     expect(existsSync(dir)).toBe(false)
+  })
+})
+
+describe('get_image_element_array', () => {
+  it('survives diskimage-builder’s eval with blanks, quotes and $( ) in element paths', () => {
+    const weird = join(tmp, `my elements $(touch ${join(tmp, 'PWNED')}) it's`)
+    mkdirSync(join(weird, 'os'), { recursive: true })
+    writeFileSync(join(weird, 'os', 'element-provides'), 'operating-system\n')
+    const plan = planBuild(options({ elements: ['os'], elementPaths: [weird] }))
+    const control = formatControlFile({
+      hook: 'install.d',
+      hooksDir: '/h',
+      token: 't',
+      console: '',
+      log: '',
+      cwd: '/',
+      exclude: [],
+      trace: false,
+      extraEnv: '',
+      vars: [],
+      elementArray: elementArray({ plan }),
+      where: 'chroot',
+    })
+    // What diskimage-builder's element scripts do with it.
+    const script = `${control}\neval declare -A image_elements=($(get_image_element_array))\nprintf '%s' "\${image_elements[os]}"`
+    const r = spawnSync('bash', ['-c', script], { encoding: 'utf8' })
+    expect(r.stderr).toBe('')
+    expect(r.stdout).toBe(join(weird, 'os'))
+    expect(existsSync(join(tmp, 'PWNED'))).toBe(false)
+  })
+
+  it('refuses element names a shell would expand in that array', () => {
+    const dir = join(tmp, 'names')
+    for (const n of ['$(id)', 'a b']) {
+      mkdirSync(join(dir, n), { recursive: true })
+      writeFileSync(join(dir, n, 'element-provides'), 'operating-system\n')
+      const plan = () => planBuild(options({ elements: [n], elementPaths: [dir] }))
+      expect(plan).toThrow(ElementError)
+      expect(plan).toThrow(`invalid element name ‘${n}’ in the element list`)
+    }
   })
 })
