@@ -196,7 +196,10 @@ export function planBuild(options: BuildOptions): BuildPlan {
   const source = chooseConfigSource(configVar, resolution.elements, arch)
   const layout = planLayout(configToGraph(source), source.origin, rootParams)
   warnings.push(...layout.warnings)
-  const overrideLayout = planLayout(configToGraph({ origin: 'default', yaml: DEFAULT_CONFIG }), 'default', rootParams)
+  // The device a block-device.d script names is not the --size disk: no size to check against.
+  const overrideLayout = planLayout(configToGraph({ origin: 'default', yaml: DEFAULT_CONFIG }), 'default', rootParams, {
+    checkFit: false,
+  })
   const values = planValues(layout)
   const imageCache = options.imageCache ?? resolve(env['HOME'] ?? homedir(), '.cache/image-create')
 

@@ -129,7 +129,16 @@ export function defaultRootLabel(fsType: string): string {
   return fsType === 'xfs' ? 'img-rootfs' : 'cloudimg-rootfs'
 }
 
-export function planLayout(entries: readonly GraphEntry[], origin: string, params: RootParams): BlockDeviceLayout {
+/**
+ * `checkFit: false` for a layout whose device is not the --size disk (the one a block-device.d
+ * script names): its size is unknown until then.
+ */
+export function planLayout(
+  entries: readonly GraphEntry[],
+  origin: string,
+  params: RootParams,
+  { checkFit = true }: { checkFit?: boolean } = {},
+): BlockDeviceLayout {
   const err = (m: string) => new BlockDeviceConfigError(`block-device config (${origin}): ${m}`)
   const warnings: string[] = []
   const loops: { name: string; fields: Fields }[] = []
@@ -282,7 +291,7 @@ export function planLayout(entries: readonly GraphEntry[], origin: string, param
 
   for (const t of tables) computeGeometry(t, sizesOf.get(t)!, params.diskSize, err)
   checkLvmFits(lvm, tables, params.diskSize, err)
-  checkFilesystemsFit(filesystems, tables, lvm, params.diskSize, origin)
+  if (checkFit) checkFilesystemsFit(filesystems, tables, lvm, params.diskSize, origin)
 
   return {
     origin,

@@ -11,7 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { describePlan } from '../../../src/api/dry-run.js'
 import type { BuildOptions } from '../../../src/api/options.js'
 import { planBuild } from '../../../src/api/plan.js'
-import { elementArray, prepareImageCache } from '../../../src/api/prepare-aux.js'
+import { BuildContext } from '../../../src/api/context.js'
+import { elementArray, prepareAuxTree, prepareImageCache } from '../../../src/api/prepare-aux.js'
 import { splitShellWords } from '../../../src/blockdev/shell-words.js'
 import { BlockDeviceConfigError, ElementError, UsageError, VirtDibError } from '../../../src/errors.js'
 import { formatControlFile } from '../../../src/phases/control-file.js'
@@ -102,6 +103,13 @@ describe('--size and the root file system', () => {
     // a smaller journal through --mkfs-options makes it fit
     expect(planBuild(options({ size: 64 * MiB, mkfsOptions: '-J size=16' })).size).toBe(64 * MiB)
   })
+
+  it('checks only the --size disk, not the one-file-system layout kept for a device block-device.d names', () => {
+    const layout = `- local_loop:\n    name: image0\n    mkfs:\n      name: mkfs_root\n      opts: "-J size=4"\n      mount:\n        mount_point: /\n`
+    const plan = planBuild(options({ size: 64 * MiB, envvars: [{ name: 'DIB_BLOCK_DEVICE_CONFIG', value: layout }] }))
+    expect(plan.layout.root.opts).toEqual(['-J', 'size=4'])
+    expect(plan.overrideLayout.root.opts).toEqual(['-i', '4096', '-J', 'size=64'])
+  })
 })
 
 describe('--image-cache', () => {
@@ -125,6 +133,19 @@ describe('--image-cache', () => {
     expect(() => prepareImageCache(join(file, 'cache'))).toThrow(
       `cannot create the image cache ‘${file}/cache’: ENOTDIR`,
     )
+  })
+
+  it('is created while the aux data is prepared, before anything is launched', async () => {
+    const dir = join(tmp, 'build-cache', 'image-create')
+    const plan = planBuild(options({ imageCache: dir, env: { ...options().env, TMPDIR: tmp } }))
+    const ctx = await BuildContext.open(plan, {})
+    try {
+      expect(existsSync(dir)).toBe(false)
+      prepareAuxTree(ctx)
+      expect(statSync(dir).isDirectory()).toBe(true)
+    } finally {
+      await ctx.cleanup.run()
+    }
   })
 
   it('is not created by planning or --dry-run', () => {
