@@ -74,7 +74,7 @@ export class BuildContext implements PhaseContext {
   }
 
   get g(): Guestfs {
-    if (!this.#g) throw new Error('internal error: the appliance is not running')
+    if (!this.#g) throw new Error('the appliance is not running') // a bug: the CLI says internal error
     return this.#g
   }
 

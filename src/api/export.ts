@@ -23,7 +23,7 @@ function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal
     emit: (e) => ctx.emit(e),
     fileSink: (target) => {
       const file = files.get(target) ?? [...files.values()].find((f) => f.temp === target)
-      if (!file) throw new Error(`internal error: ${target} is not a staged output`)
+      if (!file) throw new Error(`${target} is not a staged output`) // a bug: the CLI says internal error
       return ctx.fileSink(file)
     },
   }
@@ -56,10 +56,14 @@ export async function exportExtraData(ctx: BuildContext): Promise<void> {
     .catch((e: unknown) => {
       throw extractError(final, e, ctx.plan.outputDir)
     })
-  await settleTogether([done, tar], (e) => {
-    stop.abort(e)
-    stream.destroy()
-  })
+  await settleTogether(
+    [done, tar],
+    (e) => {
+      stop.abort(e)
+      stream.destroy()
+    },
+    ctx.signal,
+  )
   ctx.extraDataDir = final
 }
 
@@ -117,7 +121,7 @@ export async function exportTreeOutputs(ctx: BuildContext): Promise<void> {
       { excludes: TREE_EXCLUDES, xattrs: true, numericowner: true },
       { signal: sctx.signal },
     )
-    await pumpGuestStream(guest, sinks, stop)
+    await pumpGuestStream(guest, sinks, stop, ctx.signal)
     ctx.emit({ kind: 'step', name: 'tar-stream', seconds: (Date.now() - t) / 1000 })
   }
   for (const f of plan.formats.filter((x) => x.source === 'tree')) {

@@ -6,6 +6,10 @@ import { closeSync, fstatSync, openSync, writeSync } from 'node:fs'
 import type { Writable } from 'node:stream'
 
 import { UsageError, VirtDibError } from '../errors.js'
+import { describeSystemError } from '../util/system-error.js'
+
+// main.ts takes it from here too.
+export { describeSystemError }
 
 export interface MachineChannel {
   /** What the channel is, for messages (`the --machine-readable file /x`). */
@@ -16,29 +20,6 @@ export interface MachineChannel {
   close(): Promise<void>
   /** The first write error, as the error the CLI reports. */
   readonly error: VirtDibError | undefined
-}
-
-/** What streams say as bare `write EPIPE`, in words. */
-const ERRNO_TEXT: Record<string, string> = {
-  EPIPE: 'broken pipe',
-  ECONNRESET: 'connection reset by peer',
-  EIO: 'input/output error',
-  ENOSPC: 'no space left on device',
-  EAGAIN: 'resource temporarily unavailable',
-  EBADF: 'bad file descriptor',
-}
-
-/**
- * Node's `ENOSPC: no space left on device, write` (fs) or `write EPIPE` (streams) as
- * `no space left on device (ENOSPC)`.
- */
-export function describeSystemError(e: unknown): string {
-  const err = e as NodeJS.ErrnoException
-  if (!(e instanceof Error)) return String(e)
-  if (err.code && err.message === `${err.syscall} ${err.code}`)
-    return `${ERRNO_TEXT[err.code] ?? 'error'} (${err.code})`
-  if (!err.code || !err.message.startsWith(`${err.code}: `)) return err.message
-  return `${err.message.slice(err.code.length + 2).replace(/, \w+( '.*')?$/, '')} (${err.code})`
 }
 
 function openFd(spec: string): { fd: number; what: string; owned: boolean } {

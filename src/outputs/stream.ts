@@ -3,6 +3,7 @@
 import type { Readable } from 'node:stream'
 
 import { VirtDibError } from '../errors.js'
+import { describeSystemError } from '../util/system-error.js'
 import type { FileSink } from './types.js'
 
 /** A libguestfs transfer as a stream (Guestfs.tarOutStream, mksquashfsStream). */
@@ -13,14 +14,47 @@ export interface GuestStream {
 }
 
 /** How long a stopped transfer may take to settle before the error is reported anyway. */
-const SETTLE_MS = 10_000
+export const SETTLE_MS = 10_000
+/**
+ * The same once the build is aborted: shorter than the CLI's hard exit after a second signal
+ * (HARD_EXIT_MS, 5 s), so the cleanup that follows still runs.
+ */
+export const SETTLE_ON_ABORT_MS = 2000
+
+/**
+ * Resolves after `ms`, or `abortMs` after `signal` aborts if that comes first (at once shortened
+ * when it aborts while waiting). The timer never keeps the process alive.
+ */
+export function boundedWait(ms: number, signal: AbortSignal | undefined, abortMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const end = Date.now() + ms
+    let timer: NodeJS.Timeout | undefined
+    const arm = (until: number) => {
+      clearTimeout(timer)
+      timer = setTimeout(done, Math.max(0, until - Date.now())).unref()
+    }
+    const onAbort = () => arm(Math.min(end, Date.now() + abortMs))
+    const done = () => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }
+    if (signal?.aborted) return onAbort()
+    arm(end)
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
 
 /**
  * Awaits every task. The first one to reject calls `stop` (which must make the others settle
  * soon: cancel the transfer, kill the process) and is the error thrown once they have, or after
- * a bounded wait.
+ * a bounded wait ({@link SETTLE_MS}; {@link SETTLE_ON_ABORT_MS} once `signal`, the build's, aborts).
  */
-export async function settleTogether(tasks: readonly Promise<unknown>[], stop: (e: unknown) => void): Promise<void> {
+export async function settleTogether(
+  tasks: readonly Promise<unknown>[],
+  stop: (e: unknown) => void,
+  signal?: AbortSignal,
+): Promise<void> {
   let failure: { error: unknown } | undefined
   let failed!: () => void
   const first = new Promise<void>((resolve) => (failed = resolve))
@@ -39,28 +73,42 @@ export async function settleTogether(tasks: readonly Promise<unknown>[], stop: (
   )
   await Promise.race([all, first])
   if (!failure) return
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, SETTLE_MS).unref()))])
-  clearTimeout(timer)
+  await Promise.race([all, boundedWait(SETTLE_MS, signal, SETTLE_ON_ABORT_MS)])
   throw failure.error
 }
+
+/** After the guest stream closed without its end: how long to wait for the call's own error. */
+const CALL_ERROR_WAIT_MS = 2000
 
 /**
  * Copies a guest stream into every sink with back-pressure (the guest waits for the slowest
  * sink). The transfer must have been started with a signal that `stop` aborts, and each sink's
- * own work (a docker process) should end when that signal aborts.
+ * own work (a docker process) should end when that signal aborts. `signal` is the build's
+ * (see {@link settleTogether}).
  */
 export async function pumpGuestStream(
   guest: GuestStream,
   sinks: readonly FileSink[],
   stop: AbortController,
+  signal?: AbortSignal,
 ): Promise<void> {
   const { stream, done } = guest
   const ended = new Promise<void>((resolve, reject) => {
     stream.on('end', resolve)
     stream.on('error', reject)
-    // A destroyed stream (the call failed, or we stopped) ends with 'close' and no 'end'.
-    stream.on('close', () => reject(new Error('the guest stream closed early')))
+    // A destroyed stream (the call failed, or we stopped) ends with 'close' and no 'end': the
+    // call's own error says why, so it is preferred when it comes soon.
+    stream.on('close', () => {
+      if (stream.readableEnded) return
+      const early = new VirtDibError('the guest stream closed before its end')
+      void Promise.race([
+        done.then(
+          () => early,
+          (e: unknown) => e,
+        ),
+        boundedWait(CALL_ERROR_WAIT_MS, undefined, 0).then(() => early),
+      ]).then(reject)
+    })
   })
   let waiting = 0
   stream.on('data', (chunk: Buffer) => {
@@ -76,24 +124,22 @@ export async function pumpGuestStream(
   const finished = ended.then(() => {
     for (const sink of sinks) sink.end()
   })
-  await settleTogether([done, finished, ...sinks.map((s) => s.done)], (e) => {
-    stop.abort(e)
-    stream.destroy()
-    for (const sink of sinks) sink.destroy()
-  })
-}
-
-/** Node's `ENOSPC: no space left on device, write` as `no space left on device (ENOSPC)`. */
-function describeSystemError(e: NodeJS.ErrnoException): string {
-  if (!e.code || !e.message.startsWith(`${e.code}: `)) return e.message
-  return `${e.message.slice(e.code.length + 2).replace(/, \w+( '.*')?$/, '')} (${e.code})`
+  await settleTogether(
+    [done, finished, ...sinks.map((s) => s.done)],
+    (e) => {
+      stop.abort(e)
+      stream.destroy()
+      for (const sink of sinks) sink.destroy()
+    },
+    signal,
+  )
 }
 
 /** The error for a failed write (or read) of an output file, naming the file (its final name) and the cause. */
 export function outputWriteError(file: string, e: unknown, doing: 'writing' | 'reading' = 'writing'): VirtDibError {
   if (e instanceof VirtDibError) return e
   const errno = e as NodeJS.ErrnoException
-  const what = `${doing} ‘${file}’ failed: ${errno instanceof Error ? describeSystemError(errno) : String(e)}`
+  const what = `${doing} ‘${file}’ failed: ${describeSystemError(e)}`
   if (errno.code === 'ENOSPC' || errno.code === 'EDQUOT') {
     return new VirtDibError(`out of space on the host: ${what}`, {
       cause: e,

@@ -6,7 +6,9 @@ import { join } from 'node:path'
 
 import { describe, expect, it } from 'vitest'
 
-import { pumpGuestStream, settleTogether } from '../../../src/outputs/stream.js'
+import { HARD_EXIT_MS } from '../../../src/cli/main.js'
+import { VirtDibError } from '../../../src/errors.js'
+import { pumpGuestStream, SETTLE_MS, SETTLE_ON_ABORT_MS, settleTogether } from '../../../src/outputs/stream.js'
 import { tgz } from '../../../src/outputs/tgz.js'
 import type { FileSink, OutputContext } from '../../../src/outputs/types.js'
 import { fakeTransfer, openExportContext, randomChunks } from '../../helpers/fake-guest.js'
@@ -108,5 +110,66 @@ describe('the tgz sink', () => {
     await expect(sink.done).rejects.toThrow(`out of space on the host: writing ‘${final}’ failed`)
     expect(sink.destroyed).toBe(true)
     await ctx.cleanup.run()
+  })
+})
+
+describe('settling after an abort', () => {
+  it('a transfer stuck after the first failure is given up on soon once the build is aborted', async () => {
+    const build = new AbortController()
+    const t0 = Date.now()
+    const settled = settleTogether(
+      [Promise.reject(new Error('first')), new Promise(() => undefined)],
+      () => {
+        // the stop does not make the stuck one settle; the build is aborted a little later
+        setTimeout(() => build.abort(), 200)
+      },
+      build.signal,
+    ).catch((x: unknown) => x)
+    expect(((await settled) as Error).message).toBe('first')
+    const ms = Date.now() - t0
+    // Was SETTLE_MS (10 s) whatever the signal said.
+    expect(ms).toBeGreaterThanOrEqual(200 + SETTLE_ON_ABORT_MS - 50)
+    expect(ms).toBeLessThan(200 + SETTLE_ON_ABORT_MS + 1000)
+  })
+
+  it('already aborted: the short wait from the start', async () => {
+    const build = new AbortController()
+    build.abort()
+    const t0 = Date.now()
+    await expect(
+      settleTogether([Promise.reject(new Error('first')), new Promise(() => undefined)], () => undefined, build.signal),
+    ).rejects.toThrow('first')
+    expect(Date.now() - t0).toBeLessThan(SETTLE_ON_ABORT_MS + 1000)
+  })
+
+  it('the short wait ends before the CLI hard exit after a second signal', () => {
+    expect(SETTLE_ON_ABORT_MS).toBeLessThan(HARD_EXIT_MS - 2000)
+    expect(SETTLE_MS).toBeGreaterThan(SETTLE_ON_ABORT_MS)
+  })
+})
+
+describe('a guest stream that closes before its end', () => {
+  it('reports the call’s own error when it comes after the close', async () => {
+    const stream = new PassThrough()
+    let fail!: (e: Error) => void
+    const done = new Promise<void>((_, reject) => (fail = reject))
+    done.catch(() => undefined)
+    const pumped = pumpGuestStream({ stream, done }, [okSink()], new AbortController()).catch((x: unknown) => x)
+    stream.destroy()
+    setTimeout(() => fail(new VirtDibError('tar_out: tar: ./usr: Cannot stat')), 100)
+    const e = await pumped
+    // Was a plain Error('the guest stream closed early'), reported as an internal error.
+    expect((e as Error).message).toBe('tar_out: tar: ./usr: Cannot stat')
+  })
+
+  it('is a VirtDibError when the call says nothing', async () => {
+    const stream = new PassThrough()
+    const pumped = pumpGuestStream({ stream, done: Promise.resolve() }, [okSink()], new AbortController()).catch(
+      (x: unknown) => x,
+    )
+    stream.destroy()
+    const e = await pumped
+    expect(e).toBeInstanceOf(VirtDibError)
+    expect((e as Error).message).toBe('the guest stream closed before its end')
   })
 })
