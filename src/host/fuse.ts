@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs'
 
 import { VirtDibError } from '../errors.js'
-import { describeProcesses, findProcessesUsing } from './proc.js'
+import { describeProcesses, findProcessesUsing, killIfSame } from './proc.js'
 import { abortError, runTool } from './spawn.js'
 import { findExecutable } from './which.js'
 
@@ -132,13 +132,8 @@ export async function releaseFuseMount(
       o.onWarning?.(`${o.what} was busy at the end${users.length ? ` (${describeProcesses(users)})` : ''}: detached it`)
     return
   }
-  for (const p of users) {
-    try {
-      process.kill(p.pid, 'SIGKILL')
-    } catch {
-      // gone meanwhile
-    }
-  }
+  // Seconds have passed since they were found: only a pid that still names the same process.
+  for (const p of users) killIfSame(p, 'SIGKILL')
   const released = await settlesWithin(served, t.releaseWaitMs)
   const waited = (t.unmountAttempts * t.unmountRetryMs + t.releaseWaitMs) / 1000
   const who = users.length > 0 ? describeProcesses(users) : 'a process that is not known'

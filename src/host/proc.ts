@@ -6,28 +6,48 @@ export interface HostProcess {
   pid: number
   /** The command name (/proc/PID/comm). */
   command: string
+  /**
+   * When it started (clock ticks since boot, field 22 of /proc/PID/stat): with the pid, it names
+   * this process and not a later one that reuses the pid.
+   */
+  startTime?: number
 }
 
-interface Stat {
+export interface ProcStat {
   pid: number
   command: string
   state: string
+  ppid: number
   pgid: number
+  startTime: number
 }
 
-function readStat(pid: number): Stat | undefined {
+/** Parses /proc/PID/stat text; comm may hold spaces and parentheses, so it ends at the last ')'. */
+export function parseStat(pid: number, s: string): ProcStat {
+  const close = s.lastIndexOf(')')
+  // Fields from the third (state) on: field n is rest[n - 3].
+  const rest = s.slice(close + 2).split(' ')
+  return {
+    pid,
+    command: s.slice(s.indexOf('(') + 1, close),
+    state: rest[0] ?? '',
+    ppid: Number(rest[1]),
+    pgid: Number(rest[2]),
+    startTime: Number(rest[19]),
+  }
+}
+
+/** /proc/PID/stat, parsed; undefined when the process is gone. */
+export function readStat(pid: number): ProcStat | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // comm may hold spaces and parentheses: it ends at the last ')'.
-    const close = s.lastIndexOf(')')
-    const rest = s.slice(close + 2).split(' ')
-    return { pid, command: s.slice(s.indexOf('(') + 1, close), state: rest[0] ?? '', pgid: Number(rest[2]) }
+    return parseStat(pid, readFileSync(`/proc/${pid}/stat`, 'utf8'))
   } catch {
     return undefined // gone meanwhile
   }
 }
 
-function pids(): number[] {
+/** The pids in /proc now. */
+export function pids(): number[] {
   return readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .map(Number)
@@ -77,10 +97,29 @@ export function findProcessesUsing(dir: string): HostProcess[] {
     }
     if (links.some((l) => inside(l, dir))) {
       const st = readStat(pid)
-      if (st && st.state !== 'Z') out.push({ pid, command: st.command })
+      if (st && st.state !== 'Z') out.push({ pid, command: st.command, startTime: st.startTime })
     }
   }
   return out
+}
+
+/**
+ * Sends `sig` to `p` only if its pid still names the same process (the start time found with it
+ * is unchanged): a pid found seconds earlier may have been reused since. False if not sent.
+ */
+export function killIfSame(
+  p: HostProcess,
+  sig: NodeJS.Signals,
+  read: (pid: number) => ProcStat | undefined = readStat,
+): boolean {
+  const now = read(p.pid)
+  if (!now || now.state === 'Z' || p.startTime === undefined || now.startTime !== p.startTime) return false
+  try {
+    process.kill(p.pid, sig)
+    return true
+  } catch {
+    return false // gone meanwhile
+  }
 }
 
 /** `sleep (pid 12), bash (pid 13)`, at most `max` of them. */

@@ -1,6 +1,8 @@
 // Process and resource probes shared by tests: qemu children, threads, fds, temp dirs.
 import { readdirSync, readFileSync } from 'node:fs'
 
+import { pids, readStat } from '../../src/host/proc.js'
+
 interface ProcInfo {
   pid: number
   ppid: number
@@ -8,20 +10,19 @@ interface ProcInfo {
 }
 
 function readProc(pid: number): ProcInfo | undefined {
+  const st = readStat(pid) // the same parse as the code under test
+  if (!st) return undefined
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')
-    return { pid, ppid: Number(rest[1]), cmdline }
+    return { pid, ppid: st.ppid, cmdline }
   } catch {
     return undefined
   }
 }
 
 export function allProcesses(): ProcInfo[] {
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .map((d) => readProc(Number(d)))
+  return pids()
+    .map(readProc)
     .filter((p): p is ProcInfo => p !== undefined)
 }
 
