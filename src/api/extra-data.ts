@@ -4,7 +4,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { VirtDibError } from '../errors.js'
-import { FUSE_TIMINGS, FUSE_TIMINGS_ON_ABORT, releaseFuseMount, trackServing, waitForFuseMount } from '../host/fuse.js'
+import { releaseFuseMount, trackServing, waitForFuseMount } from '../host/fuse.js'
 import { phase } from '../phases/registry.js'
 import { runPhase } from '../phases/run-scripts.js'
 import type { BuildContext } from './context.js'
@@ -33,7 +33,8 @@ export async function runExtraData(ctx: BuildContext): Promise<void> {
       what: VIEW,
       onWarning: (text) => ctx.emit({ kind: 'warning', text }),
       onDebug: (text) => ctx.emit({ kind: 'debug', text }),
-      timings: ctx.signal.aborted ? FUSE_TIMINGS_ON_ABORT : FUSE_TIMINGS,
+      // the shorter timings apply as soon as the build is aborted, also in the middle
+      signal: ctx.signal,
     })
     ctx.emit({ kind: 'step', name: 'extra-data-unmount', seconds: (Date.now() - t) / 1000 })
   }

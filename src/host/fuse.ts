@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs'
 
 import { VirtDibError } from '../errors.js'
+import { boundedWait } from '../util/wait.js'
 import { describeProcesses, findProcessesUsing, killIfSame } from './proc.js'
 import { abortError, runTool } from './spawn.js'
 import { findExecutable } from './which.js'
@@ -69,13 +70,14 @@ export function isMounted(path: string): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-async function settlesWithin(s: Served, ms: number): Promise<boolean> {
+/**
+ * Whether `s` settles within `ms`; once `signal` aborts (also while waiting) at most `abortMs`
+ * more.
+ */
+async function settlesWithin(s: Served, ms: number, signal?: AbortSignal, abortMs = ms): Promise<boolean> {
   if (s.settled) return true
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)))
-  const r = await Promise.race([s.done.then(() => true), timeout])
-  clearTimeout(timer)
-  return r
+  await Promise.race([s.done, boundedWait(ms, signal, abortMs)])
+  return s.settled
 }
 
 /** Waits until `mountpoint` is mounted; throws if the FUSE loop ends first or it takes too long. */
@@ -105,36 +107,48 @@ function fusermount(): string {
  * Unmounts `mountpoint` and waits for its FUSE loop (`served`) to end, in bounded time. A busy
  * mount is retried, then detached lazily; if its users still keep it after that, they are killed
  * (only the mounting user's processes can use a mount without allow_other) and a VirtDibError
- * names them. Safe to call again once released.
+ * names them. Safe to call again once released. Once `signal` aborts (before or during the
+ * release) the shorter `abortTimings` apply at once, so the whole release ends within a few
+ * seconds of the abort.
  */
 export async function releaseFuseMount(
   mountpoint: string,
   served: Served,
-  o: { what: string; onWarning?: (text: string) => void; onDebug?: (text: string) => void; timings?: FuseTimings },
+  o: {
+    what: string
+    onWarning?: (text: string) => void
+    onDebug?: (text: string) => void
+    timings?: FuseTimings
+    signal?: AbortSignal
+    abortTimings?: FuseTimings
+  },
 ): Promise<void> {
-  const t = o.timings ?? FUSE_TIMINGS
+  const normal = o.timings ?? FUSE_TIMINGS
+  const onAbort = o.abortTimings ?? FUSE_TIMINGS_ON_ABORT
+  const cur = () => (o.signal?.aborted ? onAbort : normal)
   const tool = fusermount()
-  for (let i = 0; i < t.unmountAttempts && isMounted(mountpoint); i++) {
+  for (let i = 0; i < cur().unmountAttempts && isMounted(mountpoint); i++) {
     try {
       await runTool(tool, ['-u', mountpoint])
     } catch (e) {
       // busy: something still has a cwd or a file in it
       if (i === 0) o.onDebug?.(`${o.what} is busy, retrying the unmount: ${(e as Error).message}`)
-      await sleep(t.unmountRetryMs)
+      await boundedWait(cur().unmountRetryMs, o.signal, onAbort.unmountRetryMs)
     }
   }
   const busy = isMounted(mountpoint)
   // Named while the path still leads to the mount: a detached mount has no path.
   const users = busy ? findProcessesUsing(mountpoint) : []
   if (busy) await runTool(tool, ['-u', '-z', mountpoint]).catch(() => undefined)
-  if (await settlesWithin(served, t.releaseWaitMs)) {
+  if (await settlesWithin(served, cur().releaseWaitMs, o.signal, onAbort.releaseWaitMs)) {
     if (busy)
       o.onWarning?.(`${o.what} was busy at the end${users.length ? ` (${describeProcesses(users)})` : ''}: detached it`)
     return
   }
   // Seconds have passed since they were found: only a pid that still names the same process.
   for (const p of users) killIfSame(p, 'SIGKILL')
-  const released = await settlesWithin(served, t.releaseWaitMs)
+  const released = await settlesWithin(served, cur().releaseWaitMs, o.signal, onAbort.releaseWaitMs)
+  const t = cur()
   const waited = (t.unmountAttempts * t.unmountRetryMs + t.releaseWaitMs) / 1000
   const who = users.length > 0 ? describeProcesses(users) : 'a process that is not known'
   throw new VirtDibError(

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream'
 
 import { VirtDibError } from '../errors.js'
 import { describeSystemError } from '../util/system-error.js'
+import { boundedWait } from '../util/wait.js'
 import type { FileSink } from './types.js'
 
 /** A libguestfs transfer as a stream (Guestfs.tarOutStream, mksquashfsStream). */
@@ -20,30 +21,6 @@ export const SETTLE_MS = 10_000
  * (HARD_EXIT_MS, 5 s), so the cleanup that follows still runs.
  */
 export const SETTLE_ON_ABORT_MS = 2000
-
-/**
- * Resolves after `ms`, or `abortMs` after `signal` aborts if that comes first (at once shortened
- * when it aborts while waiting). The timer never keeps the process alive.
- */
-export function boundedWait(ms: number, signal: AbortSignal | undefined, abortMs: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const end = Date.now() + ms
-    let timer: NodeJS.Timeout | undefined
-    const arm = (until: number) => {
-      clearTimeout(timer)
-      timer = setTimeout(done, Math.max(0, until - Date.now())).unref()
-    }
-    const onAbort = () => arm(Math.min(end, Date.now() + abortMs))
-    const done = () => {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }
-    if (signal?.aborted) return onAbort()
-    arm(end)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
-}
 
 /**
  * Awaits every task. The first one to reject calls `stop` (which must make the others settle

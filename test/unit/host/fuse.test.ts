@@ -161,6 +161,29 @@ describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipp
     expect(isMounted(mnt)).toBe(false)
   })
 
+  it('switches to the short timings at once when the build is aborted in the middle of a release', async () => {
+    const { mnt, served, server } = await mount()
+    const a = await hold(join(mnt, 'sub'), 1000)
+    const slow: FuseTimings = { ...FAST, unmountRetryMs: 250, unmountAttempts: 40, releaseWaitMs: 5000 }
+    const quick: FuseTimings = { ...FAST, unmountRetryMs: 100, unmountAttempts: 3, releaseWaitMs: 500 }
+    const build = new AbortController()
+    setTimeout(() => build.abort(), 300)
+    const t0 = Date.now()
+    const e = await releaseFuseMount(mnt, served, {
+      what: 'the view',
+      timings: slow,
+      abortTimings: quick,
+      signal: build.signal,
+    }).catch((x: unknown) => x)
+    // Without the signal it waits 10 s of retries and 2 × 5 s for the loop to end.
+    expect(Date.now() - t0).toBeLessThan(3000)
+    expect(e).toBeInstanceOf(VirtDibError)
+    expect((e as Error).message).toContain(`sleep (pid ${a})`)
+    expect((e as Error).message).toMatch(/: killed it$/)
+    expect(live(a) || live(server)).toBe(false)
+    expect(isMounted(mnt)).toBe(false)
+  })
+
   it('refuses a view whose server ends before it appears', async () => {
     const served = trackServing(Promise.reject(new Error('fuse_mount failed\nmore')))
     const e = await waitForFuseMount(join(dir, 'never'), served, { what: 'the view', timings: FAST }).catch(
