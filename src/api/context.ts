@@ -14,6 +14,7 @@ import { BuildAbortedError } from '../errors.js'
 import type { BuildEvent } from '../events.js'
 import type { Guestfs } from '../guestfs/index.js'
 import { HashingStream, type Digests } from '../host/checksums.js'
+import { removeWorkspace } from '../host/workspace.js'
 import { outputWriteError } from '../outputs/stream.js'
 import type { OutputFormat, FileSink } from '../outputs/types.js'
 import type { EventInput, Phase, PhaseContext } from '../phases/types.js'
@@ -69,7 +70,8 @@ export class BuildContext implements PhaseContext {
     const signal = hooks.signal ?? new AbortController().signal
     const workspace = await mkdtemp(join(plan.env['TMPDIR'] || tmpdir(), 'dib.'))
     const ctx = new BuildContext(plan, workspace, hooks, signal)
-    ctx.cleanup.defer('workspace', () => rm(workspace, { recursive: true, force: true }))
+    // Not a plain rm -r: a FUSE view left mounted inside must be detached, never walked into.
+    ctx.cleanup.defer('workspace', () => removeWorkspace(workspace))
     return ctx
   }
 

@@ -57,11 +57,17 @@ export function trackServing(loop: Promise<unknown>): Served {
   return s
 }
 
-/** The mount points of /proc/self/mounts, with their octal escapes (`\040` for a space) decoded. */
-function mountPoints(): string[] {
+/** `\040` (a space), `\011`, `\012`, `\134`: how /proc/self/mounts escapes a path. */
+export function decodeMountPath(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
+}
+
+/** The mount points of /proc/self/mounts, with their octal escapes decoded. */
+export function mountPoints(): string[] {
   return readFileSync('/proc/self/mounts', 'utf8')
     .split('\n')
-    .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .filter((l) => l)
+    .map((l) => decodeMountPath(l.split(' ')[1] ?? ''))
 }
 
 export function isMounted(path: string): boolean {
@@ -99,7 +105,7 @@ export async function waitForFuseMount(
   }
 }
 
-function fusermount(): string {
+export function fusermount(): string {
   return findExecutable('fusermount3') ?? findExecutable('fusermount') ?? 'fusermount'
 }
 

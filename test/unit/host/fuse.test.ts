@@ -9,7 +9,9 @@ import { afterEach, describe, expect, it } from 'vitest'
 
 import { VirtDibError } from '../../../src/errors.js'
 import {
+  decodeMountPath,
   isMounted,
+  mountPoints,
   releaseFuseMount,
   trackServing,
   waitForFuseMount,
@@ -17,6 +19,8 @@ import {
   type Served,
 } from '../../../src/host/fuse.js'
 import { findExecutable } from '../../../src/host/which.js'
+import { removeWorkspace } from '../../../src/host/workspace.js'
+import { waitFor } from '../../helpers/processes.js'
 import { tempDir } from '../../helpers/temp.js'
 
 const find = (t: string) => findExecutable(t, `${process.env['PATH']}:/usr/sbin:/sbin`)
@@ -182,6 +186,58 @@ describe.skipIf(missing !== '')(`releasing a busy FUSE mount${missing ? ` (skipp
     expect((e as Error).message).toMatch(/: killed it$/)
     expect(live(a) || live(server)).toBe(false)
     expect(isMounted(mnt)).toBe(false)
+  })
+
+  /** A workspace like the build's, with live grub-mounts of the image inside (one with a space). */
+  async function workspaceWithViews(): Promise<{ ws: string; views: string[] }> {
+    const ws = join(dir, `ws${n++}`)
+    const views = [join(ws, 'extra-data.d'), join(ws, 'deep', 'view 1')]
+    mkdirSync(join(ws, 'deep'), { recursive: true })
+    writeFileSync(join(ws, 'aux.img'), 'aux')
+    for (const v of views) {
+      mkdirSync(v)
+      execFileSync(grubMount!, [img, v])
+      expect(await waitFor(() => isMounted(v), 5000)).toBe(true)
+    }
+    return { ws, views }
+  }
+  const imageBytes = () => readFileSync(img).toString('base64')
+
+  it('removing the workspace detaches the views in it first and never reaches into them', async () => {
+    const before = imageBytes()
+    const { ws, views } = await workspaceWithViews()
+    // Was rm -r: it walked into the views (EROFS here; an image's files with libguestfs's view).
+    await removeWorkspace(ws)
+    expect(existsSync(ws)).toBe(false)
+    for (const v of views) expect(isMounted(v)).toBe(false)
+    expect(mountPoints().filter((m) => m.startsWith(ws))).toEqual([])
+    expect(imageBytes()).toBe(before)
+  })
+
+  for (const how of ['listed in /proc/self/mounts', 'found by its device only'] as const) {
+    it(`a view that cannot be detached is kept and named, not removed (${how})`, async () => {
+      const { ws, views } = await workspaceWithViews()
+      try {
+        const e = await removeWorkspace(ws, {
+          unmount: async () => undefined,
+          ...(how === 'found by its device only' ? { mounts: () => [] } : {}),
+        }).catch((x: unknown) => x)
+        expect(e).toBeInstanceOf(VirtDibError)
+        expect((e as Error).message).toMatch(/^the workspace .* was not removed: .* is still mounted$/)
+        // Everything else went; the views and the files in them are intact.
+        expect(existsSync(join(ws, 'aux.img'))).toBe(false)
+        for (const v of views) {
+          expect(isMounted(v)).toBe(true)
+          expect(readFileSync(join(v, 'sub', 'file'), 'utf8')).toBe('data\n')
+        }
+      } finally {
+        for (const v of views) execFileSync('fusermount', ['-u', v])
+      }
+    })
+  }
+
+  it('decodes the octal escapes of /proc/self/mounts', () => {
+    expect(decodeMountPath('/tmp/a\\040b\\011c\\134d')).toBe('/tmp/a b\tc\\d')
   })
 
   it('refuses a view whose server ends before it appears', async () => {
