@@ -34,17 +34,29 @@ function asideName(path: string): string {
   return join(dirname(path), `.${basename(path)}.vdib-${randomBytes(4).toString('hex')}.old`)
 }
 
-function commitError(final: string, e: unknown, restored: boolean): VirtDibError {
+/** A file from before that could not be renamed back: it is still at `aside`. */
+interface Stranded {
+  target: string
+  aside: string
+}
+
+function commitError(final: string, e: unknown, stranded: readonly Stranded[]): VirtDibError {
   const why = e instanceof Error ? e.message : String(e)
+  const left = stranded
+    .slice(0, 2)
+    .map((m) => `‘${m.target}’ is left at ‘${basename(m.aside)}’`)
+    .concat(stranded.length > 2 ? [`${stranded.length - 2} more`] : [])
+    .join(', ')
   return new VirtDibError(`cannot put the output ‘${final}’ in place: ${why}`, {
     cause: e,
-    hint: restored
-      ? 'no output was replaced: the files from before are all still there'
-      : 'some files from before could not be put back: look for hidden .*.vdib-*.old names there',
+    hint:
+      stranded.length === 0
+        ? 'no output was replaced: the files from before are all still there'
+        : `some files from before could not be put back: ${left} (rename it back by hand)`,
   })
 }
 
-/** The ops the commit uses; tests replace one to fail on purpose. */
+/** The ops the commit (and its roll back) uses; tests replace one to fail on purpose. */
 export interface CommitFs {
   rename(from: string, to: string): Promise<void>
 }
@@ -59,6 +71,7 @@ const realFs: CommitFs = { rename }
 export async function commitStaged(staged: readonly StagedPath[], fs: CommitFs = realFs): Promise<void> {
   const moves: Move[] = []
   const emptied: string[] = []
+  const stranded: Stranded[] = []
   // Puts `from` at `target`, keeping what was there aside; recorded only once it is done.
   const replace = async (from: string, target: string) => {
     let aside: string | undefined
@@ -69,7 +82,8 @@ export async function commitStaged(staged: readonly StagedPath[], fs: CommitFs =
     try {
       await fs.rename(from, target)
     } catch (e) {
-      if (aside) await fs.rename(aside, target)
+      // Its own failure to go back must not hide the first error, nor be reported as restored.
+      if (aside) await fs.rename(aside, target).catch(() => stranded.push({ target, aside }))
       throw e
     }
     moves.push({ target, aside })
@@ -86,7 +100,8 @@ export async function commitStaged(staged: readonly StagedPath[], fs: CommitFs =
       if (!dir && finalStat?.isDirectory()) throw new VirtDibError(`‘${s.final}’ is a directory`)
       await replace(s.temp, s.final)
     } catch (e) {
-      throw commitError(s.final, e, await rollBack(moves, staged))
+      stranded.push(...(await rollBack(moves, staged, fs)))
+      throw commitError(s.final, e, stranded)
     }
   }
   // Committed: what was kept aside goes; a failure here only leaves a hidden file behind.
@@ -99,20 +114,21 @@ export async function commitStaged(staged: readonly StagedPath[], fs: CommitFs =
  * one (so that the usual cleanup removes it, or --no-delete-on-failure keeps it), the old
  * occupant is renamed back.
  */
-async function rollBack(moves: Move[], staged: readonly StagedPath[]): Promise<boolean> {
-  let restored = true
+async function rollBack(moves: Move[], staged: readonly StagedPath[], fs: CommitFs): Promise<Stranded[]> {
+  const stranded: Stranded[] = []
   const tempOf = new Map<string, string>()
   for (const s of staged) tempOf.set(s.final, s.temp)
   for (const m of moves.reverse()) {
     const parentTemp = tempOf.get(dirname(m.target))
     const back = tempOf.get(m.target) ?? (parentTemp ? join(parentTemp, basename(m.target)) : undefined)
     try {
-      if (back) await rename(m.target, back)
+      if (back) await fs.rename(m.target, back)
       else await rm(m.target, { recursive: true, force: true })
     } catch {
       await rm(m.target, { recursive: true, force: true }).catch(() => undefined)
     }
-    if (m.aside) await rename(m.aside, m.target).catch(() => (restored = false))
+    const aside = m.aside
+    if (aside) await fs.rename(aside, m.target).catch(() => stranded.push({ target: m.target, aside }))
   }
-  return restored
+  return stranded
 }

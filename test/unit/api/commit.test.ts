@@ -63,7 +63,54 @@ function failingRename(n: number): CommitFs {
   }
 }
 
+/** Real renames, except the calls numbered in `fail` (1-based). */
+function failingRenames(...fail: number[]): CommitFs {
+  let calls = 0
+  return {
+    rename: async (from, to) => {
+      if (fail.includes(++calls))
+        throw Object.assign(new Error(`EIO: i/o error, rename '${from}' -> '${to}'`), { code: 'EIO' })
+      await rename(from, to)
+    },
+  }
+}
+
 describe('committing outputs', () => {
+  it('a file from before that cannot be renamed back: the first error is kept, the hint says where the file is', async () => {
+    const { out, staged } = setUp()
+    // 1: img.qcow2 aside, 2: the new one in (fails), 3: the old one back (fails too)
+    const e = await commitStaged(staged, failingRenames(2, 3)).catch((x: unknown) => x)
+    expect(e).toBeInstanceOf(VirtDibError)
+    expect((e as Error).message).toBe(
+      `cannot put the output ‘${out}/img.qcow2’ in place: EIO: i/o error, rename '${out}/.img.qcow2.vdib-test.tmp' -> '${out}/img.qcow2'`,
+    )
+    const hint = (e as VirtDibError).hint ?? ''
+    const m =
+      /^some files from before could not be put back: ‘(.*)’ is left at ‘(\.img\.qcow2\.vdib-[0-9a-f]{8}\.old)’/.exec(
+        hint,
+      )
+    expect(m, hint).not.toBeNull()
+    expect(m![1]).toBe(`${out}/img.qcow2`)
+    expect(readFileSync(join(out, m![2]!), 'utf8')).toBe('old qcow2')
+    expect(hint).not.toMatch(/no output was replaced/)
+  })
+
+  it('a restore failing during the roll back is named too', async () => {
+    const { out, staged } = setUp()
+    // 6: img.tar aside fails; rolling back: 7 img.d/c out, 8 img.d/a out, 9 the old img.d/a back (fails)
+    const e = await commitStaged(staged, failingRenames(6, 9)).catch((x: unknown) => x)
+    expect((e as Error).message).toMatch(new RegExp(`^cannot put the output ‘${out}/img.tar’ in place: EIO`))
+    const hint = (e as VirtDibError).hint ?? ''
+    expect(hint).toMatch(
+      new RegExp(
+        `^some files from before could not be put back: ‘${out}/img.d/a’ is left at ‘\\.a\\.vdib-[0-9a-f]{8}\\.old’`,
+      ),
+    )
+    const now = contents(out)
+    expect(now['img.qcow2']).toBe('old qcow2')
+    expect(Object.entries(now).filter(([f, c]) => f.startsWith('img.d/.a.vdib-') && c === 'old a')).toHaveLength(1)
+  })
+
   it('replaces every old output, merges $NAME.d, leaves no hidden name', async () => {
     const { out, staged } = setUp()
     await commitStaged(staged)
