@@ -43,10 +43,7 @@ export async function launchAppliance(ctx: BuildContext, auxDir: string): Promis
     trace: o.trace ?? false,
   })
   ctx.g = g
-  ctx.cleanup.defer('appliance', async () => {
-    if (ctx.signal.aborted) g.killAppliance()
-    await g.close().catch(() => undefined)
-  })
+  ctx.cleanup.defer('appliance', () => closeAppliance(g, ctx.signal.aborted))
   if (!o.stockAppliance) {
     const stockPath = await g.getPath()
     const appliance = await prepareAppliance({
@@ -82,6 +79,33 @@ export async function launchAppliance(ctx: BuildContext, auxDir: string): Promis
   await g.launch({ signal: ctx.signal })
   ctx.emit({ kind: 'step', name: 'launch', seconds: (Date.now() - t) / 1000 })
   return disk
+}
+
+/** How long a close (shutdown: sync, qemu exits) may take before the appliance is killed instead. */
+export const CLOSE_WAIT_MS = 60_000
+
+/** What closeAppliance needs of a handle (Guestfs). */
+export type ClosableAppliance = Pick<Guestfs, 'busy' | 'killAppliance' | 'close'>
+
+/**
+ * Closes the handle at the end of a build. close() is queued behind the running call, so a call
+ * still running (after an abort, or a failure that left a transfer going nobody reads) would keep
+ * it waiting forever: then the appliance is killed first, which fails that call at once. A close
+ * that still takes longer than `waitMs` (a guest that does not shut down) kills it too.
+ */
+export async function closeAppliance(g: ClosableAppliance, aborted: boolean, waitMs = CLOSE_WAIT_MS): Promise<void> {
+  if (aborted || g.busy) g.killAppliance()
+  const closing = g.close().then(
+    () => true,
+    () => true,
+  )
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), waitMs).unref()))
+  const closed = await Promise.race([closing, late])
+  clearTimeout(timer)
+  if (closed) return
+  g.killAppliance()
+  await closing
 }
 
 /**
