@@ -23,8 +23,7 @@ export interface NativeHandleOptions {
   environment?: boolean
   /** With environment false: a `NAME=value` list parsed instead of the process environment. */
   env?: string[]
-  /** Test hook (test/native only): 'start' makes creating the thread-safe function fail. */
-  __testFault?: 'start'
+  // The addon also reads a test-only option (see test/native/settle.test.ts); not part of this type.
 }
 
 /**

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 
 import { Guestfs, GuestfsError } from '../../src/guestfs/index.js'
-import { loadAddon, type NativeHandle } from '../../src/guestfs/native.js'
+import { loadAddon, type NativeHandle, type NativeHandleOptions } from '../../src/guestfs/native.js'
 
 const { addon, path: addonPath } = loadAddon()
 const script = join(import.meta.dirname, '..', 'fixtures', 'scripts', 'native-hazards.cjs')
@@ -31,6 +31,14 @@ type TestHandle = NativeHandle & {
   set_memsize(mb: number): Promise<void>
   internal_test_rinterr(): Promise<number>
 }
+/** The addon's test-only constructor option: 'start' makes creating the thread-safe function fail. */
+type TestHandleOptions = NativeHandleOptions & { __testFault?: 'start' }
+const faultyStart: TestHandleOptions = { environment: false, __testFault: 'start' }
+// tsc checks this: the hook is not in the public options type.
+// @ts-expect-error __testFault is test-only
+const notPublic: NativeHandleOptions = { __testFault: 'start' }
+void notPublic
+
 const raw = () => new addon.GuestfsHandle(() => undefined, { environment: false }) as TestHandle
 
 describe('settling a call', () => {
@@ -99,7 +107,7 @@ describe('creating a handle', () => {
   it('throws a clear error and frees everything if the thread-safe function cannot be created', async () => {
     const before = addon.__test.liveSessions()
     for (let i = 0; i < 5; i++) {
-      expect(() => new addon.GuestfsHandle(() => undefined, { environment: false, __testFault: 'start' })).toThrow(
+      expect(() => new addon.GuestfsHandle(() => undefined, faultyStart)).toThrow(
         /^GuestfsHandle: cannot create the thread-safe function: /,
       )
     }
