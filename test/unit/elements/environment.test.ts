@@ -137,6 +137,14 @@ describe('environment model', () => {
     expect(shellQuote(`a'b $(x) \`y\` "z"\nw`)).toBe(`'a'\\''b $(x) \`y\` "z"\nw'`)
     expect(formatDibArgs(['virt-dib', '--name', "it's"])).toBe(`virt-dib '--name' 'it'\\''s'`)
   })
+
+  it('quoted values, non-ASCII and control characters included, come back byte for byte from bash', () => {
+    const values = ['héllo ✓ 日本', `a'b $(x) \`y\` "z"\nw`, '\t\x01 trailing \\', '', "''"]
+    for (const v of values) {
+      const r = spawnSync('bash', ['-c', `X=${shellQuote(v)}; printf %s "$X"`], { encoding: 'utf8' })
+      expect(r.stdout).toBe(v)
+    }
+  })
 })
 
 describe('DIB_ENV, exactly as bash prints it', () => {
