@@ -65,8 +65,8 @@ describe('CleanupStack', () => {
   })
 
   it('after the deadline, the rest start together and are bounded by LATE_GRACE_MS', async () => {
-    hurryCleanups(0)
     const s = new CleanupStack()
+    hurryCleanups(0)
     let workspace = false
     s.defer('workspace', () => void (workspace = true))
     s.defer('stuck 1', () => new Promise<void>(() => undefined))
@@ -76,5 +76,19 @@ describe('CleanupStack', () => {
     expect(Date.now() - t).toBeLessThan(LATE_GRACE_MS + 500)
     expect(workspace).toBe(true)
     expect(failures.map((f) => f.label).sort()).toEqual(['stuck 1', 'stuck 2'])
+  })
+
+  it('a hurry covers the stacks that exist then, not those made later (the next build)', async () => {
+    const before = new CleanupStack()
+    before.defer('stuck', () => new Promise<void>(() => undefined))
+    hurryCleanups(10)
+    await new Promise((r) => setTimeout(r, 50))
+    const after = new CleanupStack()
+    let done = false
+    after.defer('slow but fine', () => new Promise<void>((r) => setTimeout(() => ((done = true), r()), 1300)))
+    const [late, next] = await Promise.all([before.run(), after.run()])
+    expect(late.map((f) => f.error)).toEqual([expect.any(AbandonedUndoError)])
+    expect(next).toEqual([])
+    expect(done).toBe(true)
   })
 })
