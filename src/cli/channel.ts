@@ -72,7 +72,9 @@ export function openMachineChannel(
 }
 
 const EAGAIN_WAIT_MS = 10
-const EAGAIN_GIVE_UP_MS = 30_000
+// The wait blocks the event loop (signals, the space watch, the hard exit wait behind it), so a
+// reader stuck for longer than this fails the channel, and with it the build, with one line.
+const EAGAIN_GIVE_UP_MS = 2_000
 
 /**
  * Writes to a file or descriptor synchronously, as the original does: a write error is known
