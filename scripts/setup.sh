@@ -16,6 +16,8 @@ packages=(
   thin-provisioning-tools
   # the docker output's test runs a private dockerd of its own (never the system's service)
   docker.io
+  # grub-mount: a rootless FUSE view of a small image for the FUSE release tests
+  grub-common
 )
 missing=()
 for p in "${packages[@]}"; do
