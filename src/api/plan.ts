@@ -2,7 +2,7 @@
 // elements, hooks, host tools, output directory — in one pass that throws a clear error.
 import { spawnSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { accessSync, constants, existsSync, statSync } from 'node:fs'
+import { accessSync, constants, existsSync, statSync, statfsSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { basename, dirname, resolve } from 'node:path'
 
@@ -65,9 +65,49 @@ export interface BuildPlan {
   warnings: string[]
 }
 
+/**
+ * statfs magic numbers (linux/magic.h) of kernel pseudo file systems: root may pass the access()
+ * check on them, but they hold no image (writes fail or vanish), found only after a launch.
+ */
+const PSEUDO_FS = new Map<number, string>([
+  [0x62656572, 'sysfs'],
+  [0x9fa0, 'proc'],
+  [0x1cd1, 'devpts'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0x64626720, 'debugfs'],
+  [0x74726163, 'tracefs'],
+  [0x73636673, 'securityfs'],
+  [0x6165676c, 'pstore'],
+  [0xcafe4a11, 'bpf'],
+  [0x62656570, 'configfs'],
+  [0x65735543, 'fusectl'],
+  [0x42494e4d, 'binfmt_misc'],
+  [0x6e736673, 'nsfs'],
+  [0xf97cff8c, 'selinuxfs'],
+  [0x19800202, 'mqueue'],
+  [0x958458f6, 'hugetlbfs'],
+  [0xde5e81e4, 'efivarfs'],
+])
+
+/** The pseudo file system `path` is on, if it is on one. */
+export function pseudoFsOf(path: string): string | undefined {
+  let type: number
+  try {
+    type = statfsSync(path).type
+  } catch {
+    return undefined // the checks that follow say what is wrong with the path
+  }
+  return PSEUDO_FS.get(type)
+}
+
 function checkWritableDir(dir: string): void {
   if (!existsSync(dir)) throw new UsageError(`output directory ‘${dir}’ does not exist`)
   if (!statSync(dir).isDirectory()) throw new UsageError(`output directory ‘${dir}’ is not a directory`)
+  const pseudo = pseudoFsOf(dir)
+  if (pseudo !== undefined) {
+    throw new UsageError(`output directory ‘${dir}’ is on a ${pseudo} file system, which cannot hold images`)
+  }
   try {
     accessSync(dir, constants.W_OK)
   } catch {
@@ -145,6 +185,12 @@ export function planBuild(options: BuildOptions): BuildPlan {
       accessSync(options.drive, constants.R_OK | constants.W_OK)
     } catch {
       throw new UsageError(`--drive ‘${options.drive}’ does not exist or is not readable and writable`)
+    }
+    // A directory or a character device (/dev/null) would only fail when the appliance opens it.
+    const st = statSync(options.drive)
+    if (!st.isFile() && !st.isBlockDevice()) {
+      const what = st.isDirectory() ? 'a directory' : st.isCharacterDevice() ? 'a character device' : 'a special file'
+      throw new UsageError(`--drive ‘${options.drive}’ is ${what}, not a regular file or a block device`)
     }
   }
   if (options.driveFormat !== undefined && !['raw', 'qcow2'].includes(options.driveFormat)) {

@@ -1,6 +1,7 @@
 // Every command-line option, as data: the parser, --help and --long-options are built from
 // this one table (names and help texts as the original virt-dib prints them).
 import type { OutputFormatName } from '../api/options.js'
+import { UsageError } from '../errors.js'
 
 export interface CliFlags {
   libPath?: string
@@ -123,7 +124,11 @@ export const FLAGS: readonly FlagSpec[] = [
     keys: ['--dry-run'],
     optionalArg: 'json',
     help: 'Print elements, phases, scripts and environment; build nothing',
-    apply: (f, v) => void (f.dryRun = v === 'json' ? 'json' : 'text'),
+    apply: (f, v) => {
+      // `--dry-run=` with anything but json was silently text: a typo must not go unnoticed.
+      if (v !== '' && v !== 'json') throw new UsageError(`--dry-run takes no value or ‘json’, not ‘${v}’`)
+      f.dryRun = v === 'json' ? 'json' : 'text'
+    },
   },
   {
     keys: ['-p', '--element-path'],

@@ -135,6 +135,11 @@ const rows: Row[] = [
     args: () => ['--formats', 'foo', 'x'],
     error: /^invalid format ‘foo’ in --formats$/,
   },
+  {
+    path: 'flags: --dry-run value',
+    args: (c) => ok(c, '--dry-run=bogus'),
+    error: /^--dry-run takes no value or ‘json’, not ‘bogus’$/,
+  },
   { path: 'options: --debug negative', args: () => ['--debug', '-1', 'x'], error: /^--debug parameter must be >= 0$/ },
   {
     path: 'environment: --envvar name',
@@ -207,6 +212,16 @@ const rows: Row[] = [
     error: /^--drive ‘\/nonexistent.img’ does not exist or is not readable and writable$/,
   },
   {
+    path: 'plan: --drive is a directory',
+    args: (c) => ok(c, '--drive', c.tmp),
+    error: /^--drive ‘.*\/tmp’ is a directory, not a regular file or a block device$/,
+  },
+  {
+    path: 'plan: --drive is a character device',
+    args: (c) => ok(c, '--drive', '/dev/null'),
+    error: /^--drive ‘\/dev\/null’ is a character device, not a regular file or a block device$/,
+  },
+  {
     path: 'plan: --drive-format',
     args: (c) => ok(c, '--drive-format', 'vmdk'),
     error: /^--drive-format must be raw or qcow2, not ‘vmdk’$/,
@@ -221,6 +236,12 @@ const rows: Row[] = [
     path: 'plan: output directory is a file',
     args: (c) => [...ok(c), '--name', join(c.file, 'img')],
     error: /^output directory ‘.*plain-file’ is not a directory$/,
+  },
+  {
+    // As root /sys passes the access() check; only the statfs type tells.
+    path: 'plan: output directory on a pseudo file system',
+    args: (c) => [...ok(c), '--name', '/sys/img'],
+    error: /^output directory ‘\/sys’ is on a sysfs file system, which cannot hold images$/,
   },
   {
     path: 'plan: --python not found',
