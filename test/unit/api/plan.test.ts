@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { describePlan } from '../../../src/api/dry-run.js'
 import type { BuildOptions } from '../../../src/api/options.js'
-import { planBuild } from '../../../src/api/plan.js'
+import { planBuild, pseudoFsOf } from '../../../src/api/plan.js'
 import { BuildContext } from '../../../src/api/context.js'
 import { elementArray, prepareAuxTree, prepareImageCache } from '../../../src/api/prepare-aux.js'
 import { splitShellWords } from '../../../src/blockdev/shell-words.js'
@@ -192,5 +192,36 @@ describe('get_image_element_array', () => {
       expect(plan).toThrow(ElementError)
       expect(plan).toThrow(`invalid element name ‘${n}’ in the element list`)
     }
+  })
+})
+
+describe('--drive', () => {
+  it('takes a regular file', () => {
+    const drive = join(tmp, 'drive.img')
+    writeFileSync(drive, '')
+    expect(() => planBuild(options({ drive }))).not.toThrow()
+  })
+
+  it('refuses a directory and a character device before launch (they failed only when qemu opened them)', () => {
+    for (const [drive, what] of [
+      [tmp, 'a directory'],
+      ['/dev/null', 'a character device'],
+    ] as const) {
+      const plan = () => planBuild(options({ drive }))
+      expect(plan).toThrow(UsageError)
+      expect(plan).toThrow(`--drive ‘${drive}’ is ${what}, not a regular file or a block device`)
+    }
+  })
+})
+
+describe('the output directory', () => {
+  it('is refused on a kernel pseudo file system, which root’s access() check lets through', () => {
+    expect(pseudoFsOf('/sys')).toBe('sysfs')
+    expect(pseudoFsOf('/proc')).toBe('proc')
+    expect(pseudoFsOf(tmp)).toBeUndefined()
+    expect(pseudoFsOf('/nonexistent')).toBeUndefined()
+    const plan = () => planBuild(options({ name: '/proc/img' }))
+    expect(plan).toThrow(UsageError)
+    expect(plan).toThrow('output directory ‘/proc’ is on a proc file system, which cannot hold images')
   })
 })

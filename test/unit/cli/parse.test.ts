@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 
 import { toBuildOptions } from '../../../src/cli/options.js'
+import { UsageError } from '../../../src/errors.js'
 import { GetoptError, normalizeArgv, parseArgv } from '../../../src/cli/parse.js'
 
 describe('argument parsing', () => {
@@ -33,6 +34,13 @@ describe('argument parsing', () => {
     expect(parseArgv(['--machine-readable=stream:stderr'])).toMatchObject({
       flags: { machineReadable: 'stream:stderr' },
     })
+  })
+  it('refuses a --dry-run value other than json (it silently meant text)', () => {
+    for (const v of ['bogus', 'text', 'JSON', ' json']) {
+      expect(() => parseArgv([`--dry-run=${v}`, 'elem'])).toThrow(UsageError)
+      expect(() => parseArgv([`--dry-run=${v}`, 'elem'])).toThrow(`--dry-run takes no value or ‘json’, not ‘${v}’`)
+      expect(() => parseArgv([`--dry-run=${v}`, 'elem'])).not.toThrow(GetoptError)
+    }
   })
   it('stops at --', () => {
     expect(parseArgv(['--', '--name'])).toMatchObject({ elements: ['--name'] })
