@@ -97,7 +97,7 @@ export function configToGraph(source: ConfigSource): GraphEntry[] {
   const out: GraphEntry[] = []
   for (const entry of doc) {
     const [plugin, fields] = singleEntry(entry, source.origin)
-    out.push(...flatten(plugin, fields, undefined))
+    out.push(...flatten(plugin, fields, undefined, source.origin))
   }
   return out
 }
@@ -128,9 +128,12 @@ function singleEntry(entry: unknown, origin: string): [PluginName, Fields] {
  * `<plugin>_<base>`; partitions take the partitioning's base. Children come before their parent,
  * as in diskimage-builder (the order of mount points in DIB_MOUNTPOINTS follows from it).
  */
-function flatten(plugin: PluginName, values: Fields, parentBase: string | undefined): GraphEntry[] {
+function flatten(plugin: PluginName, values: Fields, parentBase: string | undefined, origin: string): GraphEntry[] {
   const out: GraphEntry[] = []
   const self: Fields = {}
+  // Names and bases become node names (and a child's default name): text only, or a map would
+  // be named `mkfs_[object Object]`.
+  for (const k of ['name', 'base']) checkWord(values[k], `${k} of a ‘${plugin}’ entry`, origin)
   const base = values['base'] ?? parentBase
   if (base !== undefined) self['base'] = base
   if (values['name'] !== undefined) self['name'] = values['name']
@@ -148,7 +151,8 @@ function flatten(plugin: PluginName, values: Fields, parentBase: string | undefi
             if (!isRecord(pv))
               throw new BlockDeviceConfigError(`block-device plugin ‘${pk}’ needs a mapping of settings`)
             if (p['name'] === undefined) throw new BlockDeviceConfigError('a partition needs a name')
-            out.push(...flatten(pk, pv, String(p['name'])))
+            checkWord(p['name'], 'name of a partition', origin)
+            out.push(...flatten(pk, pv, String(p['name']), origin))
           } else part[pk] = pv
         }
         part['base'] = self['base']
@@ -156,11 +160,25 @@ function flatten(plugin: PluginName, values: Fields, parentBase: string | undefi
       })
     } else if (isPlugin(k)) {
       if (!isRecord(v)) throw new BlockDeviceConfigError(`block-device plugin ‘${k}’ needs a mapping of settings`)
-      out.push(...flatten(k, v, String(self['name'])))
+      out.push(...flatten(k, v, String(self['name']), origin))
     } else self[k] = v
   }
   out.push({ plugin, fields: self })
   return out
+}
+
+function checkWord(v: unknown, what: string, origin: string): void {
+  if (v === undefined || v === null || typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))) return
+  throw new BlockDeviceConfigError(`block-device config (${origin}): ${what} must be a string, not ${kindOf(v)}`)
+}
+
+/** What a YAML value is, for messages ("a mapping", not `[object Object]`). */
+export function kindOf(v: unknown): string {
+  if (Array.isArray(v)) return 'a list'
+  if (isRecord(v)) return 'a mapping'
+  if (typeof v === 'boolean') return 'a boolean'
+  if (v === null || v === undefined) return 'nothing'
+  return `‘${String(v)}’`
 }
 
 export function isRecord(v: unknown): v is Record<string, unknown> {

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto'
 
 import { BlockDeviceConfigError } from '../errors.js'
-import { type Fields, type GraphEntry, isRecord } from './config.js'
+import { type Fields, type GraphEntry, isRecord, kindOf } from './config.js'
 import { checkFsFits } from './fs-min.js'
 import { splitShellWords } from './shell-words.js'
 import { parseAbsSize, parseRelSize } from './size.js'
@@ -215,7 +215,7 @@ export function planLayout(
         fstab.push({
           name,
           base: str(fields, 'base', `fstab ‘${name}’`, err),
-          options: typeof fields['options'] === 'string' ? fields['options'] : 'defaults',
+          options: scalar(fields, 'options', `fstab ‘${name}’`, err) ?? 'defaults',
           dumpFreq: int(fields['dump-freq'] ?? 0, `dump-freq of ‘${name}’`, err),
           fsckPassno: int(fields['fsck-passno'] ?? 2, `fsck-passno of ‘${name}’`, err),
         })
@@ -252,8 +252,9 @@ export function planLayout(
     )
   }
   const image = loops[0]!
-  if (image.fields['size'] !== undefined) {
-    const want = parseAbsSize(image.fields['size'] as string, `the size of ‘${image.name}’`)
+  const loopSize = scalar(image.fields, 'size', `local_loop ‘${image.name}’`, err)
+  if (loopSize !== undefined) {
+    const want = parseAbsSize(loopSize, `the size of ‘${image.name}’`)
     if (want !== params.diskSize)
       warnings.push(`block-device: the size of ‘${image.name}’ is ignored; the disk is --size`)
   }
@@ -343,7 +344,8 @@ function partitioningNode(
   const base = str(f, 'base', `partitioning ‘${name}’`, err)
   const label = f['label']
   if (label !== 'mbr' && label !== 'gpt') throw err(`label of partitioning ‘${name}’ must be mbr or gpt`)
-  const alignBytes = f['align'] === undefined ? MiB : parseAbsSize(f['align'] as string, `the align of ‘${name}’`)
+  const align = scalar(f, 'align', `partitioning ‘${name}’`, err)
+  const alignBytes = align === undefined ? MiB : parseAbsSize(align, `the align of ‘${name}’`)
   if (alignBytes < SECTOR || alignBytes % SECTOR !== 0) throw err(`align of ‘${name}’ must be a multiple of 512 bytes`)
   const parts = f['partitions']
   if (!Array.isArray(parts) || parts.length === 0) throw err(`partitioning ‘${name}’ needs partitions`)
@@ -354,13 +356,16 @@ function partitioningNode(
     const flags = p['flags'] ?? []
     if (!Array.isArray(flags)) throw err(`flags of partition ‘${pname}’ must be a list`)
     for (const fl of flags) {
-      if (fl !== 'boot' && fl !== 'primary') throw err(`unknown flag ‘${String(fl)}’ on partition ‘${pname}’`)
+      if (typeof fl !== 'string')
+        throw err(`flags of partition ‘${pname}’ must be a list of words, not of ${kindOf(fl)}`)
+      if (fl !== 'boot' && fl !== 'primary') throw err(`unknown flag ‘${fl}’ on partition ‘${pname}’`)
     }
     if (label === 'gpt' && flags.includes('primary'))
       throw err(`primary flag not supported for GPT partition ‘${pname}’`)
-    if (p['size'] === undefined) throw err(`partition ‘${pname}’ has no size`)
-    const type = partitionType(label, p['type'], pname, err)
-    sizes.push(String(p['size']))
+    const size = scalar(p, 'size', `partition ‘${pname}’`, err)
+    if (size === undefined) throw err(`partition ‘${pname}’ has no size`)
+    const type = partitionType(label, scalar(p, 'type', `partition ‘${pname}’`, err), pname, err)
+    sizes.push(size)
     return {
       name: pname,
       number: 0,
@@ -374,10 +379,10 @@ function partitioningNode(
   return { table: { name, base, label, alignBytes, partitions }, sizes }
 }
 
-function partitionType(label: 'mbr' | 'gpt', t: unknown, pname: string, err: (m: string) => Error): string {
+function partitionType(label: 'mbr' | 'gpt', t: string | undefined, pname: string, err: (m: string) => Error): string {
   if (t === undefined) return label === 'mbr' ? '83' : '8300'
   // A YAML number (type: 83) means the digits the user wrote, read as hex as diskimage-builder does.
-  const text = String(t).trim()
+  const text = t.trim()
   if (label === 'mbr') {
     const hex = text.replace(/^0x/i, '')
     if (!/^[0-9a-f]{1,2}$/i.test(hex) || parseInt(hex, 16) === 0) {
@@ -468,7 +473,10 @@ function lvmNode(name: string, f: Fields, err: (m: string) => Error): LvmPlan {
     const o = x['options']
     if (o === undefined || o === null) return []
     if (!Array.isArray(o)) throw err(`options of ${what} must be a list`)
-    return o.map(String)
+    return o.map((x: unknown) => {
+      if (typeof x === 'string' || (typeof x === 'number' && Number.isFinite(x))) return String(x)
+      throw err(`options of ${what} must be a list of words, not of ${kindOf(x)}`)
+    })
   }
   // LVM's own rule for names, checked here rather than by lvcreate in the middle of a build.
   const lvmName = (n: string, what: string) => {
@@ -486,25 +494,27 @@ function lvmNode(name: string, f: Fields, err: (m: string) => Error): LvmPlan {
     const base = v['base']
     if (!Array.isArray(base) || base.length === 0) throw err(`vgs ‘${n}’ needs a list of pvs as base`)
     for (const b of base) {
-      if (!pvs.some((p) => p.name === b)) throw err(`base ‘${String(b)}’ of vgs ‘${n}’ does not match a valid pvs`)
+      if (typeof b !== 'string') throw err(`base of vgs ‘${n}’ must be a list of pvs names, not of ${kindOf(b)}`)
+      if (!pvs.some((p) => p.name === b)) throw err(`base ‘${b}’ of vgs ‘${n}’ does not match a valid pvs`)
     }
-    return { name: n, base: base.map(String), options: opts(v, `vgs ‘${n}’`) }
+    return { name: n, base: base as string[], options: opts(v, `vgs ‘${n}’`) }
   })
   const lvs = list('lvs').map((l): LvPlan => {
     const n = lvmName(str(l, 'name', `an lvs entry of ‘${name}’`, err), 'logical volume')
     const base = str(l, 'base', `lvs ‘${n}’`, err)
     if (!vgs.some((v) => v.name === base)) throw err(`base ‘${base}’ of lvs ‘${n}’ does not match a valid vg`)
-    if (l['size'] === undefined && l['extents'] === undefined) throw err(`lvs ‘${n}’ needs a size or extents`)
-    if (l['type'] !== undefined && l['type'] !== 'thin-pool') throw err(`type of lvs ‘${n}’ can only be thin-pool`)
-    const pool = l['thin-pool'] === undefined ? undefined : String(l['thin-pool'])
-    if (pool !== undefined && l['size'] === undefined) throw err(`thin volume ‘${n}’ needs a (virtual) size`)
+    const what = `lvs ‘${n}’`
+    const [size, extents, type, pool] = ['size', 'extents', 'type', 'thin-pool'].map((k) => scalar(l, k, what, err))
+    if (size === undefined && extents === undefined) throw err(`lvs ‘${n}’ needs a size or extents`)
+    if (type !== undefined && type !== 'thin-pool') throw err(`type of lvs ‘${n}’ can only be thin-pool`)
+    if (pool !== undefined && size === undefined) throw err(`thin volume ‘${n}’ needs a (virtual) size`)
     return {
       name: n,
       base,
-      kind: l['type'] === 'thin-pool' ? 'thin-pool' : pool !== undefined ? 'thin' : 'plain',
+      kind: type === 'thin-pool' ? 'thin-pool' : pool !== undefined ? 'thin' : 'plain',
       ...(pool !== undefined ? { pool } : {}),
-      ...(l['size'] !== undefined ? { size: String(l['size']) } : {}),
-      ...(l['extents'] !== undefined ? { extents: String(l['extents']) } : {}),
+      ...(size !== undefined ? { size } : {}),
+      ...(extents !== undefined ? { extents } : {}),
       options: opts(l, `lvs ‘${n}’`),
     }
   })
@@ -624,13 +634,15 @@ function mkfsNode(name: string, f: Fields, params: RootParams, err: (m: string) 
   const base = str(f, 'base', `mkfs ‘${name}’`, err)
   // diskimage-builder fills the node named mkfs_root from the command line where it is silent.
   const isRoot = name === 'mkfs_root'
-  const type = f['type'] !== undefined ? String(f['type']) : isRoot ? params.fsType : undefined
+  const what = `mkfs ‘${name}’`
+  const [fType, fLabel, fOpts, fUuid] = ['type', 'label', 'opts', 'uuid'].map((k) => scalar(f, k, what, err))
+  const type = fType ?? (isRoot ? params.fsType : undefined)
   if (type === undefined) throw err(`mkfs ‘${name}’ needs a type`)
   if (!(FS_TYPES as readonly string[]).includes(type) && type !== 'swap') {
     throw err(`mkfs ‘${name}’: unsupported file system type ‘${type}’ (supported: ${FS_TYPES.join(', ')}, swap)`)
   }
   let label: string
-  if (f['label'] !== undefined) label = String(f['label'])
+  if (fLabel !== undefined) label = fLabel
   else if (isRoot) label = params.rootLabel ?? defaultRootLabel(type)
   else label = name
   if (type === 'vfat' || type === 'fat') label = label.toUpperCase()
@@ -645,20 +657,33 @@ function mkfsNode(name: string, f: Fields, params: RootParams, err: (m: string) 
     ...(type === 'ext4' ? ['-i', '4096', '-J', 'size=64'] : []),
     ...splitShellWords(params.mkfsOptions ?? '', '--mkfs-options'),
   ]
-  const opts = f['opts'] !== undefined ? String(f['opts']).split(/\s+/).filter(Boolean) : isRoot ? rootOpts() : []
-  const uuid = f['uuid'] !== undefined ? String(f['uuid']) : isRoot ? params.rootFsUuid : randomUUID()
+  const opts = fOpts !== undefined ? fOpts.split(/\s+/).filter(Boolean) : isRoot ? rootOpts() : []
+  const uuid = fUuid ?? (isRoot ? params.rootFsUuid : randomUUID())
   return { name, base, type, label, opts, uuid }
 }
 
-function str(f: Fields, key: string, what: string, err: (m: string) => Error): string {
+/**
+ * A field that is text: a string, or a YAML number taken as the digits written (`size: 1024`,
+ * `type: 83`); undefined when absent or empty (`key:` is null). Anything else is refused here,
+ * not turned into `[object Object]` or, for `[1]`, into "1".
+ */
+function scalar(f: Fields, key: string, what: string, err: (m: string) => Error): string | undefined {
   const v = f[key]
-  if (typeof v === 'string' && v !== '') return v
-  if (typeof v === 'number') return String(v)
-  throw err(`${what} needs ‘${key}’`)
+  if (v === undefined || v === null) return undefined
+  if (typeof v === 'string') return v
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v)
+  throw err(`${key} of ${what} must be a string or a number, not ${kindOf(v)}`)
+}
+
+function str(f: Fields, key: string, what: string, err: (m: string) => Error): string {
+  const v = scalar(f, key, what, err)
+  if (v === undefined || v === '') throw err(`${what} needs ‘${key}’`)
+  return v
 }
 
 function int(v: unknown, what: string, err: (m: string) => Error): number {
-  const n = Number(v)
+  // Number() would take [1], true and '' as integers.
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN
   if (!Number.isInteger(n) || n < 0) throw err(`${what} must be a non-negative integer`)
   return n
 }

@@ -516,6 +516,84 @@ describe('block-device layout errors (before anything is launched)', () => {
     bad('key: value', /must be a list of plugin entries/)
     bad('- [unclosed', /is not valid YAML/)
   })
+
+  // Values of the wrong YAML type were turned into text: a size map became `[object Object]`,
+  // `type: [1]` became "1" (an MBR type byte), `uuid: {a: b}` a UUID.
+  it('refuses a value of the wrong type for every scalar and list field, naming field and node', () => {
+    const loop = '- local_loop: {name: image0}'
+    const fs = '- mkfs: {name: r, base: image0, type: ext4}\n- mount: {name: m, base: r, mount_point: /}'
+    const part = (p: string, label = 'mbr') =>
+      `${loop}\n- partitioning: {base: image0, label: ${label}, partitions: [{name: root, ${p}, mkfs: {type: ext4, mount: {mount_point: /}}}]}`
+    const mkfs = (f: string) =>
+      `${loop}\n- mkfs: {name: r, base: image0, type: ext4, ${f}}\n- mount: {name: m, base: r, mount_point: /}`
+    const lvm = (pv: string, vg: string, lv: string) =>
+      `${loop}\n- lvm: {name: lvm, pvs: [{name: pv, base: image0${pv}}], vgs: [{name: vg, base: ${vg}}], lvs: [{name: lv, base: vg, size: 100M${lv}}]}\n- mkfs: {name: r, base: lv, type: ext4}\n- mount: {name: m, base: r, mount_point: /}`
+    const cases: [string, RegExp][] = [
+      [
+        part('size: {a: b}'),
+        /^block-device config \(test\): size of partition ‘root’ must be a string or a number, not a mapping$/,
+      ],
+      [part('size: [1]'), /size of partition ‘root’ must be a string or a number, not a list/],
+      [part('size: true'), /size of partition ‘root’ must be a string or a number, not a boolean/],
+      [part('size: 1G, type: [1]'), /type of partition ‘root’ must be a string or a number, not a list/],
+      [part('size: 1G, type: {a: b}', 'gpt'), /type of partition ‘root’ must be a string or a number, not a mapping/],
+      [part('size: 1G, flags: [{boot: 1}]'), /flags of partition ‘root’ must be a list of words, not of a mapping/],
+      [
+        `${loop}\n- partitioning: {base: image0, label: mbr, partitions: [{name: {a: b}, size: 1G, mkfs: {type: ext4, mount: {mount_point: /}}}]}`,
+        /name of a partition must be a string, not a mapping/,
+      ],
+      [
+        `${loop}\n- partitioning: {base: image0, label: mbr, align: [1], partitions: [{name: r, size: 1G}]}`,
+        /align of partitioning ‘partitioning_image0’ must be a string or a number, not a list/,
+      ],
+      [
+        `${loop.replace('}', ', size: {a: b}}')}\n${fs}`,
+        /size of local_loop ‘image0’ must be a string or a number, not a mapping/,
+      ],
+      [mkfs('uuid: {a: b}'), /uuid of mkfs ‘r’ must be a string or a number, not a mapping/],
+      [mkfs('label: [x]'), /label of mkfs ‘r’ must be a string or a number, not a list/],
+      [mkfs('opts: [-m, 0]'), /opts of mkfs ‘r’ must be a string or a number, not a list/],
+      [
+        `${loop}\n- mkfs: {name: r, base: image0, type: [1]}\n- mount: {name: m, base: r, mount_point: /}`,
+        /type of mkfs ‘r’ must be a string or a number, not a list/,
+      ],
+      [
+        `${loop}\n- mkfs: {name: r, base: image0, type: ext4}\n- mount: {name: m, base: r, mount_point: [/]}`,
+        /mount_point of mount ‘m’ must be a string or a number, not a list/,
+      ],
+      [
+        `${loop}\n${fs}\n- fstab: {name: f, base: m, options: {a: b}}`,
+        /options of fstab ‘f’ must be a string or a number, not a mapping/,
+      ],
+      [
+        `${loop}\n${fs}\n- fstab: {name: f, base: m, fsck-passno: [1]}`,
+        /fsck-passno of ‘f’ must be a non-negative integer/,
+      ],
+      [
+        `${loop}\n${fs}\n- fstab: {name: f, base: m, dump-freq: true}`,
+        /dump-freq of ‘f’ must be a non-negative integer/,
+      ],
+      [`${loop}\n- mkfs: {base: {a: b}, type: ext4}`, /base of a ‘mkfs’ entry must be a string, not a mapping/],
+      [`- local_loop: {name: [image0]}`, /name of a ‘local_loop’ entry must be a string, not a list/],
+      [lvm(', options: [{a: b}]', '[pv]', ''), /options of pvs ‘pv’ must be a list of words, not of a mapping/],
+      [lvm('', '[[pv]]', ''), /base of vgs ‘vg’ must be a list of pvs names, not of a list/],
+      [lvm('', '[pv]', ', extents: {a: b}'), /extents of lvs ‘lv’ must be a string or a number, not a mapping/],
+      [lvm('', '[pv]', ', thin-pool: [x]'), /thin-pool of lvs ‘lv’ must be a string or a number, not a list/],
+    ]
+    for (const [yaml, re] of cases) {
+      expect(() => plan(yaml), yaml).toThrow(BlockDeviceConfigError)
+      expect(() => plan(yaml), yaml).toThrow(re)
+    }
+  })
+
+  it('still takes YAML numbers where text is written (size: 1024, type: 83, label: 2024)', () => {
+    const l = plan(
+      '- local_loop: {name: image0}\n- partitioning: {base: image0, label: mbr, align: 1048576, partitions: [{name: root, size: 1073741824, type: 83, mkfs: {type: ext4, label: 2024, mount: {mount_point: /, fstab: {fsck-passno: "1", dump-freq: 0}}}}]}',
+    )
+    expect(l.tables[0]!.partitions[0]).toMatchObject({ type: '83', sizeSectors: 1073741824 / 512 })
+    expect(l.root.label).toBe('2024')
+    expect(l.fstab[0]).toMatchObject({ fsckPassno: 1, dumpFreq: 0 })
+  })
 })
 
 /** The partition table the generated commands write, as sfdisk reads it back. */
