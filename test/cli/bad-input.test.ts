@@ -557,6 +557,39 @@ const rows: Row[] = [
       ),
     error: bdErr('dump-freq of ‘f’ must be a non-negative integer'),
   },
+  {
+    // Was ``invalid size ‘[object Object]’``; `type: [1]` was taken as the MBR type byte 1.
+    path: 'layout: scalar field of the wrong type',
+    args: (c) =>
+      bd(
+        c,
+        `${loop}\n- partitioning: {base: image0, label: gpt, partitions: [{name: root, size: {a: b}, mkfs: {mount: {mount_point: /}}}]}`,
+      ),
+    error: bdErr('size of partition ‘root’ must be a string or a number, not a mapping$'),
+  },
+  {
+    path: 'blockdev config: node name of the wrong type',
+    args: (c) => bd(c, `${loop}\n- mkfs: {base: [image0], type: ext4}`),
+    error: bdErr('base of a ‘mkfs’ entry must be a string, not a list$'),
+  },
+  {
+    path: 'layout: list of words holds a mapping',
+    args: (c) =>
+      bd(
+        c,
+        `${loop}\n- partitioning: {base: image0, label: mbr, partitions: [{name: r, size: 1G, flags: [{boot: 1}]}]}`,
+      ),
+    error: bdErr('flags of partition ‘r’ must be a list of words, not of a mapping$'),
+  },
+  {
+    path: 'layout: LVM names of the wrong type',
+    args: (c) =>
+      bd(
+        c,
+        `${loop}\n- lvm: {name: lvm, pvs: [{name: pv, base: image0}], vgs: [{name: vg, base: [[pv]]}], lvs: [{name: lv, base: vg, size: 100M}]}`,
+      ),
+    error: bdErr('base of vgs ‘vg’ must be a list of pvs names, not of a list$'),
+  },
   // ---- validations added by issue 12 (file system minimums, names, --arch, --mkfs-options, links)
   {
     path: 'fs-min: ext4 root larger than the disk',
