@@ -342,11 +342,14 @@ describe('planBuild over generated inputs', () => {
             ...(i.smp !== undefined ? { smp: i.smp } : {}),
           }
           try {
-            planBuild(opts)
+            const plan = planBuild(opts)
+            // A map or a list where text belongs is refused, never turned into text (`mutated`).
+            expect(JSON.stringify(plan.layout)).not.toContain('[object Object]')
             planned++
           } catch (e) {
             if (!(e instanceof VirtDibError)) throw e
             expect(e.message.split('\n').length, e.message).toBe(1)
+            expect(e.message).not.toContain('[object Object]')
             const kind = e.message
               .replace(/‘[^’]*’/g, '‘…’')
               .replace(/^block-device config \([^)]*\)/, 'block-device config (…)')
