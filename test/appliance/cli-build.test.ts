@@ -2,33 +2,19 @@
 // while the first one's cleanup runs, qemu killed from outside, and a failing host-side script
 // whose status becomes the exit code. Each leaves no
 // qemu, no temp dir and no output behind, and the files that were there before untouched.
-import { spawn } from 'node:child_process'
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { afterAll, describe, expect, it } from 'vitest'
 
-import { DIB_LIB, root } from '../helpers/cli.js'
+import { DIB_LIB, root, startCli as start } from '../helpers/cli.js'
 import { tempDir } from '../helpers/temp.js'
 import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
 import { qemuDescendants, waitFor } from '../helpers/processes.js'
 import { HARD_EXIT_MS } from '../../src/cli/main.js'
 
 const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
-
-function start(args: string[], env: NodeJS.ProcessEnv) {
-  const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (b: Buffer) => (stdout += b.toString()))
-  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()))
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
-  return { child, exited, out: () => stdout, err: () => stderr }
-}
 
 describe('CLI builds: interruption and host-side failure', () => {
   const out = tempDir('vdib-clib.')

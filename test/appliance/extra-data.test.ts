@@ -2,32 +2,18 @@
 // behind must not hang the build at the unmount, and Ctrl-C must stop the scripts' whole process
 // group. Three CLI builds: one that succeeds despite leftovers, one whose leftover escaped the
 // process group and holds the view for good, one interrupted inside the phase.
-import { spawn } from 'node:child_process'
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { describe, expect, it } from 'vitest'
 
-import { DIB_LIB, root } from '../helpers/cli.js'
+import { DIB_LIB, root, startCli as start } from '../helpers/cli.js'
 import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
 import { allProcesses, waitFor } from '../helpers/processes.js'
 import { tempDir } from '../helpers/temp.js'
 
 const elements = ['-p', join(root, 'examples', 'elements'), '-p', join(root, 'test', 'fixtures', 'elements')]
 const common = ['-B', DIB_LIB, ...elements, '--skip-base', '--size', '256M', '--formats', 'raw']
-
-function start(args: string[], env: NodeJS.ProcessEnv) {
-  const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (b: Buffer) => (stdout += b.toString()))
-  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()))
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
-  return { child, exited, out: () => stdout, err: () => stderr }
-}
 
 /** The fixture's sleeps, told apart by their durations. */
 const sleeps = (...durations: string[]) =>

@@ -1,5 +1,5 @@
 // Runs the built CLI (bin/virt-dib → dist/) as a child process.
-import { spawn, spawnSync, type StdioOptions } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync, type StdioOptions } from 'node:child_process'
 import { join, resolve } from 'node:path'
 
 export const root = resolve(import.meta.dirname, '..', '..')
@@ -46,4 +46,37 @@ export function runCliAsync(args: string[], opts: CliRunOptions = {}): Promise<C
     child.on('error', reject)
     child.on('close', (status) => resolvePromise({ status, stdout, stderr }))
   })
+}
+
+/** A running CLI whose output is collected as it comes (for tests that signal or watch it). */
+export interface RunningCli {
+  child: ChildProcess
+  /** The exit status (null after a signal). */
+  exited: Promise<number | null>
+  out: () => string
+  err: () => string
+}
+
+/** Starts the built CLI with `env`, no time limit (appliance builds), stdin closed. */
+export function startCli(args: string[], env: NodeJS.ProcessEnv): RunningCli {
+  const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()))
+  child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()))
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
+  return { child, exited, out: () => stdout, err: () => stderr }
+}
+
+/** startCli, awaited: the status and the whole output. */
+export async function runCliToEnd(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ status: number | null; out: string; err: string }> {
+  const run = startCli(args, env)
+  const status = await run.exited
+  return { status, out: run.out(), err: run.err() }
 }

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 
 import { afterAll, describe, expect, it } from 'vitest'
 
-import { DIB_LIB, root } from '../helpers/cli.js'
+import { DIB_LIB, root, runCliToEnd as virtDib } from '../helpers/cli.js'
 import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
 import { DIB_PHASE_ORDER } from '../helpers/phases.js'
 import { waitFor } from '../helpers/processes.js'
@@ -27,20 +27,6 @@ async function withTmpfs(dir: string, size: string, fn: () => Promise<void>): Pr
   } finally {
     execFileSync('umount', [dir])
   }
-}
-
-function virtDib(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()))
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()))
-    child.on('close', (status) => resolve({ status, out, err }))
-  })
 }
 
 describe('fault matrix', () => {

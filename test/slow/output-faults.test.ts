@@ -1,33 +1,19 @@
 // Output faults for real, end to end (opt-in tier): the output directory filling up while the
 // tar stream runs, and docker import failing at once (no daemon). Each: exit 1, one error line
 // plus one hint at most, and the invariants (no qemu, no temp dir, older outputs untouched).
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { describe, expect, it } from 'vitest'
 
 import { findExecutable } from '../../src/host/which.js'
-import { DIB_LIB, root } from '../helpers/cli.js'
+import { DIB_LIB, root, runCliToEnd as virtDib } from '../helpers/cli.js'
 import { expectNothingLeft, snapshot } from '../helpers/invariants.js'
 import { tempDir } from '../helpers/temp.js'
 
 const isRoot = process.getuid?.() === 0
 const base = ['-B', DIB_LIB, '-p', join(root, 'examples', 'elements'), '--skip-base', '--size', '256M']
-
-function virtDib(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(root, 'bin', 'virt-dib'), ...args], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()))
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()))
-    child.on('close', (status) => resolve({ status, out, err }))
-  })
-}
 
 /** The lines virt-dib printed as its own (the error and its hint). */
 function ownLines(err: string): string[] {
