@@ -8,7 +8,6 @@
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { chmodSync } from 'node:fs'
 import { openSync, closeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -17,6 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { DIB_LIB, runCliAsync } from '../helpers/cli.js'
 import { TempTree } from '../helpers/element-tree.js'
+import { markerHypervisor } from '../helpers/sandbox.js'
 
 interface Ctx {
   /** The row's output directory (holds img.qcow2 from "an older build"). */
@@ -74,9 +74,7 @@ const marker = join(base, 'markers')
 mkdirSync(marker)
 // Anything that runs "qemu" (libguestfs probes it before a launch) leaves a marker named after
 // the row: a launch attempt is seen even if it fails.
-const hv = join(base, 'hv.sh')
-writeFileSync(hv, '#!/bin/sh\ntouch "$VDIB_TEST_MARKER"\nexit 1\n')
-chmodSync(hv, 0o755)
+const hv = markerHypervisor(base)
 
 afterAll(() => {
   tree.remove()

@@ -2,19 +2,18 @@
 // callback during a build (injected by a preloaded module) aborts the build, lets the cleanup
 // run, and ends with one `internal error` line: no Node stack trace, nothing left behind, and
 // no appliance launched (the build is stopped before launch; the hypervisor leaves a marker).
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { DIB_LIB, root, runCliAsync } from '../helpers/cli.js'
+import { markerHypervisor } from '../helpers/sandbox.js'
 
 const base = mkdtempSync(join(tmpdir(), 'vdib-crash.'))
 afterAll(() => rmSync(base, { recursive: true, force: true }))
-const hv = join(base, 'hv.sh')
-writeFileSync(hv, '#!/bin/sh\ntouch "$VDIB_TEST_MARKER"\nexit 1\n')
-chmodSync(hv, 0o755)
+const hv = markerHypervisor(base)
 const preload = join(root, 'test', 'fixtures', 'scripts', 'inject-crash.mjs')
 
 describe.concurrent('an unhandled error during a build', () => {

@@ -2,31 +2,21 @@
 // through its AbortController, the cleanup runs, and the run ends with one line naming the
 // channel, before any appliance is launched (the hypervisor is a script that leaves a marker).
 import { spawn } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 
-import { afterAll, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 
 import { channelOver } from '../../src/cli/channel.js'
 import { VirtDibError } from '../../src/errors.js'
 import { DIB_LIB, root, runCliAsync } from '../helpers/cli.js'
+import { cliSandbox } from '../helpers/sandbox.js'
 
-const base = mkdtempSync(join(tmpdir(), 'vdib-mr.'))
-afterAll(() => rmSync(base, { recursive: true, force: true }))
-const hv = join(base, 'hv.sh')
-writeFileSync(hv, '#!/bin/sh\ntouch "$VDIB_TEST_MARKER"\nexit 1\n')
-chmodSync(hv, 0o755)
+const sandbox = cliSandbox('vdib-mr.')
 
 function place(name: string) {
-  const out = join(base, name, 'out')
-  const tmp = join(base, name, 'tmp')
-  mkdirSync(out, { recursive: true })
-  mkdirSync(tmp, { recursive: true })
-  writeFileSync(join(out, 'img.qcow2'), 'an older build')
-  const marker = join(base, name, 'launched')
-  const env = { ...process.env, TMPDIR: tmp, LIBGUESTFS_HV: hv, VDIB_TEST_MARKER: marker }
+  const { out, tmp, marker, env } = sandbox.place(name)
   // prettier-ignore
   const args = ['-B', DIB_LIB, '-p', join(root, 'examples', 'elements'), '--skip-base', '--python', '/usr/bin/python3',
     '--name', join(out, 'img')]

@@ -2,42 +2,27 @@
 // that never ends must not keep a second Ctrl-C from exiting within the hard deadline, and a
 // promise that can never settle must not end the run with a silent status 0.
 import { spawn } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 
 import { HURRY_CLEANUP_MS } from '../../src/api/interrupt.js'
 import { HARD_EXIT_MS } from '../../src/cli/main.js'
 import { DIB_LIB, root, runCliAsync } from '../helpers/cli.js'
 import { waitFor } from '../helpers/processes.js'
+import { cliSandbox } from '../helpers/sandbox.js'
 
-const base = mkdtempSync(join(tmpdir(), 'vdib-stall.'))
-afterAll(() => rmSync(base, { recursive: true, force: true }))
-const hv = join(base, 'hv.sh')
-writeFileSync(hv, '#!/bin/sh\ntouch "$VDIB_TEST_MARKER"\nexit 1\n')
-chmodSync(hv, 0o755)
+const sandbox = cliSandbox('vdib-stall.')
 const preload = join(root, 'test', 'fixtures', 'scripts', 'inject-stall.mjs')
 
 function place(name: string, stall: string) {
-  const out = join(base, name, 'out')
-  const tmp = join(base, name, 'tmp')
-  mkdirSync(out, { recursive: true })
-  mkdirSync(tmp, { recursive: true })
-  writeFileSync(join(out, 'img.qcow2'), 'an older build')
-  const marker = join(base, name, 'launched')
+  const p = sandbox.place(name)
+  const { out, tmp, marker } = p
   // prettier-ignore
   const args = [join(root, 'bin', 'virt-dib'), '-B', DIB_LIB, '-p', join(root, 'examples', 'elements'), '--skip-base',
     '--python', '/usr/bin/python3', '--name', join(out, 'img'), 'demo-os']
-  const env = {
-    ...process.env,
-    TMPDIR: tmp,
-    LIBGUESTFS_HV: hv,
-    VDIB_TEST_MARKER: marker,
-    NODE_OPTIONS: `--import=${preload}`,
-    VDIB_STALL: stall,
-  }
+  const env = { ...p.env, NODE_OPTIONS: `--import=${preload}`, VDIB_STALL: stall }
   return { out, tmp, marker, args, env }
 }
 

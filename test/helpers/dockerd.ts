@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync 
 import { join } from 'node:path'
 
 import { findExecutable } from '../../src/host/which.js'
-import { waitFor } from './processes.js'
+import { alive, waitFor } from './processes.js'
 
 export type DockerdSupport = { ok: true } | { ok: false; reason: string }
 
@@ -44,15 +44,6 @@ function kill(pid: number): void {
     process.kill(pid, 'SIGKILL')
   } catch {
     // already gone
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
   }
 }
 

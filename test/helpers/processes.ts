@@ -65,3 +65,13 @@ export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 1
   }
   return cond()
 }
+
+/** True while `pid` exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}

@@ -1,28 +1,13 @@
 // killAllAppliances(): the synchronous "stop everything" behind the CLI's second Ctrl-C. Every
 // open Guestfs of the process is tracked from create to close; one call SIGKILLs every qemu,
 // a launch in progress included (the fake hypervisor: a launch that never finishes by itself).
-import { createRequire } from 'node:module'
-
 import { describe, expect, it } from 'vitest'
 
 import { Guestfs, killAllAppliances, liveHandleCount } from '../../src/guestfs/index.js'
+import { fakeQemu } from '../helpers/fake-qemu.js'
 import { tempDir } from '../helpers/temp.js'
 
-interface FakeHypervisor {
-  hv: string
-  path: string
-  cachedir: string
-  qemu: string
-}
-interface FakeQemu {
-  fakeHypervisorMissing(): string | undefined
-  makeFakeHypervisor(dir: string): FakeHypervisor
-  fakeQemuChildren(qemu: string): { tid: number; pid: number }[]
-  until<T>(cond: () => T | undefined, ms: number, what: string): Promise<T>
-  alive(pid: number): boolean
-}
-const require = createRequire(import.meta.url)
-const fq = require('../fixtures/scripts/fake-qemu.cjs') as FakeQemu
+const fq = fakeQemu
 const missing = fq.fakeHypervisorMissing()
 
 describe('live handles', () => {

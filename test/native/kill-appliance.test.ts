@@ -4,30 +4,15 @@
 // mentions "qemu" on its command line, and never another handle's qemu.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { chmodSync, mkdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { join } from 'node:path'
 
 import { afterEach, describe, expect, it } from 'vitest'
 
-import { loadAddon, type NativeHandle } from '../../src/guestfs/native.js'
+import { loadAddon } from '../../src/guestfs/native.js'
+import { fakeQemu } from '../helpers/fake-qemu.js'
 import { tempDir } from '../helpers/temp.js'
 
-interface FakeHypervisor {
-  hv: string
-  path: string
-  cachedir: string
-  qemu: string
-}
-interface FakeQemu {
-  fakeHypervisorMissing(): string | undefined
-  makeFakeHypervisor(dir: string): FakeHypervisor
-  startStuckLaunch(h: NativeHandle, fake: FakeHypervisor): Promise<void>
-  fakeQemuChildren(qemu: string): { tid: number; pid: number }[]
-  until<T>(cond: () => T | undefined, ms: number, what: string): Promise<T>
-  alive(pid: number): boolean
-}
-const require = createRequire(import.meta.url)
-const fq = require('../fixtures/scripts/fake-qemu.cjs') as FakeQemu
+const fq = fakeQemu
 const missing = fq.fakeHypervisorMissing()
 const { addon } = loadAddon()
 

@@ -16,7 +16,7 @@ import { GuestfsError } from '../../../src/guestfs/errors.js'
 import { findExecutable } from '../../../src/host/which.js'
 import { squashfs } from '../../../src/outputs/squashfs.js'
 import { FakeGuest, openExportContext, randomChunks } from '../../helpers/fake-guest.js'
-import { allProcesses, waitFor } from '../../helpers/processes.js'
+import { allProcesses, alive, waitFor } from '../../helpers/processes.js'
 import { tempDir } from '../../helpers/temp.js'
 
 const isRoot = process.getuid?.() === 0
@@ -63,15 +63,6 @@ function slowDocker(dir: string): NodeJS.ProcessEnv {
   writeFileSync(join(bin, 'docker'), `#!/bin/sh\necho $$ > ${dir}/docker.pid\nexec cat > ${dir}/docker.stdin\n`)
   chmodSync(join(bin, 'docker'), 0o755)
   return { ...process.env, PATH: `${bin}:${process.env['PATH']}` }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 /** Host tar processes we started that are still there. */
