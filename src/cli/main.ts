@@ -1,6 +1,7 @@
 // The command line: parse, translate to build() options, render events, and map errors to
 // messages and exit codes. The only code that prints errors or exits.
 import { readFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 import { ScriptError, VirtDibError, BuildAbortedError } from '../errors.js'
 import { openMachineChannel, describeSystemError, type MachineChannel } from './channel.js'
@@ -50,15 +51,13 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     const channel = machine
     machine = undefined
     // After a second signal, a reader that does not read (fd:N on a full pipe) must not keep us.
-    await (exitNow ? Promise.race([channel?.close(), sleep(1000)]) : channel?.close())
+    await (exitNow ? Promise.race([channel?.close(), sleep(1000, undefined, { ref: false })]) : channel?.close())
     return code
   } catch (e) {
     await machine?.close().catch(() => undefined)
     return report(e, reportState.color, reportState.debug)
   }
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref())
 
 function information(flags: CliFlags): number {
   if (flags.help) process.stdout.write(helpText())

@@ -3,6 +3,7 @@
 // The FUSE loop only ends once the kernel lets go of the mount, so a process left inside the view
 // would otherwise keep the build waiting forever.
 import { readFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 import { VirtDibError } from '../errors.js'
 import { boundedWait } from '../util/wait.js'
@@ -73,8 +74,6 @@ export function mountPoints(): string[] {
 export function isMounted(path: string): boolean {
   return mountPoints().includes(path)
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /**
  * Whether `s` settles within `ms`; once `signal` aborts (also while waiting) at most `abortMs`

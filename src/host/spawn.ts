@@ -6,6 +6,7 @@
 import { spawn, type SpawnOptions } from 'node:child_process'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 import { BuildAbortedError, HostToolError } from '../errors.js'
 import { Tail } from '../util/lines.js'
@@ -56,8 +57,6 @@ const KILL_WAIT_MS = 2000
 /** After a process group is gone: how long its output pipes may stay open (a holder outside the group). */
 const PIPE_DRAIN_MS = 1000
 const POLL_MS = 25
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Sends `sig` to every process of group `pgid`; false if the group is gone. */
 export function signalProcessGroup(pgid: number, sig: NodeJS.Signals): boolean {
