@@ -4,8 +4,8 @@ import { GuestfsError, AbortError as GuestfsAbortError } from '../guestfs/index.
 import { watchHostSpace } from '../host/space-watch.js'
 import { phase } from '../phases/registry.js'
 import { runPhase } from '../phases/run-scripts.js'
-import { launchAppliance, prepareBuildRoot } from './appliance.js'
-import { BuildContext, type BuildResult } from './context.js'
+import { launchAppliance, prepareBuildRoot } from '../engine/appliance.js'
+import { BuildContext, type BuildResult } from '../engine/context.js'
 import {
   collectResult,
   exportChecksums,
@@ -14,12 +14,12 @@ import {
   exportExtraData,
   exportTreeOutputs,
   treeOutputs,
-} from './export.js'
-import { runExtraData } from './extra-data.js'
-import { createBlockDevice, finalizeImage, freezeImage, releaseImage } from './image.js'
+} from '../engine/export.js'
+import { runExtraData } from '../engine/extra-data.js'
+import { createBlockDevice, finalizeImage, freezeImage, releaseImage } from '../engine/image.js'
 import type { BuildHooks, BuildOptions } from './options.js'
 import { planBuild, type BuildPlan } from './plan.js'
-import { installTypeFile, prepareAuxTree } from './prepare-aux.js'
+import { installTypeFile, prepareAuxTree } from '../engine/prepare-aux.js'
 
 export async function build(options: BuildOptions, hooks: BuildHooks = {}): Promise<BuildResult> {
   const plan = planBuild(options)

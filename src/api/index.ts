@@ -1,6 +1,6 @@
 // The library API: build(), planning, and the dry run.
 export { build, buildPlanned } from './build.js'
-export type { BuildResult } from './context.js'
+export type { BuildResult } from '../engine/context.js'
 export { DEFAULT_FORMATS, DEFAULT_SIZE, type BuildHooks, type BuildOptions, type OutputFormatName } from './options.js'
 export { planBuild, type BuildPlan } from './plan.js'
 export { describePlan, formatDryRun, type DryRunReport } from './dry-run.js'

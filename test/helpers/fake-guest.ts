@@ -6,7 +6,7 @@
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 
-import { BuildContext } from '../../src/api/context.js'
+import { BuildContext } from '../../src/engine/context.js'
 import type { BuildOptions, OutputFormatName } from '../../src/api/options.js'
 import type { BuildPlan } from '../../src/api/plan.js'
 import { AbortError, GuestfsError } from '../../src/guestfs/errors.js'

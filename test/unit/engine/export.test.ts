@@ -9,8 +9,8 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 
 import { afterEach, describe, expect, it } from 'vitest'
 
-import type { BuildContext } from '../../../src/api/context.js'
-import { exportChecksums, exportExtraData, exportTreeOutputs } from '../../../src/api/export.js'
+import type { BuildContext } from '../../../src/engine/context.js'
+import { exportChecksums, exportExtraData, exportTreeOutputs } from '../../../src/engine/export.js'
 import { HostToolError, VirtDibError } from '../../../src/errors.js'
 import { GuestfsError } from '../../../src/guestfs/errors.js'
 import { findExecutable } from '../../../src/host/which.js'

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 
 import { describe, expect, it } from 'vitest'
 
-import { commitStaged, type CommitFs, type StagedPath } from '../../../src/api/commit.js'
+import { commitStaged, type CommitFs, type StagedPath } from '../../../src/engine/commit.js'
 import { VirtDibError } from '../../../src/errors.js'
 import { openExportContext } from '../../helpers/fake-guest.js'
 import { tempDir } from '../../helpers/temp.js'

@@ -20,8 +20,8 @@ import type { OutputFormat, FileSink } from '../outputs/types.js'
 import type { EventInput, Phase, PhaseContext } from '../phases/types.js'
 import { CleanupStack } from '../util/cleanup.js'
 import { commitStaged } from './commit.js'
-import type { BuildHooks } from './options.js'
-import type { BuildPlan } from './plan.js'
+import type { BuildHooks } from '../api/options.js'
+import type { BuildPlan } from '../api/plan.js'
 
 export interface StagedFile {
   /** Where it is written during the build (a hidden name in the output directory). */

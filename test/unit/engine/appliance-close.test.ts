@@ -3,7 +3,7 @@
 // failure, not only after an abort), and a close that takes too long is ended the same way.
 import { describe, expect, it } from 'vitest'
 
-import { closeAppliance, type ClosableAppliance } from '../../../src/api/appliance.js'
+import { closeAppliance, type ClosableAppliance } from '../../../src/engine/appliance.js'
 
 /** A handle whose close settles only once the appliance is killed when `busy` (or `stuck`). */
 function fakeHandle(o: { busy: boolean; stuck?: boolean }): ClosableAppliance & { kills: number } {
