@@ -7,13 +7,19 @@ import { pipeline } from 'node:stream/promises'
 
 import { AbortError, GuestfsError } from './errors.js'
 import { trackHandle, untrackHandle } from './live.js'
-import { EventBits, loadAddon, type NativeEventName, type NativeHandle } from './native.js'
+import {
+  EventBits,
+  loadAddon,
+  type NativeCallName,
+  type NativeCalls,
+  type NativeEventName,
+  type NativeHandle,
+} from './native.js'
 import type {
   AddDriveOptions,
   AddDriveScratchOptions,
   CallOptions,
   DiskCreateOptions,
-  Dirent,
   GuestfsCreateOptions,
   GuestfsEvents,
   HostFile,
@@ -23,7 +29,6 @@ import type {
   Partition,
   ProgressEvent,
   Statns,
-  Statvfs,
   TarInOptions,
   TarOutOptions,
   UmountOptions,
@@ -32,6 +37,9 @@ import type {
 
 const LAUNCH_LOG_LINES = 100
 const CANCEL_RETRY_MS = 50
+
+/** The promise a native call settles with. */
+type NativeResult<K extends NativeCallName> = ReturnType<NativeCalls[K]>
 
 const eventNames: Record<NativeEventName, keyof GuestfsEvents> = {
   close: 'close',
@@ -104,7 +112,6 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
   async #configure(o: GuestfsCreateOptions): Promise<void> {
     if (o.trace !== undefined) await this.setTrace(o.trace)
     if (o.verbose !== undefined) await this.setVerbose(o.verbose)
-    if (o.backend !== undefined) await this.setBackend(o.backend)
     if (o.backendSettings !== undefined) await this.setBackendSettings(o.backendSettings)
     if (o.memsize !== undefined) await this.setMemsize(o.memsize)
     if (o.smp !== undefined) await this.setSmp(o.smp)
@@ -112,11 +119,7 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
     if (o.append !== undefined) await this.setAppend(o.append)
     if (o.path !== undefined) await this.setPath(o.path)
     if (o.cachedir !== undefined) await this.setCachedir(o.cachedir)
-    if (o.tmpdir !== undefined) await this.setTmpdir(o.tmpdir)
     if (o.hv !== undefined) await this.setHv(o.hv)
-    if (o.pgroup !== undefined) await this.setPgroup(o.pgroup)
-    if (o.recoveryProc !== undefined) await this.setRecoveryProc(o.recoveryProc)
-    if (o.autosync !== undefined) await this.setAutosync(o.autosync)
     if (o.identifier !== undefined) await this.setIdentifier(o.identifier)
     if (o.program !== undefined) await this.setProgram(o.program)
   }
@@ -193,38 +196,39 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
   }
 
   /** Queues one native call; handles AbortSignal and error shaping. */
-  #call<T>(op: string, args: unknown[], options: CallOptions = {}): Promise<T> {
+  #call<K extends NativeCallName>(op: K, args: Parameters<NativeCalls[K]>, options: CallOptions = {}): NativeResult<K> {
     const site = new Error()
-    const fn = this.#native[op] as ((...a: unknown[]) => Promise<T>) | undefined
+    const fn = this.#native[op] as unknown as ((...a: Parameters<NativeCalls[K]>) => NativeResult<K>) | undefined
     if (typeof fn !== 'function') {
-      return Promise.reject(new GuestfsError(`${op}: not available in this build`, { op, code: 'ENOTSUP' }))
+      return Promise.reject(
+        new GuestfsError(`${op}: not available in this build`, { op, code: 'ENOTSUP' }),
+      ) as NativeResult<K>
     }
     const { signal } = options
     if (!signal) {
       // Fast path (most calls): no abort bookkeeping, one extra promise at most.
-      let promise: Promise<T>
+      let promise: NativeResult<K>
       try {
         promise = fn.apply(this.#native, args)
       } catch (e) {
-        return Promise.reject(e)
+        return Promise.reject(e) as NativeResult<K>
       }
       return promise.catch((e: unknown) => {
         throw GuestfsError.from(e, op, site, op === 'launch' ? [...this.#launchLog] : undefined)
-      })
+      }) as NativeResult<K>
     }
-    return this.#callWithSignal(op, fn, args, options, signal, site)
+    return this.#callWithSignal(op, () => fn.apply(this.#native, args), options, signal, site) as NativeResult<K>
   }
 
-  async #callWithSignal<T>(
-    op: string,
-    fn: (...a: unknown[]) => Promise<T>,
-    args: unknown[],
+  async #callWithSignal(
+    op: NativeCallName,
+    start: () => Promise<unknown>,
     options: CallOptions,
     signal: AbortSignal,
     site: Error,
-  ): Promise<T> {
+  ): Promise<unknown> {
     if (signal.aborted) throw new AbortError(`${op}: aborted before it started`, { cause: signal.reason })
-    const promise = fn.apply(this.#native, args)
+    const promise = start()
     const jobId = this.#native.lastJobId
     let timer: NodeJS.Timeout | undefined
     const onAbort = () => {
@@ -251,130 +255,90 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
   // ------------------------------------------------------------------ settings
 
   setMemsize(mb: number) {
-    return this.#call<void>('set_memsize', [mb])
+    return this.#call('set_memsize', [mb])
   }
   getMemsize() {
-    return this.#call<number>('get_memsize', [])
+    return this.#call('get_memsize', [])
   }
   setSmp(n: number) {
-    return this.#call<void>('set_smp', [n])
+    return this.#call('set_smp', [n])
   }
   getSmp() {
-    return this.#call<number>('get_smp', [])
+    return this.#call('get_smp', [])
   }
   setNetwork(on: boolean) {
-    return this.#call<void>('set_network', [on])
+    return this.#call('set_network', [on])
   }
   getNetwork() {
-    return this.#call<boolean>('get_network', [])
+    return this.#call('get_network', [])
   }
   setAppend(append: string | null) {
-    return this.#call<void>('set_append', [append])
+    return this.#call('set_append', [append])
   }
   getAppend() {
-    return this.#call<string | null>('get_append', [])
+    return this.#call('get_append', [])
   }
   setVerbose(on: boolean) {
-    return this.#call<void>('set_verbose', [on])
-  }
-  getVerbose() {
-    return this.#call<boolean>('get_verbose', [])
+    return this.#call('set_verbose', [on])
   }
   setTrace(on: boolean) {
-    return this.#call<void>('set_trace', [on])
-  }
-  getTrace() {
-    return this.#call<boolean>('get_trace', [])
-  }
-  setBackend(backend: string) {
-    return this.#call<void>('set_backend', [backend])
-  }
-  getBackend() {
-    return this.#call<string>('get_backend', [])
+    return this.#call('set_trace', [on])
   }
   setBackendSettings(settings: string[]) {
-    return this.#call<void>('set_backend_settings', [settings])
+    return this.#call('set_backend_settings', [settings])
   }
   getBackendSettings() {
-    return this.#call<string[]>('get_backend_settings', [])
+    return this.#call('get_backend_settings', [])
   }
   /** Where libguestfs looks for the appliance (supermin.d, or a prebuilt kernel/initrd/root). */
   setPath(path: string | null) {
-    return this.#call<void>('set_path', [path])
+    return this.#call('set_path', [path])
   }
   getPath() {
-    return this.#call<string>('get_path', [])
+    return this.#call('get_path', [])
   }
   setCachedir(dir: string | null) {
-    return this.#call<void>('set_cachedir', [dir])
-  }
-  getCachedir() {
-    return this.#call<string>('get_cachedir', [])
-  }
-  setTmpdir(dir: string | null) {
-    return this.#call<void>('set_tmpdir', [dir])
+    return this.#call('set_cachedir', [dir])
   }
   getTmpdir() {
-    return this.#call<string>('get_tmpdir', [])
+    return this.#call('get_tmpdir', [])
   }
   setHv(hv: string) {
-    return this.#call<void>('set_hv', [hv])
+    return this.#call('set_hv', [hv])
   }
   getHv() {
-    return this.#call<string>('get_hv', [])
-  }
-  /** With true (the binding's default) qemu runs in its own process group: Ctrl-C reaches us, not qemu. */
-  setPgroup(on: boolean) {
-    return this.#call<void>('set_pgroup', [on])
+    return this.#call('get_hv', [])
   }
   getPgroup() {
-    return this.#call<boolean>('get_pgroup', [])
-  }
-  setRecoveryProc(on: boolean) {
-    return this.#call<void>('set_recovery_proc', [on])
-  }
-  getRecoveryProc() {
-    return this.#call<boolean>('get_recovery_proc', [])
-  }
-  setAutosync(on: boolean) {
-    return this.#call<void>('set_autosync', [on])
-  }
-  getAutosync() {
-    return this.#call<boolean>('get_autosync', [])
+    return this.#call('get_pgroup', [])
   }
   setIdentifier(id: string) {
-    return this.#call<void>('set_identifier', [id])
+    return this.#call('set_identifier', [id])
   }
   getIdentifier() {
-    return this.#call<string>('get_identifier', [])
+    return this.#call('get_identifier', [])
   }
   setProgram(name: string) {
-    return this.#call<void>('set_program', [name])
-  }
-  getProgram() {
-    return this.#call<string>('get_program', [])
-  }
-  getSockdir() {
-    return this.#call<string>('get_sockdir', [])
+    return this.#call('set_program', [name])
   }
   /** 0 config, 1 launching, 2 ready. */
   getState() {
-    return this.#call<number>('get_state', [])
+    return this.#call('get_state', [])
   }
   version() {
-    return this.#call<Version>('version', [])
+    return this.#call('version', [])
   }
 
   // ------------------------------------------------------------------ drives and lifecycle
 
   addDrive(filename: string, o: AddDriveOptions = {}) {
-    return this.#call<void>('add_drive', [filename, o])
+    return this.#call('add_drive', [filename, o])
   }
   addDriveScratch(size: number, o: AddDriveScratchOptions = {}) {
-    return this.#call<void>('add_drive_scratch', [size, o])
+    return this.#call('add_drive_scratch', [size, o])
   }
   diskCreate(filename: string, format: 'raw' | 'qcow2', size: number, o: DiskCreateOptions = {}) {
-    return this.#call<void>('disk_create', [filename, format, size, o])
+    return this.#call('disk_create', [filename, format, size, o])
   }
   /** Boots the appliance. A failure carries the last appliance log lines in `applianceLog`. */
   async launch(options: CallOptions = {}): Promise<void> {
@@ -382,62 +346,44 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
     this.#launching = true
     this.#updateMask()
     try {
-      await this.#call<void>('launch', [], { onAbort: 'kill-appliance', ...options })
+      await this.#call('launch', [], { onAbort: 'kill-appliance', ...options })
     } finally {
       this.#launching = false
       this.#updateMask()
     }
   }
   shutdown() {
-    return this.#call<void>('shutdown', [])
+    return this.#call('shutdown', [])
   }
   getPid() {
-    return this.#call<number>('get_pid', [])
+    return this.#call('get_pid', [])
   }
   featureAvailable(groups: string[]) {
-    return this.#call<boolean>('feature_available', [groups])
-  }
-  availableAllGroups() {
-    return this.#call<string[]>('available_all_groups', [])
+    return this.#call('feature_available', [groups])
   }
 
   // ------------------------------------------------------------------ devices, partitions, LVM
 
   listDevices() {
-    return this.#call<string[]>('list_devices', [])
+    return this.#call('list_devices', [])
   }
   listPartitions() {
-    return this.#call<string[]>('list_partitions', [])
+    return this.#call('list_partitions', [])
   }
   listFilesystems() {
-    return this.#call<Record<string, string>>('list_filesystems', [])
-  }
-  listDmDevices() {
-    return this.#call<string[]>('list_dm_devices', [])
-  }
-  blkid(device: string) {
-    return this.#call<Record<string, string>>('blkid', [device])
+    return this.#call('list_filesystems', [])
   }
   vfsType(mountable: string) {
-    return this.#call<string>('vfs_type', [mountable])
+    return this.#call('vfs_type', [mountable])
   }
   vfsLabel(mountable: string) {
-    return this.#call<string>('vfs_label', [mountable])
+    return this.#call('vfs_label', [mountable])
   }
   vfsUuid(mountable: string) {
-    return this.#call<string>('vfs_uuid', [mountable])
-  }
-  blockdevGetsize64(device: string) {
-    return this.#call<number>('blockdev_getsize64', [device])
-  }
-  blockdevRereadpt(device: string) {
-    return this.#call<void>('blockdev_rereadpt', [device])
-  }
-  canonicalDeviceName(device: string) {
-    return this.#call<string>('canonical_device_name', [device])
+    return this.#call('vfs_uuid', [mountable])
   }
   partInit(device: string, parttype: 'mbr' | 'msdos' | 'gpt' | (string & {})) {
-    return this.#call<void>('part_init', [device, parttype])
+    return this.#call('part_init', [device, parttype])
   }
   /** `prlogex`: 'p'rimary, 'l'ogical or 'e'xtended; sectors are inclusive, negative counts from the end. */
   partAdd(
@@ -446,318 +392,160 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
     startsect: number,
     endsect: number,
   ) {
-    return this.#call<void>('part_add', [device, prlogex, startsect, endsect])
-  }
-  partDisk(device: string, parttype: string) {
-    return this.#call<void>('part_disk', [device, parttype])
-  }
-  partDel(device: string, partnum: number) {
-    return this.#call<void>('part_del', [device, partnum])
+    return this.#call('part_add', [device, prlogex, startsect, endsect])
   }
   partList(device: string) {
-    return this.#call<Partition[]>('part_list', [device])
+    return this.#call('part_list', [device])
   }
   partSetBootable(device: string, partnum: number, bootable: boolean) {
-    return this.#call<void>('part_set_bootable', [device, partnum, bootable])
+    return this.#call('part_set_bootable', [device, partnum, bootable])
   }
   partSetName(device: string, partnum: number, name: string) {
-    return this.#call<void>('part_set_name', [device, partnum, name])
+    return this.#call('part_set_name', [device, partnum, name])
   }
   partSetMbrId(device: string, partnum: number, id: number) {
-    return this.#call<void>('part_set_mbr_id', [device, partnum, id])
+    return this.#call('part_set_mbr_id', [device, partnum, id])
   }
   partGetMbrId(device: string, partnum: number) {
-    return this.#call<number>('part_get_mbr_id', [device, partnum])
+    return this.#call('part_get_mbr_id', [device, partnum])
   }
   partSetGptType(device: string, partnum: number, guid: string) {
-    return this.#call<void>('part_set_gpt_type', [device, partnum, guid])
+    return this.#call('part_set_gpt_type', [device, partnum, guid])
   }
   partGetGptType(device: string, partnum: number) {
-    return this.#call<string>('part_get_gpt_type', [device, partnum])
-  }
-  partSetGptGuid(device: string, partnum: number, guid: string) {
-    return this.#call<void>('part_set_gpt_guid', [device, partnum, guid])
+    return this.#call('part_get_gpt_type', [device, partnum])
   }
   partGetParttype(device: string) {
-    return this.#call<string>('part_get_parttype', [device])
-  }
-  partToDev(partition: string) {
-    return this.#call<string>('part_to_dev', [partition])
-  }
-  partToPartnum(partition: string) {
-    return this.#call<number>('part_to_partnum', [partition])
+    return this.#call('part_get_parttype', [device])
   }
   pvcreate(device: string) {
-    return this.#call<void>('pvcreate', [device])
+    return this.#call('pvcreate', [device])
   }
   vgcreate(vg: string, pvs: string[]) {
-    return this.#call<void>('vgcreate', [vg, pvs])
+    return this.#call('vgcreate', [vg, pvs])
   }
   lvcreate(lv: string, vg: string, mbytes: number) {
-    return this.#call<void>('lvcreate', [lv, vg, mbytes])
+    return this.#call('lvcreate', [lv, vg, mbytes])
   }
   lvcreateFree(lv: string, vg: string, percent: number) {
-    return this.#call<void>('lvcreate_free', [lv, vg, percent])
+    return this.#call('lvcreate_free', [lv, vg, percent])
   }
   vgActivateAll(activate: boolean) {
-    return this.#call<void>('vg_activate_all', [activate])
-  }
-  vgActivate(activate: boolean, vgs: string[]) {
-    return this.#call<void>('vg_activate', [activate, vgs])
-  }
-  lvmScan(activate: boolean) {
-    return this.#call<void>('lvm_scan', [activate])
-  }
-  pvs() {
-    return this.#call<string[]>('pvs', [])
-  }
-  vgs() {
-    return this.#call<string[]>('vgs', [])
+    return this.#call('vg_activate_all', [activate])
   }
   lvs() {
-    return this.#call<string[]>('lvs', [])
-  }
-  lvremove(device: string) {
-    return this.#call<void>('lvremove', [device])
-  }
-  vgremove(vg: string) {
-    return this.#call<void>('vgremove', [vg])
-  }
-  pvremove(device: string) {
-    return this.#call<void>('pvremove', [device])
+    return this.#call('lvs', [])
   }
 
   // ------------------------------------------------------------------ file systems and mounts
 
   mkfs(fstype: string, device: string, o: MkfsOptions = {}) {
-    return this.#call<void>('mkfs', [fstype, device, o])
-  }
-  setLabel(mountable: string, label: string) {
-    return this.#call<void>('set_label', [mountable, label])
-  }
-  setUuid(device: string, uuid: string) {
-    return this.#call<void>('set_uuid', [device, uuid])
-  }
-  setUuidRandom(device: string) {
-    return this.#call<void>('set_uuid_random', [device])
+    return this.#call('mkfs', [fstype, device, o])
   }
   mount(mountable: string, mountpoint: string) {
-    return this.#call<void>('mount', [mountable, mountpoint])
+    return this.#call('mount', [mountable, mountpoint])
   }
   mountRo(mountable: string, mountpoint: string) {
-    return this.#call<void>('mount_ro', [mountable, mountpoint])
-  }
-  mountOptions(options: string, mountable: string, mountpoint: string) {
-    return this.#call<void>('mount_options', [options, mountable, mountpoint])
-  }
-  mountVfs(options: string, vfstype: string, mountable: string, mountpoint: string) {
-    return this.#call<void>('mount_vfs', [options, vfstype, mountable, mountpoint])
+    return this.#call('mount_ro', [mountable, mountpoint])
   }
   umount(pathOrDevice: string, o: UmountOptions = {}) {
-    return this.#call<void>('umount', [pathOrDevice, o])
+    return this.#call('umount', [pathOrDevice, o])
   }
   umountAll() {
-    return this.#call<void>('umount_all', [])
-  }
-  mkmountpoint(path: string) {
-    return this.#call<void>('mkmountpoint', [path])
-  }
-  rmmountpoint(path: string) {
-    return this.#call<void>('rmmountpoint', [path])
-  }
-  mounts() {
-    return this.#call<string[]>('mounts', [])
-  }
-  mountpoints() {
-    return this.#call<Record<string, string>>('mountpoints', [])
+    return this.#call('umount_all', [])
   }
   /** Prepares a FUSE view of the guest at a host directory; serve it with {@link mountLocalRun}. */
   mountLocal(localMountpoint: string, o: MountLocalOptions = {}) {
-    return this.#call<void>('mount_local', [localMountpoint, o])
+    return this.#call('mount_local', [localMountpoint, o])
   }
-  /** Serves the FUSE mount until {@link umountLocal} (or `fusermount -u`); occupies the handle meanwhile. */
+  /** Serves the FUSE mount until `fusermount -u` releases it; occupies the handle meanwhile. */
   mountLocalRun() {
-    return this.#call<void>('mount_local_run', [])
-  }
-  umountLocal(o: { retry?: boolean } = {}) {
-    return this.#call<void>('umount_local', [o])
-  }
-  sync() {
-    return this.#call<void>('sync', [])
-  }
-  dropCaches(whattodrop: 1 | 2 | 3) {
-    return this.#call<void>('drop_caches', [whattodrop])
-  }
-  statvfs(path: string) {
-    return this.#call<Statvfs>('statvfs', [path])
+    return this.#call('mount_local_run', [])
   }
 
   // ------------------------------------------------------------------ files and directories
 
   mkdir(path: string) {
-    return this.#call<void>('mkdir', [path])
+    return this.#call('mkdir', [path])
   }
   mkdirP(path: string) {
-    return this.#call<void>('mkdir_p', [path])
-  }
-  mkdirMode(path: string, mode: number) {
-    return this.#call<void>('mkdir_mode', [path, mode])
-  }
-  rm(path: string) {
-    return this.#call<void>('rm', [path])
-  }
-  rmF(path: string) {
-    return this.#call<void>('rm_f', [path])
-  }
-  rmRf(path: string) {
-    return this.#call<void>('rm_rf', [path])
-  }
-  rmdir(path: string) {
-    return this.#call<void>('rmdir', [path])
+    return this.#call('mkdir_p', [path])
   }
   ls(directory: string) {
-    return this.#call<string[]>('ls', [directory])
-  }
-  find(directory: string) {
-    return this.#call<string[]>('find', [directory])
-  }
-  readdir(dir: string) {
-    return this.#call<Dirent[]>('readdir', [dir])
+    return this.#call('ls', [directory])
   }
   exists(path: string) {
-    return this.#call<boolean>('exists', [path])
+    return this.#call('exists', [path])
   }
   isDir(path: string, o: { followsymlinks?: boolean } = {}) {
-    return this.#call<boolean>('is_dir', [path, o])
+    return this.#call('is_dir', [path, o])
   }
   isFile(path: string, o: { followsymlinks?: boolean } = {}) {
-    return this.#call<boolean>('is_file', [path, o])
-  }
-  isSymlink(path: string) {
-    return this.#call<boolean>('is_symlink', [path])
+    return this.#call('is_file', [path, o])
   }
   statns(path: string) {
-    return this.#call<Statns>('statns', [path])
-  }
-  lstatns(path: string) {
-    return this.#call<Statns>('lstatns', [path])
-  }
-  filesize(path: string) {
-    return this.#call<number>('filesize', [path])
+    return this.#call('statns', [path])
   }
   readFile(path: string) {
-    return this.#call<Buffer>('read_file', [path])
+    return this.#call('read_file', [path])
   }
   cat(path: string) {
-    return this.#call<string>('cat', [path])
+    return this.#call('cat', [path])
   }
   write(path: string, content: Buffer | string) {
-    return this.#call<void>('write', [path, content])
+    return this.#call('write', [path, content])
   }
   writeAppend(path: string, content: Buffer | string) {
-    return this.#call<void>('write_append', [path, content])
-  }
-  cp(src: string, dest: string) {
-    return this.#call<void>('cp', [src, dest])
-  }
-  cpA(src: string, dest: string) {
-    return this.#call<void>('cp_a', [src, dest])
-  }
-  cpR(src: string, dest: string) {
-    return this.#call<void>('cp_r', [src, dest])
-  }
-  mv(src: string, dest: string) {
-    return this.#call<void>('mv', [src, dest])
-  }
-  lnS(target: string, linkname: string) {
-    return this.#call<void>('ln_s', [target, linkname])
+    return this.#call('write_append', [path, content])
   }
   lnSf(target: string, linkname: string) {
-    return this.#call<void>('ln_sf', [target, linkname])
-  }
-  readlink(path: string) {
-    return this.#call<string>('readlink', [path])
-  }
-  realpath(path: string) {
-    return this.#call<string>('realpath', [path])
+    return this.#call('ln_sf', [target, linkname])
   }
   chmod(mode: number, path: string) {
-    return this.#call<void>('chmod', [mode, path])
-  }
-  chown(owner: number, group: number, path: string) {
-    return this.#call<void>('chown', [owner, group, path])
-  }
-  lchown(owner: number, group: number, path: string) {
-    return this.#call<void>('lchown', [owner, group, path])
-  }
-  touch(path: string) {
-    return this.#call<void>('touch', [path])
-  }
-  truncate(path: string) {
-    return this.#call<void>('truncate', [path])
-  }
-  truncateSize(path: string, size: number) {
-    return this.#call<void>('truncate_size', [path, size])
-  }
-  fill(c: number, len: number, path: string) {
-    return this.#call<void>('fill', [c, len, path])
+    return this.#call('chmod', [mode, path])
   }
   fallocate64(path: string, len: number) {
-    return this.#call<void>('fallocate64', [path, len])
+    return this.#call('fallocate64', [path, len])
   }
   checksum(csumtype: string, path: string) {
-    return this.#call<string>('checksum', [csumtype, path])
-  }
-  du(path: string) {
-    return this.#call<number>('du', [path])
-  }
-  /** Copies a host file or directory into a guest directory. */
-  copyIn(localpath: string, remotedir: string) {
-    return this.#call<void>('copy_in', [localpath, remotedir])
-  }
-  /** Copies a guest file or directory into a host directory. */
-  copyOut(remotepath: string, localdir: string) {
-    return this.#call<void>('copy_out', [remotepath, localdir])
+    return this.#call('checksum', [csumtype, path])
   }
 
   // ------------------------------------------------------------------ commands
 
   /** `/bin/sh -c` chrooted into the guest mounted at /. Output over ~2 MB hits the protocol limit. */
   sh(command: string, o: CallOptions = {}) {
-    return this.#call<string>('sh', [command], o)
+    return this.#call('sh', [command], o)
   }
   shLines(command: string, o: CallOptions = {}) {
-    return this.#call<string[]>('sh_lines', [command], o)
+    return this.#call('sh_lines', [command], o)
   }
   command(argv: string[], o: CallOptions = {}) {
-    return this.#call<string>('command', [argv], o)
-  }
-  commandLines(argv: string[], o: CallOptions = {}) {
-    return this.#call<string[]>('command_lines', [argv], o)
+    return this.#call('command', [argv], o)
   }
   /** guestfsd debug commands (e.g. `sh` outside the chroot); not a stable libguestfs API. */
   debug(subcmd: string, extraargs: string[], o: CallOptions = {}) {
-    return this.#call<string>('debug', [subcmd, extraargs], o)
+    return this.#call('debug', [subcmd, extraargs], o)
   }
 
   // ------------------------------------------------------------------ transfers
 
   /** Unpacks a tarball (host path or an fd this call takes ownership of) into a guest directory. */
   tarIn(tarfile: HostFile, directory: string, o: TarInOptions = {}, c: CallOptions = {}) {
-    return this.#call<void>('tar_in', [tarfile, directory, o], c)
+    return this.#call('tar_in', [tarfile, directory, o], c)
   }
   /** Packs a guest directory into a tarball (host path or an fd this call takes ownership of). */
   tarOut(directory: string, tarfile: HostFile, o: TarOutOptions = {}, c: CallOptions = {}) {
-    return this.#call<void>('tar_out', [directory, tarfile, o], c)
+    return this.#call('tar_out', [directory, tarfile, o], c)
   }
   upload(filename: HostFile, remotefilename: string, c: CallOptions = {}) {
-    return this.#call<void>('upload', [filename, remotefilename], c)
+    return this.#call('upload', [filename, remotefilename], c)
   }
   download(remotefilename: string, filename: HostFile, c: CallOptions = {}) {
-    return this.#call<void>('download', [remotefilename, filename], c)
+    return this.#call('download', [remotefilename, filename], c)
   }
   mksquashfs(path: string, filename: HostFile, o: MksquashfsOptions = {}, c: CallOptions = {}) {
-    return this.#call<void>('mksquashfs', [path, filename, o], c)
+    return this.#call('mksquashfs', [path, filename, o], c)
   }
 
   /**
@@ -790,9 +578,6 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
     c: CallOptions = {},
   ) {
     return this.#inStream(source, (fd) => this.tarIn(fd, directory, o, c))
-  }
-  uploadStream(source: Readable | AsyncIterable<Uint8Array>, remotefilename: string, c: CallOptions = {}) {
-    return this.#inStream(source, (fd) => this.upload(fd, remotefilename, c))
   }
 
   #outStream(start: (fd: number) => Promise<void>): { stream: Readable; done: Promise<void> } {

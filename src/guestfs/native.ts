@@ -4,6 +4,22 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import type {
+  AddDriveOptions,
+  AddDriveScratchOptions,
+  DiskCreateOptions,
+  HostFile,
+  MkfsOptions,
+  MksquashfsOptions,
+  MountLocalOptions,
+  Partition,
+  Statns,
+  TarInOptions,
+  TarOutOptions,
+  UmountOptions,
+  Version,
+} from './types.js'
+
 /** Raw event as delivered by the addon: name, payload bytes, numeric array (progress). */
 export type NativeEventDispatcher = (name: NativeEventName, buf: Buffer, array: number[]) => void
 
@@ -15,7 +31,6 @@ export interface NativeError extends Error {
   op: string
   errno: number
   code?: string
-  cancelled: boolean
 }
 
 export interface NativeHandleOptions {
@@ -27,16 +42,116 @@ export interface NativeHandleOptions {
 }
 
 /**
+ * The rows of native/calls.cc that src/ uses, typed as calls.cc converts them: strings may be
+ * null where C takes an optional string, 64-bit integers are numbers, options objects reject
+ * unknown keys, a HostFile fd is owned by the call. The addon has more rows (test/native uses
+ * the internal_test_* ones through its own types); `addon.calls` lists them all.
+ */
+export interface NativeCalls {
+  // settings
+  set_memsize(mb: number): Promise<void>
+  get_memsize(): Promise<number>
+  set_smp(n: number): Promise<void>
+  get_smp(): Promise<number>
+  set_network(on: boolean): Promise<void>
+  get_network(): Promise<boolean>
+  set_append(append: string | null): Promise<void>
+  get_append(): Promise<string | null>
+  set_verbose(on: boolean): Promise<void>
+  set_trace(on: boolean): Promise<void>
+  set_backend_settings(settings: string[]): Promise<void>
+  get_backend_settings(): Promise<string[]>
+  set_path(path: string | null): Promise<void>
+  get_path(): Promise<string>
+  set_cachedir(dir: string | null): Promise<void>
+  get_tmpdir(): Promise<string>
+  set_hv(hv: string): Promise<void>
+  get_hv(): Promise<string>
+  get_pgroup(): Promise<boolean>
+  set_identifier(id: string): Promise<void>
+  get_identifier(): Promise<string>
+  set_program(name: string): Promise<void>
+  get_state(): Promise<number>
+  version(): Promise<Version>
+  // drives and lifecycle
+  add_drive(filename: string, o?: AddDriveOptions): Promise<void>
+  add_drive_scratch(size: number, o?: AddDriveScratchOptions): Promise<void>
+  disk_create(filename: string, format: string, size: number, o?: DiskCreateOptions): Promise<void>
+  launch(): Promise<void>
+  shutdown(): Promise<void>
+  get_pid(): Promise<number>
+  feature_available(groups: string[]): Promise<boolean>
+  // devices, partitions, LVM
+  list_devices(): Promise<string[]>
+  list_partitions(): Promise<string[]>
+  list_filesystems(): Promise<Record<string, string>>
+  vfs_type(mountable: string): Promise<string>
+  vfs_label(mountable: string): Promise<string>
+  vfs_uuid(mountable: string): Promise<string>
+  part_init(device: string, parttype: string): Promise<void>
+  part_add(device: string, prlogex: string, startsect: number, endsect: number): Promise<void>
+  part_list(device: string): Promise<Partition[]>
+  part_set_bootable(device: string, partnum: number, bootable: boolean): Promise<void>
+  part_set_name(device: string, partnum: number, name: string): Promise<void>
+  part_set_mbr_id(device: string, partnum: number, id: number): Promise<void>
+  part_get_mbr_id(device: string, partnum: number): Promise<number>
+  part_set_gpt_type(device: string, partnum: number, guid: string): Promise<void>
+  part_get_gpt_type(device: string, partnum: number): Promise<string>
+  part_get_parttype(device: string): Promise<string>
+  pvcreate(device: string): Promise<void>
+  vgcreate(vg: string, pvs: string[]): Promise<void>
+  lvcreate(lv: string, vg: string, mbytes: number): Promise<void>
+  lvcreate_free(lv: string, vg: string, percent: number): Promise<void>
+  vg_activate_all(activate: boolean): Promise<void>
+  lvs(): Promise<string[]>
+  // file systems and mounts
+  mkfs(fstype: string, device: string, o?: MkfsOptions): Promise<void>
+  mount(mountable: string, mountpoint: string): Promise<void>
+  mount_ro(mountable: string, mountpoint: string): Promise<void>
+  umount(pathOrDevice: string, o?: UmountOptions): Promise<void>
+  umount_all(): Promise<void>
+  mount_local(localMountpoint: string, o?: MountLocalOptions): Promise<void>
+  mount_local_run(): Promise<void>
+  // files and directories
+  mkdir(path: string): Promise<void>
+  mkdir_p(path: string): Promise<void>
+  ls(directory: string): Promise<string[]>
+  exists(path: string): Promise<boolean>
+  is_dir(path: string, o?: { followsymlinks?: boolean }): Promise<boolean>
+  is_file(path: string, o?: { followsymlinks?: boolean }): Promise<boolean>
+  statns(path: string): Promise<Statns>
+  read_file(path: string): Promise<Buffer>
+  cat(path: string): Promise<string>
+  write(path: string, content: Buffer | string): Promise<void>
+  write_append(path: string, content: Buffer | string): Promise<void>
+  ln_sf(target: string, linkname: string): Promise<void>
+  chmod(mode: number, path: string): Promise<void>
+  fallocate64(path: string, len: number): Promise<void>
+  checksum(csumtype: string, path: string): Promise<string>
+  // commands
+  sh(command: string): Promise<string>
+  sh_lines(command: string): Promise<string[]>
+  command(argv: string[]): Promise<string>
+  debug(subcmd: string, extraargs: string[]): Promise<string>
+  // transfers (cancellable with guestfs_user_cancel through NativeHandle.cancel)
+  tar_in(tarfile: HostFile, directory: string, o?: TarInOptions): Promise<void>
+  tar_out(directory: string, tarfile: HostFile, o?: TarOutOptions): Promise<void>
+  upload(filename: HostFile, remotefilename: string): Promise<void>
+  download(remotefilename: string, filename: HostFile): Promise<void>
+  mksquashfs(path: string, filename: HostFile, o?: MksquashfsOptions): Promise<void>
+}
+
+export type NativeCallName = keyof NativeCalls
+
+/**
  * One libguestfs handle with its own worker thread. Every libguestfs call is a method named as in
  * C (without `guestfs_`) returning a Promise; calls run one at a time, in order.
  */
-export interface NativeHandle {
+export interface NativeHandle extends NativeCalls {
   /** Queues the close as the last job; resolves after the CLOSE event was delivered. */
   close(): Promise<void>
   /** 0 unknown/finished, 1 dropped from the queue, 2 transfer cancel requested, 3 running, not cancellable. */
   cancel(jobId: number): 0 | 1 | 2 | 3
-  /** guestfs_user_cancel on the running transfer; false if none runs. */
-  user_cancel(): boolean
   /** SIGKILL this handle's qemu; the running call then fails with EPIPE. */
   kill_appliance(): boolean
   /** Which libguestfs events are copied to JS (bit mask of GUESTFS_EVENT_*). */
@@ -45,7 +160,6 @@ export interface NativeHandle {
   /** The id of the job queued by the most recent call on this handle (read right after calling). */
   readonly lastJobId: number
   readonly busy: boolean
-  [call: string]: unknown
 }
 
 export interface NativeAddon {

@@ -29,16 +29,10 @@ export interface GuestfsCreateOptions {
   append?: string | null
   verbose?: boolean
   trace?: boolean
-  backend?: string
   backendSettings?: string[]
   path?: string | null
   cachedir?: string | null
-  tmpdir?: string | null
   hv?: string
-  /** Default true in this binding (qemu in its own process group, safe from a terminal's Ctrl-C). */
-  pgroup?: boolean
-  recoveryProc?: boolean
-  autosync?: boolean
   identifier?: string
   program?: string
 }
@@ -115,13 +109,6 @@ export interface Partition {
   part_size: number
 }
 
-export interface Dirent {
-  ino: number
-  /** 'b' block, 'c' char, 'd' directory, 'f' fifo, 'l' symlink, 'r' regular, 's' socket, 'u' unknown, '?' error */
-  ftyp: string
-  name: string
-}
-
 export interface Statns {
   st_dev: number
   st_ino: number
@@ -136,18 +123,6 @@ export interface Statns {
   st_atime_sec: number
   st_mtime_sec: number
   st_ctime_sec: number
-}
-
-export interface Statvfs {
-  bsize: number
-  frsize: number
-  blocks: number
-  bfree: number
-  bavail: number
-  files: number
-  ffree: number
-  favail: number
-  namemax: number
 }
 
 export interface Version {

@@ -11,7 +11,7 @@ describe('native conversions', () => {
   const addon = loadAddon().addon
   const call = (name: string, ...args: unknown[]) => {
     const h = new addon.GuestfsHandle(() => undefined)
-    const fn = h[name] as (...a: unknown[]) => Promise<unknown>
+    const fn = (h as unknown as Record<string, unknown>)[name] as (...a: unknown[]) => Promise<unknown>
     return fn.apply(h, args).finally(() => h.close())
   }
 
