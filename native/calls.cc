@@ -265,19 +265,6 @@ Value PartitionList(struct guestfs_partition_list* l) {
   return arr;
 }
 
-Value DirentList(struct guestfs_dirent_list* l) {
-  Value arr = Value::Array();
-  for (uint32_t i = 0; i < l->len; i++) {
-    const auto& d = l->val[i];
-    arr.Push(Value::Object()
-                 .Add("ino", Value::Number(static_cast<double>(d.ino)))
-                 .Add("ftyp", Value::String(std::string(1, d.ftyp)))
-                 .Add("name", Value::String(d.name)));
-  }
-  guestfs_free_dirent_list(l);
-  return arr;
-}
-
 Value Statns(struct guestfs_statns* s) {
   auto n = [](int64_t x) { return Value::Number(static_cast<double>(x)); };
   Value v = Value::Object();
@@ -287,16 +274,6 @@ Value Statns(struct guestfs_statns* s) {
   v.Add("st_blocks", n(s->st_blocks)).Add("st_atime_sec", n(s->st_atime_sec));
   v.Add("st_mtime_sec", n(s->st_mtime_sec)).Add("st_ctime_sec", n(s->st_ctime_sec));
   guestfs_free_statns(s);
-  return v;
-}
-
-Value Statvfs(struct guestfs_statvfs* s) {
-  auto n = [](int64_t x) { return Value::Number(static_cast<double>(x)); };
-  Value v = Value::Object();
-  v.Add("bsize", n(s->bsize)).Add("frsize", n(s->frsize)).Add("blocks", n(s->blocks));
-  v.Add("bfree", n(s->bfree)).Add("bavail", n(s->bavail)).Add("files", n(s->files));
-  v.Add("ffree", n(s->ffree)).Add("favail", n(s->favail)).Add("namemax", n(s->namemax));
-  guestfs_free_statvfs(s);
   return v;
 }
 
@@ -561,24 +538,10 @@ Work PartList(const Info& info) {
   };
 }
 
-Work Readdir(const Info& info) {
-  auto dir = ReadString(info[0], "readdir: dir");
+Work Stat(const Info& info) {
+  auto path = ReadString(info[0], "statns: path");
   return [=](guestfs_h* g, Value& out, CallError& err) {
-    TakeStruct(g, guestfs_readdir(g, dir.c_str()), DirentList, out, err);
-  };
-}
-
-Work Stat(const Info& info, bool lstat) {
-  auto path = ReadString(info[0], lstat ? "lstatns: path" : "statns: path");
-  return [=](guestfs_h* g, Value& out, CallError& err) {
-    TakeStruct(g, lstat ? guestfs_lstatns(g, path.c_str()) : guestfs_statns(g, path.c_str()), Statns, out, err);
-  };
-}
-
-Work StatvfsRow(const Info& info) {
-  auto path = ReadString(info[0], "statvfs: path");
-  return [=](guestfs_h* g, Value& out, CallError& err) {
-    TakeStruct(g, guestfs_statvfs(g, path.c_str()), Statvfs, out, err);
+    TakeStruct(g, guestfs_statns(g, path.c_str()), Statns, out, err);
   };
 }
 
@@ -636,32 +599,21 @@ std::vector<CallDef> BuildTable() {
       {"set_append", Bind<R::Err>(&guestfs_set_append), false},
       {"get_append", Bind<R::ConstOptString>(&guestfs_get_append), false},
       {"set_verbose", Bind<R::Err>(&guestfs_set_verbose), false},
-      {"get_verbose", Bind<R::Bool>(&guestfs_get_verbose), false},
       {"set_trace", Bind<R::Err>(&guestfs_set_trace), false},
-      {"get_trace", Bind<R::Bool>(&guestfs_get_trace), false},
       {"set_backend", Bind<R::Err>(&guestfs_set_backend), false},
-      {"get_backend", Bind<R::String>(&guestfs_get_backend), false},
       {"set_backend_settings", Bind<R::Err>(&guestfs_set_backend_settings), false},
       {"get_backend_settings", Bind<R::StringList>(&guestfs_get_backend_settings), false},
       {"set_path", Bind<R::Err>(&guestfs_set_path), false},
       {"get_path", Bind<R::ConstString>(&guestfs_get_path), false},
       {"set_cachedir", Bind<R::Err>(&guestfs_set_cachedir), false},
-      {"get_cachedir", Bind<R::String>(&guestfs_get_cachedir), false},
-      {"set_tmpdir", Bind<R::Err>(&guestfs_set_tmpdir), false},
       {"get_tmpdir", Bind<R::String>(&guestfs_get_tmpdir), false},
       {"set_hv", Bind<R::Err>(&guestfs_set_hv), false},
       {"get_hv", Bind<R::String>(&guestfs_get_hv), false},
       {"set_pgroup", Bind<R::Err>(&guestfs_set_pgroup), false},
       {"get_pgroup", Bind<R::Bool>(&guestfs_get_pgroup), false},
-      {"set_recovery_proc", Bind<R::Err>(&guestfs_set_recovery_proc), false},
-      {"get_recovery_proc", Bind<R::Bool>(&guestfs_get_recovery_proc), false},
-      {"set_autosync", Bind<R::Err>(&guestfs_set_autosync), false},
-      {"get_autosync", Bind<R::Bool>(&guestfs_get_autosync), false},
       {"set_identifier", Bind<R::Err>(&guestfs_set_identifier), false},
       {"get_identifier", Bind<R::ConstString>(&guestfs_get_identifier), false},
       {"set_program", Bind<R::Err>(&guestfs_set_program), false},
-      {"get_program", Bind<R::ConstString>(&guestfs_get_program), false},
-      {"get_sockdir", Bind<R::String>(&guestfs_get_sockdir), false},
       {"get_state", Bind<R::Int>(&guestfs_get_state), false},
       {"version", Version, false},
       // drives and lifecycle
@@ -672,23 +624,16 @@ std::vector<CallDef> BuildTable() {
       {"shutdown", Bind<R::Err>(&guestfs_shutdown), false, Lifecycle::Shutdown},
       {"get_pid", Bind<R::Int>(&guestfs_get_pid), false},
       {"feature_available", Bind<R::Bool>(&guestfs_feature_available), false},
-      {"available_all_groups", Bind<R::StringList>(&guestfs_available_all_groups), false},
       // devices and partitions
       {"list_devices", Bind<R::StringList>(&guestfs_list_devices), false},
       {"list_partitions", Bind<R::StringList>(&guestfs_list_partitions), false},
       {"list_filesystems", Bind<R::Hashtable>(&guestfs_list_filesystems), false},
-      {"list_dm_devices", Bind<R::StringList>(&guestfs_list_dm_devices), false},
-      {"blkid", Bind<R::Hashtable>(&guestfs_blkid), false},
       {"vfs_type", Bind<R::String>(&guestfs_vfs_type), false},
       {"vfs_label", Bind<R::String>(&guestfs_vfs_label), false},
       {"vfs_uuid", Bind<R::String>(&guestfs_vfs_uuid), false},
-      {"blockdev_getsize64", Bind<R::Int64>(&guestfs_blockdev_getsize64), false},
-      {"blockdev_rereadpt", Bind<R::Err>(&guestfs_blockdev_rereadpt), false},
-      {"canonical_device_name", Bind<R::String>(&guestfs_canonical_device_name), false},
       {"part_init", Bind<R::Err>(&guestfs_part_init), false},
       {"part_add", Bind<R::Err>(&guestfs_part_add), false},
       {"part_disk", Bind<R::Err>(&guestfs_part_disk), false},
-      {"part_del", Bind<R::Err>(&guestfs_part_del), false},
       {"part_list", PartList, false},
       {"part_set_bootable", Bind<R::Err>(&guestfs_part_set_bootable), false},
       {"part_set_name", Bind<R::Err>(&guestfs_part_set_name), false},
@@ -696,94 +641,50 @@ std::vector<CallDef> BuildTable() {
       {"part_get_mbr_id", Bind<R::Int>(&guestfs_part_get_mbr_id), false},
       {"part_set_gpt_type", Bind<R::Err>(&guestfs_part_set_gpt_type), false},
       {"part_get_gpt_type", Bind<R::String>(&guestfs_part_get_gpt_type), false},
-      {"part_set_gpt_guid", Bind<R::Err>(&guestfs_part_set_gpt_guid), false},
       {"part_get_parttype", Bind<R::String>(&guestfs_part_get_parttype), false},
-      {"part_to_dev", Bind<R::String>(&guestfs_part_to_dev), false},
-      {"part_to_partnum", Bind<R::Int>(&guestfs_part_to_partnum), false},
       // LVM (thin pools have no dedicated API: lvcreate --thinpool through debug sh)
       {"pvcreate", Bind<R::Err>(&guestfs_pvcreate), false},
       {"vgcreate", Bind<R::Err>(&guestfs_vgcreate), false},
       {"lvcreate", Bind<R::Err>(&guestfs_lvcreate), false},
       {"lvcreate_free", Bind<R::Err>(&guestfs_lvcreate_free), false},
       {"vg_activate_all", Bind<R::Err>(&guestfs_vg_activate_all), false},
-      {"vg_activate", Bind<R::Err>(&guestfs_vg_activate), false},
-      {"lvm_scan", Bind<R::Err>(&guestfs_lvm_scan), false},
-      {"pvs", Bind<R::StringList>(&guestfs_pvs), false},
-      {"vgs", Bind<R::StringList>(&guestfs_vgs), false},
       {"lvs", Bind<R::StringList>(&guestfs_lvs), false},
-      {"lvremove", Bind<R::Err>(&guestfs_lvremove), false},
-      {"vgremove", Bind<R::Err>(&guestfs_vgremove), false},
-      {"pvremove", Bind<R::Err>(&guestfs_pvremove), false},
       // file systems
       {"mkfs", Mkfs, false},
       {"set_label", Bind<R::Err>(&guestfs_set_label), false},
       {"set_uuid", Bind<R::Err>(&guestfs_set_uuid), false},
-      {"set_uuid_random", Bind<R::Err>(&guestfs_set_uuid_random), false},
       {"mount", Bind<R::Err>(&guestfs_mount), false},
       {"mount_ro", Bind<R::Err>(&guestfs_mount_ro), false},
-      {"mount_options", Bind<R::Err>(&guestfs_mount_options), false},
-      {"mount_vfs", Bind<R::Err>(&guestfs_mount_vfs), false},
       {"umount", Umount, false},
       {"umount_all", Bind<R::Err>(&guestfs_umount_all), false},
       {"mkmountpoint", Bind<R::Err>(&guestfs_mkmountpoint), false},
-      {"rmmountpoint", Bind<R::Err>(&guestfs_rmmountpoint), false},
-      {"mounts", Bind<R::StringList>(&guestfs_mounts), false},
-      {"mountpoints", Bind<R::Hashtable>(&guestfs_mountpoints), false},
       {"mount_local", MountLocal, false},
       {"mount_local_run", Bind<R::Err>(&guestfs_mount_local_run), false},
       {"umount_local", UmountLocal, false},
       {"sync", Bind<R::Err>(&guestfs_sync), false},
-      {"drop_caches", Bind<R::Err>(&guestfs_drop_caches), false},
-      {"statvfs", StatvfsRow, false},
       // files and directories
       {"mkdir", Bind<R::Err>(&guestfs_mkdir), false},
       {"mkdir_p", Bind<R::Err>(&guestfs_mkdir_p), false},
-      {"mkdir_mode", Bind<R::Err>(&guestfs_mkdir_mode), false},
-      {"rm", Bind<R::Err>(&guestfs_rm), false},
-      {"rm_f", Bind<R::Err>(&guestfs_rm_f), false},
-      {"rm_rf", Bind<R::Err>(&guestfs_rm_rf), false},
-      {"rmdir", Bind<R::Err>(&guestfs_rmdir), false},
       {"ls", Bind<R::StringList>(&guestfs_ls), false},
-      {"find", Bind<R::StringList>(&guestfs_find), false},
-      {"readdir", Readdir, false},
       {"exists", Bind<R::Bool>(&guestfs_exists), false},
       {"is_dir", [](const Info& i) { return IsDir(i, false); }, false},
       {"is_file", [](const Info& i) { return IsDir(i, true); }, false},
-      {"is_symlink", Bind<R::Bool>(&guestfs_is_symlink), false},
-      {"statns", [](const Info& i) { return Stat(i, false); }, false},
-      {"lstatns", [](const Info& i) { return Stat(i, true); }, false},
-      {"filesize", Bind<R::Int64>(&guestfs_filesize), false},
+      {"statns", Stat, false},
       {"read_file", ReadFile, false},
       {"cat", Bind<R::String>(&guestfs_cat), false},
       {"write", [](const Info& i) { return WriteFile(i, false); }, false},
       {"write_append", [](const Info& i) { return WriteFile(i, true); }, false},
-      {"cp", Bind<R::Err>(&guestfs_cp), false},
-      {"cp_a", Bind<R::Err>(&guestfs_cp_a), false},
-      {"cp_r", Bind<R::Err>(&guestfs_cp_r), false},
-      {"mv", Bind<R::Err>(&guestfs_mv), false},
-      {"ln_s", Bind<R::Err>(&guestfs_ln_s), false},
       {"ln_sf", Bind<R::Err>(&guestfs_ln_sf), false},
-      {"readlink", Bind<R::String>(&guestfs_readlink), false},
-      {"realpath", Bind<R::String>(&guestfs_realpath), false},
       {"chmod", Bind<R::Err>(&guestfs_chmod), false},
-      {"chown", Bind<R::Err>(&guestfs_chown), false},
-      {"lchown", Bind<R::Err>(&guestfs_lchown), false},
-      {"touch", Bind<R::Err>(&guestfs_touch), false},
-      {"truncate", Bind<R::Err>(&guestfs_truncate), false},
-      {"truncate_size", Bind<R::Err>(&guestfs_truncate_size), false},
-      {"fill", Bind<R::Err>(&guestfs_fill), false},
       {"fallocate64", Bind<R::Err>(&guestfs_fallocate64), false},
       {"checksum", Bind<R::String>(&guestfs_checksum), false},
-      {"du", Bind<R::Int64>(&guestfs_du), false},
-      {"copy_in", Bind<R::Err>(&guestfs_copy_in), false},
-      {"copy_out", Bind<R::Err>(&guestfs_copy_out), false},
       // commands
       {"sh", Bind<R::String>(&guestfs_sh), false},
       {"sh_lines", Bind<R::StringList>(&guestfs_sh_lines), false},
       {"command", Bind<R::String>(&guestfs_command), false},
       {"command_lines", Bind<R::StringList>(&guestfs_command_lines), false},
       {"debug", Bind<R::String>(&guestfs_debug), false},
-      // transfers: host paths or owned file descriptors; cancellable with user_cancel
+      // transfers: host paths or owned file descriptors; Handle.cancel stops them with guestfs_user_cancel
       {"tar_in", TarIn, true},
       {"tar_out", TarOut, true},
       {"upload", Upload, true},

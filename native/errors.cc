@@ -13,13 +13,12 @@ CallError ReadLastError(guestfs_h* g) {
   return e;
 }
 
-Napi::Error MakeError(Napi::Env env, const std::string& op, const CallError& e, bool cancelled) {
+Napi::Error MakeError(Napi::Env env, const std::string& op, const CallError& e) {
   auto err = Napi::Error::New(env, e.message);
   auto obj = err.Value();
   obj.Set("op", op);
   obj.Set("errno", Napi::Number::New(env, e.errnum));
   obj.Set("code", e.code.empty() ? Napi::Value(env.Undefined()) : Napi::String::New(env, e.code));
-  obj.Set("cancelled", Napi::Boolean::New(env, cancelled));
   return err;
 }
 

@@ -20,7 +20,7 @@ struct CallError {
 // Worker thread only: the last error is thread-local in libguestfs >= 1.38.
 CallError ReadLastError(guestfs_h* g);
 
-// JS thread only. Properties: op, errno (positive, 0 if none), code (binding code or ''), cancelled.
-Napi::Error MakeError(Napi::Env env, const std::string& op, const CallError& e, bool cancelled);
+// JS thread only. Properties: op, errno (positive, 0 if none), code (binding code or undefined).
+Napi::Error MakeError(Napi::Env env, const std::string& op, const CallError& e);
 
 }  // namespace vdib

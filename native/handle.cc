@@ -309,7 +309,7 @@ void Session::Conclude(napi_env env, napi_deferred d, const std::string& op, boo
     try {
       if (fault >= 2) throw std::runtime_error("fault injected by __test_fault");
       auto e = BindingError("ERR_GUESTFS_INTERNAL", message);
-      switch (ConcludeRaw(env, d, false, MakeError(Napi::Env(env), op, e, false).Value())) {
+      switch (ConcludeRaw(env, d, false, MakeError(Napi::Env(env), op, e).Value())) {
         case Concluded::Yes: return;
         case Concluded::Lost: goto report;
         case Concluded::Retry: break;
@@ -338,7 +338,7 @@ Napi::Value Session::Enqueue(Napi::Env env, std::unique_ptr<Job> job) {
   if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env);
   if (state_ != State::Open) {
     auto e = BindingError("ERR_GUESTFS_CLOSED", job->op + ": the handle is closed", EBADF);
-    Conclude(env, deferred, job->op, false, [&] { return MakeError(env, job->op, e, false).Value(); });
+    Conclude(env, deferred, job->op, false, [&] { return MakeError(env, job->op, e).Value(); });
     return Napi::Value(env, promise);
   }
   job->id = next_job_id_++;
@@ -411,17 +411,9 @@ int Session::Cancel(Napi::Env env, uint64_t id) {
     ScopeExit pin([this, env] { Unpin(env); }, dropped->pinned);
     dropped->error = BindingError("ABORT_ERR", dropped->op + ": cancelled before it started", EINTR);
     Conclude(env, std::exchange(dropped->deferred, nullptr), dropped->op, false,
-             [&] { return MakeError(env, dropped->op, dropped->error, true).Value(); });
+             [&] { return MakeError(env, dropped->op, dropped->error).Value(); });
   }
   return outcome;
-}
-
-bool Session::UserCancel() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!running_ || !running_->cancellable || !g_) return false;
-  running_->cancel_requested = true;
-  guestfs_user_cancel(g_);
-  return true;
 }
 
 bool Session::busy() {
@@ -459,7 +451,7 @@ void Session::Settle(napi_env env, std::unique_ptr<Job> job) noexcept {
     for (auto d : waiters) {
       Conclude(env, d, "close", !job->error.failed,
                [&] {
-                 return job->error.failed ? MakeError(js, "shutdown", job->error, false).Value() : js.Undefined();
+                 return job->error.failed ? MakeError(js, "shutdown", job->error).Value() : js.Undefined();
                });
     }
     return;
@@ -468,7 +460,7 @@ void Session::Settle(napi_env env, std::unique_ptr<Job> job) noexcept {
   if (!d) return;
   const bool failed = job->error.failed;
   Conclude(env, d, job->op, !failed, [&]() -> napi_value {
-    if (failed) return MakeError(js, job->op, job->error, job->cancel_requested.load()).Value();
+    if (failed) return MakeError(js, job->op, job->error).Value();
     return ToJs(js, job->result);
   });
 }
@@ -672,7 +664,6 @@ Napi::Function Handle::Init(Napi::Env env) {
   std::vector<PropertyDescriptor> props = {
       InstanceMethod("close", &Handle::Close),
       InstanceMethod("cancel", &Handle::Cancel),
-      InstanceMethod("user_cancel", &Handle::UserCancel),
       InstanceMethod("kill_appliance", &Handle::KillAppliance),
       InstanceMethod("set_event_mask", &Handle::SetEventMask),
       InstanceAccessor("state", &Handle::GetState, nullptr),
@@ -724,7 +715,7 @@ Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) 
   if (rc == -1) {
     CallError e = ReadLastError(g);
     guestfs_close(g);
-    throw MakeError(env, "parse_environment", e, false);
+    throw MakeError(env, "parse_environment", e);
   }
   // Ctrl-C in a terminal must reach us, not qemu: we decide how to stop the appliance.
   guestfs_set_pgroup(g, 1);
@@ -752,10 +743,6 @@ Napi::Value Handle::Cancel(const Napi::CallbackInfo& info) {
   if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "cancel: job id must be a number");
   auto id = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
   return Napi::Number::New(info.Env(), session_->Cancel(info.Env(), id));
-}
-
-Napi::Value Handle::UserCancel(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), session_->UserCancel());
 }
 
 Napi::Value Handle::KillAppliance(const Napi::CallbackInfo& info) {

@@ -91,8 +91,6 @@ class Session {
   // JS thread. 0 unknown/finished, 1 dropped from the queue, 2 transfer cancel requested,
   // 3 running and not cancellable through the API.
   int Cancel(Napi::Env env, uint64_t id);
-  // JS thread: guestfs_user_cancel on the running transfer, if any.
-  bool UserCancel();
   // Any thread: SIGKILL this handle's qemu (pidfd after launch, else the worker thread's qemu child).
   bool KillAppliance();
   // Any thread.
@@ -171,7 +169,6 @@ class Handle : public Napi::ObjectWrap<Handle> {
   Napi::Value Dispatch(const Napi::CallbackInfo& info);  // every wrapped libguestfs call
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
-  Napi::Value UserCancel(const Napi::CallbackInfo& info);
   Napi::Value KillAppliance(const Napi::CallbackInfo& info);
   Napi::Value SetEventMask(const Napi::CallbackInfo& info);
   Napi::Value GetState(const Napi::CallbackInfo& info);
