@@ -38,6 +38,9 @@ import type {
 const LAUNCH_LOG_LINES = 100
 const CANCEL_RETRY_MS = 50
 
+/** One shell word: single quotes, with `'` as `'\''` (as elements/environment.ts quotes). */
+const shellQuote = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`
+
 /** The promise a native call settles with. */
 type NativeResult<K extends NativeCallName> = ReturnType<NativeCalls[K]>
 
@@ -523,9 +526,20 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
   command(argv: string[], o: CallOptions = {}) {
     return this.#call('command', [argv], o)
   }
-  /** guestfsd debug commands (e.g. `sh` outside the chroot); not a stable libguestfs API. */
+  /** guestfsd debug commands; not a stable libguestfs API (see {@link shOutside}). */
   debug(subcmd: string, extraargs: string[], o: CallOptions = {}) {
     return this.#call('debug', [subcmd, extraargs], o)
+  }
+  /**
+   * `/bin/sh -c script` in the appliance itself, outside the chroot (what {@link sh} cannot reach:
+   * the appliance's devices, mounts and tools); resolves with its output. Through guestfsd's
+   * `debug sh`, which joins its arguments with spaces: the script goes as one finished command.
+   * `errexit` prefixes `set -e;`, `bash` runs the script as `exec bash -c '<script>'`.
+   */
+  shOutside(script: string, o: CallOptions & { bash?: boolean; errexit?: boolean } = {}) {
+    const { bash, errexit, ...call } = o
+    const body = errexit ? `set -e; ${script}` : script
+    return this.debug('sh', [bash ? `exec bash -c ${shellQuote(body)}` : body], call)
   }
 
   // ------------------------------------------------------------------ transfers
