@@ -2,10 +2,12 @@
 // each came from, every phase with its scripts in run order, skipped files and why, the
 // variables of each phase and the environment.d files sourced (listed, not run).
 import { fstabText } from '../blockdev/script.js'
-import { phaseEnvironment, type EnvSource, type HookName, type Where } from '../elements/environment.js'
+import { phaseEnvironment, type EnvSource, type Where } from '../elements/environment.js'
 import { listEnvironmentFiles, listPhaseScripts, type SkipReason } from '../elements/hooks.js'
 import { PHASES } from '../phases/registry.js'
-import type { BuildPlan } from './plan.js'
+import type { StepPart } from '../engine/pipeline.js'
+import type { BuildPlan } from '../engine/plan.js'
+import { planSteps } from '../engine/steps.js'
 
 export interface DryRunReport {
   elements: { name: string; path: string; reason: string }[]
@@ -22,6 +24,11 @@ export interface DryRunReport {
   }[]
   outputs: string[]
   ramdisk: boolean
+  /**
+   * The steps the build runs, in the order their `step` events come: what each belongs to, the
+   * plan fields it depends on, and for a step that runs beside others, the step it starts at.
+   */
+  steps: { name: string; part: StepPart; reads: string[]; startsAt?: string }[]
   /** The block-device layout that would be made on the --size disk. */
   blockDevice: {
     origin: string
@@ -40,8 +47,7 @@ export function describePlan(plan: BuildPlan): DryRunReport {
     const { scripts, skipped } = listPhaseScripts(plan.hooks, p.hook)
     const { vars, warnings: w } = phaseEnvironment(
       { ...plan.envInputs, ...(p.where === 'host' ? { hostMount: '<image mount>' } : {}) },
-      p.hook as HookName,
-      p.where,
+      p,
     )
     w.forEach((x) => warnings.add(x))
     return { hook: p.hook, where: p.where, scripts, skipped, environment: vars }
@@ -64,10 +70,14 @@ export function describePlan(plan: BuildPlan): DryRunReport {
     phases,
     outputs: plan.ramdisk
       ? [`${plan.outputPath}.d`]
-      : plan.formats.map((f) =>
-          f.extension ? `${plan.outputPath}.${f.extension}` : `docker:${plan.options.dockerTarget ?? ''}`,
-        ),
+      : plan.formats.map((f) => f.describeTarget(plan.outputPath, plan.outputSettings)),
     ramdisk: plan.ramdisk,
+    steps: planSteps(plan).map((s) => ({
+      name: s.name,
+      part: s.part,
+      reads: [...s.reads],
+      ...(s.startsAt !== undefined ? { startsAt: s.startsAt } : {}),
+    })),
     blockDevice: {
       origin: plan.layout.origin,
       partitions: plan.layout.tables.flatMap((t) =>
@@ -129,6 +139,9 @@ export function formatDryRun(r: DryRunReport): string {
   }
   out.push('', `Outputs${r.ramdisk ? ' (ramdisk build)' : ''}:`)
   for (const o of r.outputs) out.push(`  ${o}`)
+  out.push('', 'Steps, in order:')
+  for (const s of r.steps)
+    out.push(`  ${s.name}${s.startsAt !== undefined ? `  (starts with ${s.startsAt}, runs beside it)` : ''}`)
   for (const w of r.warnings) out.push(`warning: ${w}`)
   return out.join('\n') + '\n'
 }

@@ -2,6 +2,7 @@
 export { build, buildPlanned } from './build.js'
 export type { BuildResult } from '../engine/context.js'
 export { DEFAULT_FORMATS, DEFAULT_SIZE, type BuildHooks, type BuildOptions, type OutputFormatName } from './options.js'
-export { planBuild, type BuildPlan } from './plan.js'
+export { planBuild } from './plan.js'
+export type { BuildPlan, PlanSeed } from '../engine/plan.js'
 export { describePlan, formatDryRun, type DryRunReport } from './dry-run.js'
 export { stopBuildsNow, HURRY_CLEANUP_MS } from './interrupt.js'

@@ -1,10 +1,11 @@
 // The typed options of build(): what the CLI flags become, and what Node services pass.
 import type { EnvvarSpec } from '../elements/environment.js'
-import type { BuildEvent } from '../events.js'
+import type { OutputFormatName, OutputFormatOptions } from '../outputs/registry.js'
 
-export type OutputFormatName = 'docker' | 'qcow2' | 'raw' | 'squashfs' | 'tar' | 'tgz' | 'vhd'
+export type { OutputFormatName } from '../outputs/registry.js'
 
-export interface BuildOptions {
+/** The output formats' fields (`compress`, `qemuImgOptions`, `dockerTarget`) come from their files. */
+export interface BuildOptions extends OutputFormatOptions {
   /** Elements to build, in order (besides the implicit `base` and ramdisk elements). */
   elements: string[]
   /** diskimage-builder's `lib` directory (-B). Must contain `die`. */
@@ -35,10 +36,6 @@ export interface BuildOptions {
   /** Output disk size in bytes (default 5 GiB). */
   size?: number
   formats?: OutputFormatName[]
-  /** qcow2: compress (default true). */
-  compress?: boolean
-  qemuImgOptions?: string
-  dockerTarget?: string
   /** dpkg-style architecture (default: the host's). */
   arch?: string
   /** A persistent helper drive: HOME, the image cache, build logs. */
@@ -65,12 +62,7 @@ export interface BuildOptions {
   env?: NodeJS.ProcessEnv
 }
 
-export interface BuildHooks {
-  /** Progress and log events, in order. Never throws into the build: errors are reported. */
-  onEvent?: (event: BuildEvent) => void
-  /** Cancels the build: the appliance is stopped, temp files and partial outputs removed. */
-  signal?: AbortSignal
-}
+export type { BuildHooks } from '../engine/context.js'
 
 export const DEFAULT_SIZE = 5 * 1024 ** 3
 export const DEFAULT_FORMATS: OutputFormatName[] = ['qcow2']

@@ -1,7 +1,5 @@
 // planBuild(): everything that can be checked before an appliance is launched — options,
 // elements, hooks, host tools, output directory — in one pass that throws a clear error.
-import { spawnSync } from 'node:child_process'
-import { randomUUID } from 'node:crypto'
 import { accessSync, constants, existsSync, statSync, statfsSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { basename, dirname, resolve } from 'node:path'
@@ -16,10 +14,10 @@ import { loadElementIndex } from '../elements/discover.js'
 import { resolveEnvvars, type EnvInputs } from '../elements/environment.js'
 import { planHooksTree, type HooksPlan } from '../elements/hooks.js'
 import type { ElementIndex, Resolution } from '../elements/types.js'
-import { PrerequisiteError, UsageError } from '../errors.js'
-import { findExecutable } from '../host/which.js'
-import { OUTPUT_FORMATS } from '../outputs/registry.js'
-import type { OutputFormat } from '../outputs/types.js'
+import { UsageError } from '../errors.js'
+import { resolvePython } from '../host/python.js'
+import { freezePlan, rootFsUuidFrom, type BuildPlan, type PlanSeed } from '../engine/plan.js'
+import { resolveFormats, resolveOutputSettings } from '../outputs/registry.js'
 import { hostArch } from '../util/host-arch.js'
 import { DEFAULT_FORMATS, DEFAULT_SIZE, type BuildOptions } from './options.js'
 
@@ -28,42 +26,6 @@ const ARCH_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 
 /** Label length limits of the file systems we make. */
 const LABEL_MAX: Record<string, number> = { ext2: 16, ext3: 16, ext4: 16, xfs: 12, btrfs: 255, vfat: 11 }
-
-export interface BuildPlan {
-  options: Readonly<BuildOptions>
-  /** --name as given, and its parts. */
-  name: string
-  imageName: string
-  outputDir: string
-  /** Absolute `<outputDir>/<imageName>`: outputs are `<outputPath>.<ext>`. */
-  outputPath: string
-  formats: OutputFormat[]
-  index: ElementIndex
-  resolution: Resolution
-  hooks: HooksPlan
-  arch: string
-  fsType: string
-  /** The root file system's label (from the layout; --root-label or the default for mkfs_root). */
-  rootLabel: string
-  rootFsUuid: string
-  size: number
-  /** The block-device layout (DIB_BLOCK_DEVICE_CONFIG, an element's block-device-*.yaml, or the default). */
-  layout: BlockDeviceLayout
-  layoutSource: ConfigSource
-  /** One file system on the device a block-device.d script named with IMAGE_BLOCK_DEVICE=. */
-  overrideLayout: BlockDeviceLayout
-  /**
-   * The tree is built straight onto the layout (created before root.d) instead of apart and
-   * copied on after block-device.d: possible when the layout is one POSIX file system at /.
-   */
-  buildInPlace: boolean
-  python: string
-  ramdisk: boolean
-  env: NodeJS.ProcessEnv
-  /** The environment model's inputs (block device and host mount are added during the build). */
-  envInputs: EnvInputs
-  warnings: string[]
-}
 
 /**
  * statfs magic numbers (linux/magic.h) of kernel pseudo file systems: root may pass the access()
@@ -115,28 +77,13 @@ function checkWritableDir(dir: string): void {
   }
 }
 
-function resolvePython(requested: string | undefined, env: NodeJS.ProcessEnv): string {
-  if (requested !== undefined) {
-    const p = findExecutable(requested, env['PATH'])
-    if (!p) throw new PrerequisiteError(`${requested} needed but not found`)
-    return p
-  }
-  // divergence: the original requires `python`, which Debian 12 does not have. We prefer the
-  // interpreter that can import diskimage_builder (host-side element scripts such as
-  // package-installs-squash need it, as DIB_PYTHON_EXEC is DIB's own interpreter), then any python.
-  const candidates = [
-    ...new Set(['python', 'python3', '/usr/bin/python3'].map((n) => findExecutable(n, env['PATH']))),
-  ].filter((p): p is string => p !== undefined)
-  if (candidates.length === 0)
-    throw new PrerequisiteError('python needed but not found', { hint: 'install python3 or use --python' })
-  const withDib = candidates.find(
-    (p) => spawnSync(p, ['-c', 'import diskimage_builder'], { stdio: 'ignore', env }).status === 0,
-  )
-  return withDib ?? candidates[0]!
-}
-
-export function planBuild(options: BuildOptions): BuildPlan {
-  const env = options.env ?? process.env
+/**
+ * Checks a request and plans it. The plan is frozen; its root file system UUID is random unless
+ * `seed` is given (two plans of the same request with the same seed are equal).
+ */
+export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): BuildPlan {
+  // A copy: the plan is frozen, and must not change when the caller's environment does.
+  const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env) }
   const warnings: string[] = []
   if (!options.libPath) throw new UsageError('-B must be specified')
   if (options.elements.length === 0) throw new UsageError('at least one distribution root element must be specified')
@@ -145,14 +92,7 @@ export function planBuild(options: BuildOptions): BuildPlan {
       hint: `‘${options.libPath}/die’ does not exist; -B takes diskimage-builder's lib directory`,
     })
   }
-  const formatNames = options.formats ?? DEFAULT_FORMATS
-  if (formatNames.length === 0) throw new UsageError('the list of output formats cannot be empty')
-  const formats = [...new Set(formatNames)].map((n) => {
-    const f = OUTPUT_FORMATS.get(n)
-    if (!f) throw new UsageError(`invalid format ‘${n}’ in --formats`)
-    return f
-  })
-  formats.sort((a, b) => (a.name < b.name ? -1 : 1))
+  const formats = resolveFormats(options.formats ?? DEFAULT_FORMATS)
 
   const size = options.size ?? DEFAULT_SIZE
   if (!Number.isSafeInteger(size) || size <= 0) throw new UsageError('--size must be greater than zero')
@@ -213,7 +153,12 @@ export function planBuild(options: BuildOptions): BuildPlan {
   checkWritableDir(outputDir)
 
   const python = resolvePython(options.python, env)
-  for (const f of formats) f.checkHost?.(options)
+  // Here, as the original checked them: after the output directory and python.
+  const outputSettings = resolveOutputSettings(
+    formats.map((f) => f.name),
+    options,
+  )
+  for (const f of formats) f.checkHost?.()
 
   const index = loadElementIndex(options.elementPaths)
   for (const o of index.overrides) warnings.push(`element ${o.name}: ${o.used} overrides ${o.ignored}`)
@@ -227,7 +172,7 @@ export function planBuild(options: BuildOptions): BuildPlan {
     arch,
   })
   const hooks = planHooksTree(resolution.elements, options.excludeScripts ?? [])
-  const rootFsUuid = randomUUID()
+  const rootFsUuid = rootFsUuidFrom(seed)
   const rootParams: RootParams = {
     diskSize: size,
     fsType,
@@ -274,19 +219,23 @@ export function planBuild(options: BuildOptions): BuildPlan {
     skipBase: options.skipBase ?? false,
     size,
   }
-  return {
-    options,
+  const drive = options.drive
+  return freezePlan({
     name,
     imageName,
     outputDir,
     outputPath,
     formats,
+    outputSettings,
     index,
     resolution,
     hooks,
+    libPath: options.libPath,
+    excludeScripts: options.excludeScripts ?? [],
     arch,
     fsType,
     rootLabel: layout.root.label,
+    mkfs: { rootLabel: options.rootLabel, options: options.mkfsOptions },
     rootFsUuid,
     size,
     layout,
@@ -295,8 +244,23 @@ export function planBuild(options: BuildOptions): BuildPlan {
     buildInPlace: canBuildInPlace(layout),
     python,
     ramdisk: resolution.ramdisk,
+    installType: options.installType ?? 'source',
+    extraPackages: options.extraPackages ?? [],
+    checksum: options.checksum ?? false,
+    debug: options.debug ?? 0,
+    keepPartialOutputs: options.deleteOnFailure === false,
+    appliance: {
+      memsize: options.memsize,
+      smp: options.smp,
+      network: options.network !== false,
+      verbose: options.verbose ?? false,
+      trace: options.trace ?? false,
+      stock: options.stockAppliance ?? false,
+      packages: options.appliancePackages ?? [],
+      drive: drive === undefined ? undefined : { path: drive, format: options.driveFormat },
+    },
     env,
     envInputs,
     warnings,
-  }
+  })
 }

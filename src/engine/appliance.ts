@@ -1,5 +1,5 @@
 // The appliance of a build: created, given its drives and launched here (the only place that
-// launches), then the build root and the aux tree are set up in it.
+// launches), then the build root and the aux tree are set up in it. One function per step.
 import { statfs } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
@@ -16,6 +16,8 @@ import { formatSize } from '../util/sizes.js'
 import type { BuildContext } from './context.js'
 
 const GiB = 1024 ** 3
+/** The aux drive's virtual size: sparse, and mke2fs -d sizes nothing; room for what elements add. */
+const AUX_IMAGE_SIZE = 16 * GiB
 /** Drives by label: /dev/disk/guestfs/<label> inside the appliance. */
 export const DRIVE = {
   out: '/dev/disk/guestfs/out',
@@ -24,10 +26,13 @@ export const DRIVE = {
   perm: '/dev/disk/guestfs/perm',
 } as const
 
-/** Creates the output disk, adds the drives and boots the appliance. */
-export async function launchAppliance(ctx: BuildContext, auxDir: string): Promise<string> {
+/**
+ * Creates the handle (virt-dib's appliance unless the stock one is asked for), the output disk
+ * and the build disk; returns the output disk's host path.
+ */
+export async function openAppliance(ctx: BuildContext): Promise<string> {
   const { plan } = ctx
-  const o = plan.options
+  const o = plan.appliance
   ctx.progress('Opening the disks')
   const backendSettings = chooseBackendSettings(plan.env)
   const append = applianceAppend(plan.env)
@@ -38,17 +43,17 @@ export async function launchAppliance(ctx: BuildContext, auxDir: string): Promis
     ...(append ? { append } : {}),
     ...(o.memsize !== undefined ? { memsize: o.memsize } : {}),
     ...(o.smp !== undefined ? { smp: o.smp } : {}),
-    network: o.network !== false,
-    verbose: o.verbose ?? false,
-    trace: o.trace ?? false,
+    network: o.network,
+    verbose: o.verbose,
+    trace: o.trace,
   })
   ctx.g = g
   ctx.cleanup.defer('appliance', () => closeAppliance(g, ctx.signal.aborted))
-  if (!o.stockAppliance) {
+  if (!o.stock) {
     const stockPath = await g.getPath()
     const appliance = await prepareAppliance({
       stockPath,
-      extraPackages: o.appliancePackages ?? [],
+      extraPackages: o.packages,
       cacheRoot: applianceCacheRoot(plan.env),
       signal: ctx.signal,
     })
@@ -66,19 +71,28 @@ export async function launchAppliance(ctx: BuildContext, auxDir: string): Promis
   const disk = raw && !plan.ramdisk ? ctx.stage(`${plan.outputPath}.raw`, 'raw').temp : join(ctx.workspace, 'image.raw')
   await checkRoomForDisk(dirname(disk), plan.size)
   await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
-  ctx.imagePath = disk
   await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe' })
   if (!plan.buildInPlace) await g.addDriveScratch(plan.size + GiB, { label: 'build' })
-  const auxImage = join(ctx.workspace, 'aux.img')
-  const ta = Date.now()
-  await makeAuxImage(auxDir, auxImage, 16 * GiB, ctx.signal)
-  ctx.emit({ kind: 'step', name: 'aux-image', seconds: (Date.now() - ta) / 1000 })
-  await g.addDrive(auxImage, { format: 'raw', label: 'aux', cachemode: 'unsafe' })
-  if (o.drive) await g.addDrive(o.drive, { label: 'perm', ...(o.driveFormat ? { format: o.driveFormat } : {}) })
-  const t = Date.now()
-  await g.launch({ signal: ctx.signal })
-  ctx.emit({ kind: 'step', name: 'launch', seconds: (Date.now() - t) / 1000 })
   return disk
+}
+
+/** Packs the aux tree into the aux drive and adds it, and the helper drive (--drive). */
+export async function addAuxDrives(ctx: BuildContext, auxDir: string): Promise<void> {
+  const { g, plan } = ctx
+  const auxImage = join(ctx.workspace, 'aux.img')
+  await makeAuxImage(auxDir, auxImage, AUX_IMAGE_SIZE, ctx.signal)
+  await g.addDrive(auxImage, { format: 'raw', label: 'aux', cachemode: 'unsafe' })
+  const drive = plan.appliance.drive
+  if (drive) await g.addDrive(drive.path, { label: 'perm', ...(drive.format ? { format: drive.format } : {}) })
+}
+
+/**
+ * Boots the appliance. From then on the disk files grow while the guest writes: a full host file
+ * system must stop the build (the space watch kills the appliance), not pause qemu forever.
+ */
+export async function launchAppliance(ctx: BuildContext, disk: string): Promise<void> {
+  await ctx.g.launch({ signal: ctx.signal })
+  ctx.watchHostSpace(disk, await ctx.g.getTmpdir())
 }
 
 /** How long a close (shutdown: sync, qemu exits) may take before the appliance is killed instead. */
@@ -131,7 +145,7 @@ async function checkRoomForDisk(dir: string, size: number): Promise<void> {
  */
 export async function mountKernelDevice(ctx: BuildContext, device: string, mountPoint: string): Promise<void> {
   const at = shellQuote(mountPoint === '/' ? L.SYSROOT : L.inAppliance(mountPoint))
-  await ctx.g.debug('sh', [`set -e; mkdir -p ${at}; mount ${shellQuote(device)} ${at}`], { signal: ctx.signal })
+  await ctx.g.shOutside(`set -e; mkdir -p ${at}; mount ${shellQuote(device)} ${at}`, { signal: ctx.signal })
 }
 
 /** Mounts --drive (the whole disk, or its first partition); no file system is the user's error. */
@@ -139,11 +153,11 @@ async function mountHelperDrive(ctx: BuildContext): Promise<void> {
   const at = shellQuote(L.inAppliance(L.PERM))
   const script = `set -e; d=$(readlink -f ${DRIVE.perm}); p=$d; [ -b "\${d}1" ] && p=\${d}1; mkdir -p ${at}; mount "$p" ${at}`
   try {
-    await ctx.g.debug('sh', [script], { signal: ctx.signal })
+    await ctx.g.shOutside(script, { signal: ctx.signal })
   } catch (e) {
     if (!(e instanceof GuestfsError) || e.applianceDied || ctx.signal.aborted) throw e
     throw new VirtDibError(
-      `the helper drive ${ctx.plan.options.drive} cannot be mounted: ${e.message.trim().split('\n').pop()}`,
+      `the helper drive ${ctx.plan.appliance.drive?.path} cannot be mounted: ${e.message.trim().split('\n').pop()}`,
       { cause: e, hint: 'the helper drive needs a file system (on the whole disk or its first partition)' },
     )
   }
@@ -151,27 +165,28 @@ async function mountHelperDrive(ctx: BuildContext): Promise<void> {
 
 /**
  * Makes the build root (the image's own layout when the tree is built in place, a scratch file
- * system otherwise) and mounts it with the aux drive.
+ * system otherwise) and mounts it with the aux drive. Returns the output disk's kernel name.
  */
-export async function prepareBuildRoot(ctx: BuildContext): Promise<void> {
+export async function prepareBuildRoot(ctx: BuildContext): Promise<string> {
   const { g, plan } = ctx
   ctx.progress('Preparing auxiliary data')
-  ctx.outDevice = (await g.debug('sh', [`readlink -f ${DRIVE.out}`])).trim()
+  const outDevice = (await g.shOutside(`readlink -f ${DRIVE.out}`)).trim()
   if (plan.buildInPlace) {
-    const script = createLayoutScript(plan.layout, ctx.outDevice)
-    await g.debug('sh', [`exec bash -c ${shellQuote(script)}`], { signal: ctx.signal })
-    await mountKernelDevice(ctx, filesystemDevice(plan.layout, ctx.outDevice, plan.layout.mounts[0]!.base), '/')
+    const script = createLayoutScript(plan.layout, outDevice)
+    await g.shOutside(script, { bash: true, signal: ctx.signal })
+    await mountKernelDevice(ctx, filesystemDevice(plan.layout, outDevice, plan.layout.mounts[0]!.base), '/')
   } else {
     await g.mkfs('ext4', DRIVE.build)
     await g.mount(DRIVE.build, '/')
   }
   await mountAux(ctx, true)
   // mke2fs -d keeps the host owner: a build run by a normal user makes it root's, as uploaded.
-  if (process.getuid?.() !== 0) await g.debug('sh', [`chown -R 0:0 ${L.inAppliance(L.AUX)}`])
-  if (ctx.plan.options.drive) await mountHelperDrive(ctx)
+  if (process.getuid?.() !== 0) await g.shOutside(`chown -R 0:0 ${L.inAppliance(L.AUX)}`)
+  if (ctx.plan.appliance.drive) await mountHelperDrive(ctx)
   await g.mkdirP(L.PERM_IMAGE_CACHE)
   await g.mkdirP(`${L.PERM}/logs`)
   await g.lnSf('in_target.aux/hooks', L.IN_TARGET_D)
+  return outDevice
 }
 
 /** Mounts the aux drive (and the helper drive) into the image root mounted at /. */
@@ -180,5 +195,5 @@ export async function mountAux(ctx: BuildContext, first = false): Promise<void> 
   await g.mkdirP(L.AUX)
   if (first) await g.chmod(0o1777, '/tmp')
   await g.mount(DRIVE.aux, L.AUX)
-  if (!first && ctx.plan.options.drive) await mountHelperDrive(ctx)
+  if (!first && ctx.plan.appliance.drive) await mountHelperDrive(ctx)
 }

@@ -1,5 +1,6 @@
 // BuildContext: the one object a build step receives — plan, workspace, cleanup stack,
-// events, cancellation, the appliance handle and the outputs staged so far.
+// events, cancellation, the appliance handle and the outputs staged so far. What steps give each
+// other is not here: it is the typed state of the step table (state.ts, steps.ts).
 import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -7,7 +8,6 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { pipeline, type Writable } from 'node:stream'
 
-import type { BlockDeviceLayout } from '../blockdev/layout.js'
 import type { Where } from '../elements/environment.js'
 import * as L from '../elements/layout.js'
 import { BuildAbortedError } from '../errors.js'
@@ -17,11 +17,12 @@ import { HashingStream, type Digests } from '../host/checksums.js'
 import { removeWorkspace } from '../host/workspace.js'
 import { outputWriteError } from '../outputs/stream.js'
 import type { OutputFormat, FileSink } from '../outputs/types.js'
-import type { EventInput, Phase, PhaseContext } from '../phases/types.js'
+import type { EventInput, PhaseContext, RunnablePhase } from '../phases/types.js'
 import { CleanupStack } from '../util/cleanup.js'
 import { commitStaged } from './commit.js'
-import type { BuildHooks } from '../api/options.js'
-import type { BuildPlan } from '../api/plan.js'
+import { watchHostSpace } from '../host/space-watch.js'
+import { PlanReads } from './pipeline.js'
+import type { BuildPlan } from './plan.js'
 
 export interface StagedFile {
   /** Where it is written during the build (a hidden name in the output directory). */
@@ -30,6 +31,14 @@ export interface StagedFile {
   final: string
   format?: string
   digests?: Digests
+}
+
+/** What a running build reports to, and is stopped by (build()'s hooks). */
+export interface BuildHooks {
+  /** Progress and log events, in order. Never throws into the build: errors are reported. */
+  onEvent?: (event: BuildEvent) => void
+  /** Cancels the build: the appliance is stopped, temp files and partial outputs removed. */
+  signal?: AbortSignal
 }
 
 export interface BuildResult {
@@ -44,27 +53,25 @@ export class BuildContext implements PhaseContext {
   readonly token = `VDIB${randomBytes(6).toString('hex')}`
   readonly staged: StagedFile[] = []
   readonly t0 = Date.now()
+  /** Which plan fields each step reads (ctx.plan is a recording view of the plan). */
+  readonly planReads = new PlanReads()
+  readonly plan: BuildPlan
   #g: Guestfs | undefined
-  blockDevice: { device: string; devices: string } | undefined
-  /** The layout carried out (the planned one, or the override of block-device.d). */
-  layout: BlockDeviceLayout | undefined
-  /** Set when a host file system the appliance writes to filled up (the build is stopped). */
-  hostFull: string | undefined
-  /** The output disk file on the host. */
-  imagePath: string | undefined
-  /** The output disk as the appliance names it (/dev/sda). */
-  outDevice: string | undefined
+  #hostFull: string | undefined
+  /** For the host phase (extra-data.d): the environment and working directory to run with. */
   hostEnv?: NodeJS.ProcessEnv
   hostCwd?: string
+  /** Where the full log is, for failure messages (on the helper drive, with --drive). */
   logPath?: string
-  extraDataDir: string | undefined
 
   private constructor(
-    readonly plan: BuildPlan,
+    plan: BuildPlan,
     readonly workspace: string,
     readonly hooks: BuildHooks,
     readonly signal: AbortSignal,
-  ) {}
+  ) {
+    this.plan = this.planReads.view(plan)
+  }
 
   static async open(plan: BuildPlan, hooks: BuildHooks): Promise<BuildContext> {
     const signal = hooks.signal ?? new AbortController().signal
@@ -84,8 +91,25 @@ export class BuildContext implements PhaseContext {
     this.#g = g
   }
 
-  get hasAppliance(): boolean {
-    return this.#g !== undefined
+  /** Set when a host file system the appliance writes to filled up (the build was stopped). */
+  get hostFull(): string | undefined {
+    return this.#hostFull
+  }
+
+  /**
+   * Watches the host file systems the running appliance writes to (see hostWriteDirs): when one
+   * fills up, the appliance is killed, so the guest fails at once instead of qemu pausing forever.
+   */
+  watchHostSpace(disk: string, scratchDir: string): void {
+    const watch = watchHostSpace(this.hostWriteDirs(disk, scratchDir), (dir) => {
+      this.#hostFull = dir
+      try {
+        this.g.killAppliance()
+      } catch {
+        // already closed: the host step writing there fails by itself
+      }
+    })
+    this.cleanup.defer('host space watch', () => watch.stop())
   }
 
   emit(event: EventInput): void {
@@ -107,16 +131,12 @@ export class BuildContext implements PhaseContext {
     }
   }
 
-  controlFile(phase: Phase): string {
-    if (phase.where === 'host') return join(this.workspace, `${phase.hook}.ctl`)
-    const path = `${L.RUNNERS}/${phase.hook}.ctl`
-    return phase.where === 'appliance' ? L.inAppliance(path) : path
+  controlFile(phase: RunnablePhase): string {
+    return L.controlFileAt(phase.where, phase.hook, this.workspace)
   }
 
   runnerPath(where: Where): string {
-    if (where === 'host') return join(this.workspace, 'run-phase.bash')
-    const path = `${L.RUNNERS}/run-phase`
-    return where === 'appliance' ? L.inAppliance(path) : path
+    return L.runnerAt(where, this.workspace)
   }
 
   /** A hidden temporary name in the output directory, removed on failure unless kept. */
@@ -125,7 +145,7 @@ export class BuildContext implements PhaseContext {
     const temp = join(this.plan.outputDir, `.${base}.vdib-${randomBytes(4).toString('hex')}.tmp`)
     const file: StagedFile = { temp, final, ...(format ? { format } : {}) }
     this.staged.push(file)
-    if (this.plan.options.deleteOnFailure !== false) {
+    if (!this.plan.keepPartialOutputs) {
       this.cleanup.defer(`output ${temp}`, () => rm(temp, { force: true }))
     }
     return file
@@ -138,7 +158,7 @@ export class BuildContext implements PhaseContext {
    */
   fileSink(file: StagedFile): FileSink {
     const out = createWriteStream(file.temp)
-    const hash = this.plan.options.checksum ? new HashingStream() : undefined
+    const hash = this.plan.checksum ? new HashingStream() : undefined
     const head: Writable = hash ?? out
     const done = new Promise<void>((resolve, reject) => {
       const settle = (e: unknown) => {

@@ -17,7 +17,8 @@ const FULL_BYTES = 1024 * 1024
 
 function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal = ctx.signal): OutputContext {
   return {
-    options: ctx.plan.options,
+    settings: ctx.plan.outputSettings,
+    env: ctx.plan.env,
     g: ctx.g,
     signal,
     emit: (e) => ctx.emit(e),
@@ -29,11 +30,11 @@ function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal
   }
 }
 
-/** Copies `$NAME.d` out of the image if elements left anything there. */
-export async function exportExtraData(ctx: BuildContext): Promise<void> {
+/** Copies `$NAME.d` out of the image if elements left anything there; returns its final path. */
+export async function exportExtraData(ctx: BuildContext): Promise<string | undefined> {
   const guestDir = L.outDir(ctx.plan.imageName)
   const entries = await ctx.g.ls(guestDir)
-  if (entries.length === 0) return
+  if (entries.length === 0) return undefined
   ctx.progress('Extracting data out of the image')
   const final = `${ctx.plan.outputPath}.d`
   const staged = ctx.stage(final)
@@ -42,7 +43,7 @@ export async function exportExtraData(ctx: BuildContext): Promise<void> {
   } catch (e) {
     throw outputWriteError(final, e)
   }
-  if (ctx.plan.options.deleteOnFailure !== false) {
+  if (!ctx.plan.keepPartialOutputs) {
     ctx.cleanup.defer(`directory ${staged.temp}`, () => rmSync(staged.temp, { recursive: true, force: true }))
   }
   // Either side failing stops the other: tar exiting early cancels tar_out, a failed tar_out
@@ -64,7 +65,7 @@ export async function exportExtraData(ctx: BuildContext): Promise<void> {
     },
     ctx.signal,
   )
-  ctx.extraDataDir = final
+  return final
 }
 
 /**
@@ -93,79 +94,76 @@ function extractError(final: string, e: unknown, outputDir: string): unknown {
     : new VirtDibError(what, { cause: e })
 }
 
-/** Outputs read from the mounted image root: tar-stream formats share one tar_out. */
-export async function exportTreeOutputs(ctx: BuildContext): Promise<void> {
-  const { plan } = ctx
-  const files = new Map<string, StagedFile>()
-  const octx = outputContext(ctx, files)
-  const streamFormats = plan.formats.filter((f) => f.source === 'tar-stream')
-  if (streamFormats.length > 0) {
-    // One stop for the transfer and every consumer: the first failing sink (a full disk, docker
-    // without a daemon) cancels tar_out and the others at once.
-    const stop = new AbortController()
-    const sctx = outputContext(ctx, files, AbortSignal.any([ctx.signal, stop.signal]))
-    const sinks: FileSink[] = []
-    for (const f of streamFormats) {
-      ctx.progress(f.progress(plan.options))
-      let target: string | undefined
-      if (f.extension) {
-        const s = ctx.stage(ctx.outputPathFor(f), f.name)
-        files.set(s.final, s)
-        target = s.final
-      }
-      sinks.push(f.consumeTar!(sctx, target))
-    }
-    const t = Date.now()
-    const guest = ctx.g.tarOutStream(
-      '/',
-      { excludes: TREE_EXCLUDES, xattrs: true, numericowner: true },
-      { signal: sctx.signal },
-    )
-    await pumpGuestStream(guest, sinks, stop, ctx.signal)
-    ctx.emit({ kind: 'step', name: 'tar-stream', seconds: (Date.now() - t) / 1000 })
-  }
-  for (const f of plan.formats.filter((x) => x.source === 'tree')) {
-    ctx.progress(f.progress(plan.options))
-    const s = ctx.stage(ctx.outputPathFor(f), f.name)
-    files.set(s.final, s)
-    const t = Date.now()
-    await f.fromTree!(octx, s.final)
-    ctx.emit({ kind: 'step', name: f.name, seconds: (Date.now() - t) / 1000 })
-  }
+/** The formats that consume the one tar stream of the image root. */
+export function tarStreamFormats(formats: readonly OutputFormat[]): OutputFormat[] {
+  return formats.filter((f) => f.source === 'tar-stream')
+}
+
+/** Formats produced from the mounted image root in the appliance, one after the other. */
+export function treeFormats(formats: readonly OutputFormat[]): OutputFormat[] {
+  return formats.filter((f) => f.source === 'tree')
 }
 
 /** Formats converted from the disk file on the host (raw is the disk file itself). */
-export function diskConversions(ctx: BuildContext): OutputFormat[] {
-  return ctx.plan.formats.filter((f) => f.source === 'disk' && !f.isRawDisk)
+export function diskConversions(formats: readonly OutputFormat[]): OutputFormat[] {
+  return formats.filter((f) => f.source === 'disk' && !f.isRawDisk)
 }
 
-/** Formats read from the image tree by the guest. */
-export function treeOutputs(ctx: BuildContext): OutputFormat[] {
-  return ctx.plan.formats.filter((f) => f.source === 'tar-stream' || f.source === 'tree')
+/** The tar-stream formats, fed by one tar_out of the mounted image root. */
+export async function exportTarStream(ctx: BuildContext): Promise<void> {
+  const { plan } = ctx
+  const files = new Map<string, StagedFile>()
+  // One stop for the transfer and every consumer: the first failing sink (a full disk, docker
+  // without a daemon) cancels tar_out and the others at once.
+  const stop = new AbortController()
+  const sctx = outputContext(ctx, files, AbortSignal.any([ctx.signal, stop.signal]))
+  const sinks: FileSink[] = []
+  for (const f of tarStreamFormats(plan.formats)) {
+    ctx.progress(f.progress(plan.outputSettings))
+    let target: string | undefined
+    if (f.extension) {
+      const s = ctx.stage(ctx.outputPathFor(f), f.name)
+      files.set(s.final, s)
+      target = s.final
+    }
+    sinks.push(f.consumeTar!(sctx, target))
+  }
+  const guest = ctx.g.tarOutStream(
+    '/',
+    { excludes: TREE_EXCLUDES, xattrs: true, numericowner: true },
+    { signal: sctx.signal },
+  )
+  await pumpGuestStream(guest, sinks, stop, ctx.signal)
+}
+
+/** One tree format (squashfs), made from the mounted image root. */
+export async function exportTreeFormat(ctx: BuildContext, f: OutputFormat): Promise<void> {
+  const files = new Map<string, StagedFile>()
+  ctx.progress(f.progress(ctx.plan.outputSettings))
+  const s = ctx.stage(ctx.outputPathFor(f), f.name)
+  files.set(s.final, s)
+  await f.fromTree!(outputContext(ctx, files), s.final)
 }
 
 /**
- * Outputs made from the finished disk on the host: after the appliance has stopped, or while it
- * only reads a read-only image (see freezeImage).
+ * One output made from the finished disk on the host: after the appliance has stopped, or while
+ * it only reads a read-only image (see freezeImage).
  */
-export async function exportDiskOutputs(ctx: BuildContext, disk: string, signal = ctx.signal): Promise<void> {
+export async function exportDiskOutput(
+  ctx: BuildContext,
+  f: OutputFormat,
+  disk: string,
+  signal = ctx.signal,
+): Promise<void> {
   const files = new Map<string, StagedFile>()
-  const octx = outputContext(ctx, files, signal)
-  await Promise.all(
-    diskConversions(ctx).map(async (f) => {
-      ctx.progress(f.progress(ctx.plan.options))
-      const s = ctx.stage(ctx.outputPathFor(f), f.name)
-      files.set(s.final, s)
-      const t = Date.now()
-      await f.fromDisk!(octx, disk, s.temp)
-      ctx.emit({ kind: 'step', name: f.name, seconds: (Date.now() - t) / 1000 })
-    }),
-  )
+  ctx.progress(f.progress(ctx.plan.outputSettings))
+  const s = ctx.stage(ctx.outputPathFor(f), f.name)
+  files.set(s.final, s)
+  await f.fromDisk!(outputContext(ctx, files, signal), disk, s.temp)
 }
 
 /** `.md5` and `.sha256` next to every output file, hashed while written where possible. */
 export async function exportChecksums(ctx: BuildContext): Promise<void> {
-  if (!ctx.plan.options.checksum) return
   const outputs = ctx.staged.filter((s) => s.format !== undefined)
   for (const s of outputs) {
     ctx.progress(`Generating checksums for ${s.final}`)
@@ -184,7 +182,7 @@ export async function exportChecksums(ctx: BuildContext): Promise<void> {
   }
 }
 
-export function collectResult(ctx: BuildContext): BuildResult {
+export function collectResult(ctx: BuildContext, extraDataDir: string | undefined): BuildResult {
   const outputs = ctx.staged
     .filter((s) => s.format !== undefined)
     .map((s) => ({
@@ -195,7 +193,7 @@ export function collectResult(ctx: BuildContext): BuildResult {
     }))
   return {
     outputs,
-    ...(ctx.extraDataDir ? { extraDataDir: ctx.extraDataDir } : {}),
+    ...(extraDataDir ? { extraDataDir } : {}),
     seconds: (Date.now() - ctx.t0) / 1000,
   }
 }

@@ -12,13 +12,18 @@ import { prepareHostPhase } from './prepare-aux.js'
 
 const VIEW = 'extra-data.d: the FUSE view of the image'
 
-export async function runExtraData(ctx: BuildContext): Promise<void> {
+/**
+ * Runs extra-data.d against a FUSE view of the image. Returns what releases the view (the next
+ * step), or undefined when the phase has no scripts (no FUSE round trip at all). On failure the
+ * view is released at once and the phase's error thrown.
+ */
+export async function runExtraData(ctx: BuildContext): Promise<(() => Promise<void>) | undefined> {
   const p = phase('extra-data.d')
   // Nothing to run: skip the FUSE round trip entirely.
   if (!ctx.plan.hooks.dirs.includes('extra-data.d')) {
     ctx.emit({ kind: 'phase-start', hook: p.hook, where: p.where })
     ctx.emit({ kind: 'phase-end', hook: p.hook, where: p.where, seconds: 0, status: 0, scripts: [] })
-    return
+    return undefined
   }
   const mountpoint = join(ctx.workspace, 'extra-data.d')
   mkdirSync(mountpoint, { recursive: true })
@@ -27,37 +32,38 @@ export async function runExtraData(ctx: BuildContext): Promise<void> {
   await ctx.g.mountLocal(mountpoint)
   const served = trackServing(ctx.g.mountLocalRun())
   // Until it is released, removing the workspace would reach into the image through the view.
-  const release = async () => {
-    const t = Date.now()
-    await releaseFuseMount(mountpoint, served, {
+  const release = () =>
+    releaseFuseMount(mountpoint, served, {
       what: VIEW,
       onWarning: (text) => ctx.emit({ kind: 'warning', text }),
       onDebug: (text) => ctx.emit({ kind: 'debug', text }),
       // the shorter timings apply as soon as the build is aborted, also in the middle
       signal: ctx.signal,
     })
-    ctx.emit({ kind: 'step', name: 'extra-data-unmount', seconds: (Date.now() - t) / 1000 })
-  }
   const undo = ctx.cleanup.defer('FUSE mount', release)
-  let failure: { error: unknown } | undefined
   try {
     await waitForFuseMount(mountpoint, served, { what: VIEW, signal: ctx.signal })
     if (!existsSync(join(mountpoint, 'tmp'))) throw new VirtDibError(`${VIEW} has no /tmp`)
     // runPhase stops the scripts' whole process group when they end or on abort.
     await runPhase(ctx, p)
   } catch (error) {
-    failure = { error }
+    try {
+      await release()
+    } catch (e) {
+      // The phase's own failure (or the abort) says more; the view is detached either way.
+      ctx.emit({ kind: 'warning', text: (e as Error).message })
+    } finally {
+      undo()
+    }
+    throw error
   }
-  try {
-    await release()
-  } catch (e) {
-    // The phase's own failure (or the abort) says more; the view is detached either way.
-    if (!failure) throw e
-    ctx.emit({ kind: 'warning', text: (e as Error).message })
-  } finally {
-    undo()
+  return async () => {
+    try {
+      await release()
+    } finally {
+      undo()
+    }
+    const r = await served.done
+    if (r instanceof Error && !ctx.signal.aborted) throw r
   }
-  if (failure) throw failure.error
-  const r = await served.done
-  if (r instanceof Error && !ctx.signal.aborted) throw r
 }

@@ -1,14 +1,13 @@
-// The image's file systems: the block device step (block-device.d, then the layout carried out
-// in the appliance), the built tree copied onto it, and the final clean-up before outputs.
+// The image's file systems: the layout carried out in the appliance after block-device.d, the
+// built tree copied onto it, and the final clean-up before outputs.
 import { createdValues, filesystemDevice } from '../blockdev/devices.js'
 import { getvalFiles } from '../blockdev/getval.js'
 import type { BlockDeviceLayout } from '../blockdev/layout.js'
 import { deactivateScript, fstabScript, layoutScript } from '../blockdev/script.js'
 import { phaseEnvironment, shellQuote } from '../elements/environment.js'
 import * as L from '../elements/layout.js'
-import { formatExtraEnv } from '../phases/control-file.js'
+import { formatExtraEnv } from '../phases/runner/control-file.js'
 import { phase } from '../phases/registry.js'
-import { runPhase } from '../phases/run-scripts.js'
 import { mountAux, mountKernelDevice } from './appliance.js'
 import type { BuildContext } from './context.js'
 
@@ -16,33 +15,35 @@ import type { BuildContext } from './context.js'
 const FINAL = '/vdib-final'
 
 async function applianceSh(ctx: BuildContext, script: string): Promise<string> {
-  return ctx.g.debug('sh', [`set -e; ${script}`], { signal: ctx.signal })
+  return ctx.g.shOutside(script, { errexit: true, signal: ctx.signal })
 }
 
 /**
- * block-device.d, then the layout (partitions, LVM, file systems), the tree copy and fstab, all in
+ * After block-device.d: the layout (partitions, LVM, file systems), the tree copy and fstab, all in
  * one appliance round trip; then the layout is mounted as the image root for the later phases.
- * A tree built in place is already on the layout: only fstab is written.
+ * A tree built in place is already on the layout: only fstab is written. Returns the layout made.
  */
-export async function createBlockDevice(ctx: BuildContext): Promise<void> {
+export async function createBlockDevice(
+  ctx: BuildContext,
+  { outDevice, namedDevice, disk: diskFile }: { outDevice: string; namedDevice: string | undefined; disk: string },
+): Promise<BlockDeviceLayout> {
   const { plan, g } = ctx
-  const outDev = ctx.outDevice!
-  const bd = await runPhase(ctx, phase('block-device.d'))
-  ctx.checkAborted()
   // compat: a device named by block-device.d gets one file system, as in the original.
-  const layout: BlockDeviceLayout = bd.blockDevice !== undefined ? plan.overrideLayout : plan.layout
-  const disk = bd.blockDevice ?? outDev
-  const copy = !plan.buildInPlace || bd.blockDevice !== undefined
+  const layout: BlockDeviceLayout = namedDevice !== undefined ? plan.overrideLayout : plan.layout
+  const disk = namedDevice ?? outDevice
+  const copy = !plan.buildInPlace || namedDevice !== undefined
   ctx.progress('Setting up the destination root')
-  const t = Date.now()
   if (copy) {
     const script = layoutScript(layout, { disk, source: L.SYSROOT, target: FINAL })
-    await g.debug('sh', [`exec bash -c ${shellQuote(script)}`], { signal: ctx.signal })
+    await g.shOutside(script, { bash: true, signal: ctx.signal })
   }
-  const values = createdValues(layout, disk, ctx.imagePath ?? '')
+  const values = createdValues(layout, disk, diskFile)
   // The environment model is the one source of these values: what it gives the later phases.
   const blockDevice = { device: values['image-block-device']!, devices: values['image-block-devices']! }
-  const { vars } = phaseEnvironment({ ...plan.envInputs, blockDevice }, 'pre-finalise.d', 'appliance')
+  const { vars } = phaseEnvironment(
+    { ...plan.envInputs, blockDevice },
+    { ...phase('pre-finalise.d'), where: 'appliance' },
+  )
   const late = vars.filter((v) => v.source === 'block-device' || v.name === 'DIB_IMAGE_SIZE')
   const files: [string, string][] = [
     [`${L.RUNNERS}/block-device.env`, formatExtraEnv(late)],
@@ -58,15 +59,13 @@ export async function createBlockDevice(ctx: BuildContext): Promise<void> {
   const writes = files.map(([p, c]) => `printf '%s' ${shellQuote(c)} > ${shellQuote(L.inAppliance(p))}`)
   const fstab = copy ? undefined : fstabScript(layout, L.SYSROOT)
   await applianceSh(ctx, [...(fstab ? [fstab] : []), ...writes].join('\n'))
-  ctx.emit({ kind: 'step', name: 'block-device', seconds: (Date.now() - t) / 1000 })
-  ctx.blockDevice = blockDevice
-  ctx.layout = layout
+  return layout
 }
 
 /** Empties /tmp, truncates logs under /var/log and removes /root/*.log, like diskimage-builder. */
 export async function finalizeImage(ctx: BuildContext): Promise<void> {
   const g = ctx.g
-  if (ctx.plan.options.drive) await g.umount(L.PERM)
+  if (ctx.plan.appliance.drive) await g.umount(L.PERM)
   await g.umount(L.AUX)
   await applianceSh(
     ctx,
@@ -84,15 +83,15 @@ export async function finalizeImage(ctx: BuildContext): Promise<void> {
  * Makes the image's file systems read-only, so the host can read the disk file while the guest
  * still reads the tree (disk conversions run beside the tarball).
  */
-export async function freezeImage(ctx: BuildContext): Promise<void> {
-  const mounts = [...(ctx.layout?.mounts ?? [])].reverse()
+export async function freezeImage(ctx: BuildContext, layout: BlockDeviceLayout): Promise<void> {
+  const mounts = [...layout.mounts].reverse()
   const at = (mp: string) => shellQuote(mp === '/' ? L.SYSROOT : `${L.SYSROOT}${mp}`)
   await applianceSh(ctx, ['sync', ...mounts.map((m) => `mount -o remount,ro ${at(m.mountPoint)}`), 'sync'].join('; '))
 }
 
 /** Unmounts the image and deactivates its volume groups, so the disk file is complete. */
-export async function releaseImage(ctx: BuildContext): Promise<void> {
+export async function releaseImage(ctx: BuildContext, layout: BlockDeviceLayout): Promise<void> {
   await ctx.g.umountAll()
-  const deactivate = ctx.layout ? deactivateScript(ctx.layout) : undefined
+  const deactivate = deactivateScript(layout)
   if (deactivate) await applianceSh(ctx, deactivate)
 }

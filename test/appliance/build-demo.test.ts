@@ -7,7 +7,14 @@ import { join, resolve } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { build, type BuildEvent, type BuildResult } from '../../src/index.js'
+import {
+  build,
+  describePlan,
+  planBuild,
+  type BuildEvent,
+  type BuildOptions,
+  type BuildResult,
+} from '../../src/index.js'
 import { ScriptError } from '../../src/errors.js'
 import { createHandle } from '../helpers/appliance.js'
 import { dockerdSupport, startPrivateDockerd, type PrivateDockerd } from '../helpers/dockerd.js'
@@ -34,6 +41,7 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
   const real = dockerdSupport()
   const skipped = real.ok ? '' : ` (skipped: ${real.reason})`
   let daemon: PrivateDockerd | undefined
+  let options: BuildOptions
   const name = join(out, 'img')
   const probe = (f: string) => readFileSync(join(`${name}.d`, f), 'utf8')
   const env = (hook: string) =>
@@ -55,25 +63,23 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
       process.env['PATH'] = `${join(root, 'test', 'fixtures', 'bin')}:${process.env['PATH']}`
       process.env['VDIB_FAKE_DOCKER_DIR'] = out
     }
-    result = await build(
-      {
-        elements: ['demo-os', 'demo-app', 'probe'],
-        libPath: LIB,
-        elementPaths: [demoElements, fixtures],
-        skipBase: true,
-        size: 768 * 1024 ** 2,
-        formats: ['qcow2', 'tar', 'raw', 'tgz', 'squashfs', 'vhd', 'docker'],
-        dockerTarget: 'vdib/demo:test',
-        checksum: true,
-        name,
-        excludeScripts: ['99-probe-excluded'],
-        envvars: [{ name: 'PROBE_SET', value: `it's "quoted" $(not run) \`nor this\`` }, { name: 'PROBE_CARRIED' }],
-        extraPackages: ['pkg-a', 'pkg b'],
-        // prettier-ignore
-        env: { ...process.env, ...dockerEnv, TMPDIR: tmp, PROBE_CARRIED: 'from host', PROBE_SECRET: 'must not leak', DIB_PROBE: 'x' },
-      },
-      { onEvent: (e) => events.push(e) },
-    )
+    options = {
+      elements: ['demo-os', 'demo-app', 'probe'],
+      libPath: LIB,
+      elementPaths: [demoElements, fixtures],
+      skipBase: true,
+      size: 768 * 1024 ** 2,
+      formats: ['qcow2', 'tar', 'raw', 'tgz', 'squashfs', 'vhd', 'docker'],
+      dockerTarget: 'vdib/demo:test',
+      checksum: true,
+      name,
+      excludeScripts: ['99-probe-excluded'],
+      envvars: [{ name: 'PROBE_SET', value: `it's "quoted" $(not run) \`nor this\`` }, { name: 'PROBE_CARRIED' }],
+      extraPackages: ['pkg-a', 'pkg b'],
+      // prettier-ignore
+      env: { ...process.env, ...dockerEnv, TMPDIR: tmp, PROBE_CARRIED: 'from host', PROBE_SECRET: 'must not leak', DIB_PROBE: 'x' },
+    }
+    result = await build(options, { onEvent: (e) => events.push(e) })
   }, 20 * 60_000)
 
   afterAll(async () => {
@@ -87,6 +93,14 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
     }
     rmSync(out, { recursive: true, force: true })
     rmSync(tmp, { recursive: true, force: true })
+  })
+
+  it('runs exactly the steps the dry run lists, in that order, each reading only the plan fields it declares', () => {
+    const steps = events.flatMap((e) => (e.kind === 'step' ? [e.name] : []))
+    expect(steps).toEqual(describePlan(planBuild(options)).steps.map((s) => s.name))
+    expect(steps).toContain('extra-data-unmount')
+    expect(steps).toContain('extra-packages')
+    expect(events.filter((e) => e.kind === 'debug' && e.text.startsWith('internal:'))).toEqual([])
   })
 
   it('writes every requested output with checksums that md5sum -c and sha256sum -c accept', () => {

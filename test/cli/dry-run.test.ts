@@ -71,6 +71,32 @@ describe('--dry-run on the elements Debian ships', () => {
     expect(r.environmentFiles.length).toBeGreaterThan(0)
   })
 
+  it('lists the steps in the order the build runs them (a ramdisk build stops at the shutdown)', () => {
+    const vm = ours(['debian-minimal', 'vm', '--formats', 'qcow2,tar', '--checksum'])
+    const names = vm.steps.map((s) => s.name)
+    expect(names.slice(0, 5)).toEqual(['prepare-aux', 'appliance', 'aux-image', 'launch', 'build-root'])
+    expect(names.filter((n) => n.endsWith('.d'))).toEqual([...DIB_PHASE_ORDER])
+    expect(names.slice(-5)).toEqual(['freeze-image', 'tar-stream', 'shutdown', 'qcow2', 'checksums'])
+    expect(vm.steps.find((s) => s.name === 'qcow2')?.startsAt).toBe('tar-stream')
+    const text = runCli([
+      '-B',
+      DIB_LIB,
+      '-p',
+      DIB_ELEMENTS,
+      '--dry-run',
+      '--formats',
+      'qcow2,tar',
+      'debian-minimal',
+      'vm',
+    ])
+    expect(text.stdout).toContain('\nSteps, in order:\n  prepare-aux\n  appliance\n')
+    expect(text.stdout).toContain('  qcow2  (starts with tar-stream, runs beside it)\n')
+    const ramdisk = JSON.parse(
+      runCli(['-B', DIB_LIB, '-p', DIB_ELEMENTS, '--ramdisk', '--dry-run=json', 'debian-minimal']).stdout,
+    ) as DryRunReport
+    expect(ramdisk.steps.at(-1)?.name).toBe('shutdown')
+  })
+
   it('takes the --dry-run value only with =, so an element named after it still works', () => {
     const r = runCli(['-B', DIB_LIB, '-p', DIB_ELEMENTS, '--dry-run', 'debian-minimal'])
     expect(r.status).toBe(0)

@@ -8,10 +8,10 @@ import { Readable } from 'node:stream'
 
 import { BuildContext } from '../../src/engine/context.js'
 import type { BuildOptions, OutputFormatName } from '../../src/api/options.js'
-import type { BuildPlan } from '../../src/api/plan.js'
+import type { BuildPlan } from '../../src/engine/plan.js'
 import { AbortError, GuestfsError } from '../../src/guestfs/errors.js'
 import type { Guestfs } from '../../src/guestfs/index.js'
-import { OUTPUT_FORMATS } from '../../src/outputs/registry.js'
+import { OUTPUT_FORMATS, resolveOutputSettings } from '../../src/outputs/registry.js'
 
 export interface FakeTransferOptions {
   /** Chunks to send; a function is called for chunk i until it returns null (end). */
@@ -142,13 +142,15 @@ export async function openExportContext(
   signal?: AbortSignal,
 ): Promise<BuildContext> {
   const plan = {
-    options: { elements: [], libPath: '', elementPaths: [], checksum: true, ...options },
+    checksum: options.checksum ?? true,
+    keepPartialOutputs: options.deleteOnFailure === false,
+    outputSettings: resolveOutputSettings(formats, options),
     imageName: 'img',
     outputDir: outDir,
     outputPath: join(outDir, 'img'),
     formats: formats.map((f) => OUTPUT_FORMATS.get(f)!),
     ramdisk: false,
-    env: { TMPDIR: tmp },
+    env: { ...options.env, TMPDIR: tmp },
   } as unknown as BuildPlan
   return BuildContext.open(plan, signal ? { signal } : {})
 }

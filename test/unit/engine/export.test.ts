@@ -10,7 +10,7 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 
 import type { BuildContext } from '../../../src/engine/context.js'
-import { exportChecksums, exportExtraData, exportTreeOutputs } from '../../../src/engine/export.js'
+import { exportChecksums, exportExtraData, exportTarStream } from '../../../src/engine/export.js'
 import { HostToolError, VirtDibError } from '../../../src/errors.js'
 import { GuestfsError } from '../../../src/guestfs/errors.js'
 import { findExecutable } from '../../../src/host/which.js'
@@ -80,7 +80,7 @@ describe('the tar stream into tar, tgz and docker', () => {
     const ctx = await context(out, tmp, ['docker', 'tar', 'tgz'], { dockerTarget: 'x/y:z', env })
     const chunks = [...Array(40).keys()].map((i) => Buffer.alloc(100_000, i))
     new FakeGuest({ chunks }).attach(ctx)
-    await exportTreeOutputs(ctx)
+    await exportTarStream(ctx)
     const all = Buffer.concat(chunks)
     const tar = ctx.staged.find((s) => s.format === 'tar')!
     expect(readFileSync(tar.temp).equals(all)).toBe(true)
@@ -97,7 +97,7 @@ describe('the tar stream into tar, tgz and docker', () => {
       const tmp = tempDir('vdib-exptmp.')
       const ctx = await context(out, tmp, ['tar', 'tgz'])
       const guest = new FakeGuest({ chunks: randomChunks(256) }).attach(ctx) // 16 MiB
-      const e = await exportTreeOutputs(ctx).catch((x: unknown) => x)
+      const e = await exportTarStream(ctx).catch((x: unknown) => x)
       expect(e).toBeInstanceOf(VirtDibError)
       expect((e as Error).message).toMatch(
         new RegExp(
@@ -119,7 +119,8 @@ describe('the tar stream into tar, tgz and docker', () => {
     const guest = new FakeGuest({ chunks: randomChunks(1000) }).attach(ctx)
     const sink = ctx.fileSink({ temp: '/dev/full', final: join(out, 'img.squash') })
     const octx = {
-      options: ctx.plan.options,
+      settings: ctx.plan.outputSettings,
+      env: ctx.plan.env,
       g: ctx.g,
       signal: ctx.signal,
       emit: () => undefined,
@@ -140,7 +141,7 @@ describe('the tar stream into tar, tgz and docker', () => {
       const env = { ...process.env, DOCKER_HOST: `unix://${tmp}/no-daemon.sock` }
       const ctx = await context(out, tmp, ['docker', 'tar'], { dockerTarget: 'vdib/x:y', env })
       const guest = new FakeGuest({ chunks: randomChunks(100_000) }).attach(ctx) // 6 GiB if never stopped
-      const e = await exportTreeOutputs(ctx).catch((x: unknown) => x)
+      const e = await exportTarStream(ctx).catch((x: unknown) => x)
       expect(e).toBeInstanceOf(HostToolError)
       expect((e as Error).message).toMatch(/^external command ‘docker’ exited with error 1: .*(Cannot connect|daemon)/)
       expect(await guest.transfers[0]!.outcome).toBe('cancelled')
@@ -154,7 +155,7 @@ describe('the tar stream into tar, tgz and docker', () => {
     const tmp = tempDir('vdib-exptmp.')
     const ctx = await context(out, tmp, ['docker', 'tar', 'tgz'], { dockerTarget: 'x/y:z', env: slowDocker(tmp) })
     new FakeGuest({ chunks: randomChunks(100_000), failAfter: 50, delayMs: 1 }).attach(ctx)
-    const e = await exportTreeOutputs(ctx).catch((x: unknown) => x)
+    const e = await exportTarStream(ctx).catch((x: unknown) => x)
     expect(e).toBeInstanceOf(GuestfsError)
     expect((e as Error).message).toMatch(/Cannot stat: Input\/output error/)
     const pid = Number(readFileSync(join(tmp, 'docker.pid'), 'utf8'))
@@ -170,7 +171,7 @@ describe('the tar stream into tar, tgz and docker', () => {
     const ctx = await context(out, tmp, ['docker', 'tar'], { dockerTarget: 'x/y:z', env: slowDocker(tmp) }, ac.signal)
     const guest = new FakeGuest({ chunks: randomChunks(100_000), delayMs: 2 }).attach(ctx)
     setTimeout(() => ac.abort(), 200)
-    const e = await exportTreeOutputs(ctx).catch((x: unknown) => x)
+    const e = await exportTarStream(ctx).catch((x: unknown) => x)
     expect((e as Error).name).toBe('AbortError')
     expect(await guest.transfers[0]!.outcome).toBe('cancelled')
     const pid = Number(readFileSync(join(tmp, 'docker.pid'), 'utf8'))
@@ -198,8 +199,7 @@ describe('extracting $NAME.d through the host tar', () => {
     const out = tempDir('vdib-exd.')
     const ctx = await context(out, tempDir('vdib-exdtmp.'), ['tar'])
     new FakeGuest({ chunks: chunked(tarball({ 'manifest.txt': 'elements: a b\n' })) }).attach(ctx)
-    await exportExtraData(ctx)
-    expect(ctx.extraDataDir).toBe(join(out, 'img.d'))
+    expect(await exportExtraData(ctx)).toBe(join(out, 'img.d'))
     expect(readFileSync(join(ctx.staged[0]!.temp, 'manifest.txt'), 'utf8')).toBe('elements: a b\n')
   })
 

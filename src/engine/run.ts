@@ -1,0 +1,79 @@
+// Runs a plan: opens the build's context, runs its step table, commits the outputs all or
+// nothing, and always cleans up. Failures are explained here (an abort, a full host disk, a
+// killed appliance), so every caller gets the same errors.
+import { BuildAbortedError, VirtDibError } from '../errors.js'
+import { GuestfsError, AbortError as GuestfsAbortError } from '../guestfs/index.js'
+import { BuildContext, type BuildHooks, type BuildResult } from './context.js'
+import { collectResult } from './export.js'
+import { runPipeline } from './pipeline.js'
+import type { BuildPlan } from './plan.js'
+import { planSteps } from './steps.js'
+
+export async function runBuild(plan: BuildPlan, hooks: BuildHooks = {}): Promise<BuildResult> {
+  const ctx = await BuildContext.open(plan, hooks)
+  let ok = false
+  try {
+    announce(ctx)
+    const state = await runPipeline(ctx, planSteps(plan), ctx.planReads)
+    ctx.checkAborted()
+    await ctx.commitOutputs()
+    ok = true
+    const result = collectResult(ctx, state.extraDataDir)
+    for (const o of result.outputs) ctx.emit({ kind: 'output', ...o })
+    ctx.progress('Done')
+    return result
+  } catch (e) {
+    throw explain(ctx, e)
+  } finally {
+    if (!ok && plan.keepPartialOutputs) {
+      const kept = ctx.staged.map((s) => s.temp)
+      if (kept.length > 0) ctx.emit({ kind: 'info', text: `partial outputs kept: ${kept.join(' ')}` })
+    }
+    const failures = await ctx.cleanup.run()
+    for (const f of failures) ctx.emit({ kind: 'warning', text: `cleanup of ${f.label} failed: ${String(f.error)}` })
+    reportUndeclaredReads(ctx)
+  }
+}
+
+function announce(ctx: BuildContext): void {
+  const { plan } = ctx
+  ctx.emit({ kind: 'info', text: `Elements: ${plan.resolution.requested.join(' ')}` })
+  ctx.emit({ kind: 'info', text: `Expanded elements: ${plan.resolution.elements.map((e) => e.name).join(' ')}` })
+  const carried = plan.envInputs.envvars.map((e) => e.name)
+  ctx.emit({ kind: 'info', text: `Carried environment variables: ${[...new Set(carried)].join(' ')}` })
+  for (const w of plan.warnings) ctx.emit({ kind: 'warning', text: w })
+}
+
+/**
+ * A step that read a plan field it does not declare has incomplete inputs (a bug the step cache
+ * would turn into stale images): said as a debug event, which the tests check never comes.
+ */
+function reportUndeclaredReads(ctx: BuildContext): void {
+  for (const [step, fields] of Object.entries(ctx.planReads.undeclared())) {
+    ctx.emit({ kind: 'debug', text: `internal: step ${step} read undeclared plan fields: ${fields.join(' ')}` })
+  }
+}
+
+/** Aborts become BuildAbortedError; an appliance killed by us is not reported as a crash. */
+function explain(ctx: BuildContext, e: unknown): unknown {
+  if (ctx.signal.aborted) {
+    const reason: unknown = ctx.signal.reason
+    if (reason instanceof BuildAbortedError) return reason
+    return new BuildAbortedError(undefined, { cause: reason ?? e })
+  }
+  if (ctx.hostFull !== undefined) {
+    return new VirtDibError(`out of space on the host: the file system of ${ctx.hostFull} is full`, {
+      cause: e,
+      hint: 'free some space there, or build elsewhere (TMPDIR, --name)',
+    })
+  }
+  if (e instanceof GuestfsAbortError) return new BuildAbortedError(undefined, { cause: e })
+  if (e instanceof GuestfsError && e.applianceDied) {
+    // libguestfs explains at length how to debug it; the first line says what happened.
+    return new VirtDibError(`the appliance died: ${e.message.trim().split('\n')[0]!.replace(/\.$/, '')}`, {
+      cause: e,
+      hint: 'was qemu killed or out of memory? try -m',
+    })
+  }
+  return e
+}
