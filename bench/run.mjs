@@ -5,7 +5,7 @@
 // Never part of the tests or CI. Needs root-free qemu (TCG here) and ~1 hour with the defaults.
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -171,10 +171,14 @@ function breakdown(runs) {
   const keys = new Map()
   for (const r of runs) {
     const seen = new Map()
+    // Each phase is also a step (same name, its step event includes the runner's overhead);
+    // builds from before the step table have only the phase-end event.
+    const hooks = new Set(r.events.filter((e) => e.kind === 'phase-end').map((e) => e.hook))
+    const steps = new Set(r.events.filter((e) => e.kind === 'step').map((e) => e.name))
     for (const e of r.events) {
       let k
-      if (e.kind === 'step') k = `step: ${e.name}`
-      else if (e.kind === 'phase-end') k = `phase: ${e.hook}`
+      if (e.kind === 'step') k = `${hooks.has(e.name) ? 'phase' : 'step'}: ${e.name}`
+      else if (e.kind === 'phase-end' && !steps.has(e.hook)) k = `phase: ${e.hook}`
       else continue
       seen.set(k, (seen.get(k) ?? 0) + (e.seconds ?? 0))
     }
