@@ -1,7 +1,8 @@
 // Every command-line option, as data: the parser, --help and --long-options are built from
-// this one table (names and help texts as the original virt-dib prints them).
-import type { OutputFormatName } from '../api/options.js'
+// this one table (names and help texts as the original virt-dib prints them). The output
+// formats' own flags (-u, --qemu-img-options, --docker-target) come from their files.
 import { UsageError } from '../errors.js'
+import { OUTPUT_FLAGS, type OutputFormatOptions } from '../outputs/registry.js'
 
 export interface CliFlags {
   libPath?: string
@@ -31,9 +32,8 @@ export interface CliFlags {
   network: boolean
   deleteOnFailure: boolean
   debug?: string
-  noCompress: boolean
-  qemuImgOptions?: string
-  dockerTarget?: string
+  /** What the output formats' flags set (their fields of BuildOptions). */
+  outputOptions: OutputFormatOptions
   appliancePackages: string[]
   colors: boolean
   wrap: boolean
@@ -60,7 +60,7 @@ export function defaultFlags(): CliFlags {
     ramdisk: false,
     network: true,
     deleteOnFailure: true,
-    noCompress: false,
+    outputOptions: {},
     appliancePackages: [],
     colors: false,
     wrap: false,
@@ -92,7 +92,7 @@ export interface FlagSpec {
 const split = (v: string) => v.split(',')
 
 /** The table. Order here does not matter: --help sorts like the original (by first key). */
-export const FLAGS: readonly FlagSpec[] = [
+const CLI_FLAGS: readonly FlagSpec[] = [
   { keys: ['--arch'], arg: '<arch>', help: 'Output architecture', apply: (f, v) => void (f.arch = v) },
   {
     keys: ['-B'],
@@ -107,12 +107,6 @@ export const FLAGS: readonly FlagSpec[] = [
     apply: (f) => void (f.colors = true),
   },
   { keys: ['--debug'], arg: '<level>', help: 'Set debug level', apply: (f, v) => void (f.debug = v) },
-  {
-    keys: ['--docker-target'],
-    arg: '<target>',
-    help: 'Repo and tag for docker',
-    apply: (f, v) => void (f.dockerTarget = v),
-  },
   { keys: ['--drive'], arg: '<path>', help: 'Optional drive for caches', apply: (f, v) => void (f.drive = v) },
   {
     keys: ['--drive-format'],
@@ -195,12 +189,6 @@ export const FLAGS: readonly FlagSpec[] = [
   { keys: ['--no-network'], help: 'Disable appliance network', apply: (f) => void (f.network = false) },
   { keys: ['--python'], arg: '<python>', help: 'Set Python interpreter', apply: (f, v) => void (f.python = v) },
   { keys: ['-q', '--quiet'], help: 'Don’t print progress messages', apply: (f) => void (f.quiet = true) },
-  {
-    keys: ['--qemu-img-options'],
-    arg: '<option>',
-    help: 'Add qemu-img options',
-    apply: (f, v) => void (f.qemuImgOptions = v),
-  },
   { keys: ['--ramdisk'], help: 'Switch to a ramdisk build', apply: (f) => void (f.ramdisk = true) },
   {
     keys: ['--ramdisk-element'],
@@ -212,7 +200,6 @@ export const FLAGS: readonly FlagSpec[] = [
   { keys: ['--size'], arg: '<size>', help: 'Set output disk size', apply: (f, v) => void (f.size = v) },
   { keys: ['--skip-base'], help: 'Skip the inclusion of the ‘base’ element', apply: (f) => void (f.skipBase = true) },
   { keys: ['--smp'], arg: '<vcpus>', help: 'Set number of vCPUs', apply: (f, v) => void (f.smp = v) },
-  { keys: ['-u'], help: 'Do not compress the qcow2 image', apply: (f) => void (f.noCompress = true) },
   { keys: ['-V', '--version'], help: 'Display version and exit', apply: (f) => void (f.version = true) },
   { keys: ['-v', '--verbose'], help: 'Enable libguestfs debugging messages', apply: (f) => void (f.verbose = true) },
   { keys: ['--wrap'], help: 'Wrap log messages even if not tty', apply: (f) => void (f.wrap = true) },
@@ -222,4 +209,13 @@ export const FLAGS: readonly FlagSpec[] = [
   { keys: ['--debug-gc'], help: 'Debug GC and memory allocations', hidden: true, apply: () => undefined },
 ]
 
-export const FORMAT_NAMES: readonly OutputFormatName[] = ['docker', 'qcow2', 'raw', 'squashfs', 'tar', 'tgz', 'vhd']
+/** Every flag: virt-dib's own and the output formats'. */
+export const FLAGS: readonly FlagSpec[] = [
+  ...CLI_FLAGS,
+  ...OUTPUT_FLAGS.map((flag): FlagSpec => ({
+    keys: [...flag.keys],
+    ...(flag.arg !== undefined ? { arg: flag.arg } : {}),
+    help: flag.help,
+    apply: (f, v) => flag.apply(f.outputOptions, v),
+  })),
+]

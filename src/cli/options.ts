@@ -2,7 +2,7 @@
 import type { BuildOptions, OutputFormatName } from '../api/options.js'
 import { parseEnvvar } from '../elements/environment.js'
 import { UsageError } from '../errors.js'
-import { isFormatName } from '../outputs/registry.js'
+import { checkFormatName } from '../outputs/registry.js'
 import { parseSize } from '../util/sizes.js'
 import type { CliFlags } from './flags.js'
 import { GetoptError } from './parse.js'
@@ -16,8 +16,7 @@ function parseInt32(v: string): number {
 
 export function parseFormats(v: string): OutputFormatName[] {
   const out: OutputFormatName[] = []
-  for (const f of v.split(',')) {
-    if (!isFormatName(f)) throw new UsageError(`invalid format ‘${f}’ in --formats`)
+  for (const f of v.split(',').map(checkFormatName)) {
     if (!out.includes(f)) out.push(f)
   }
   return out
@@ -37,7 +36,7 @@ export function toBuildOptions(elements: string[], f: CliFlags, argv: string[]):
     ramdisk: f.ramdisk,
     network: f.network,
     deleteOnFailure: f.deleteOnFailure,
-    compress: !f.noCompress,
+    ...f.outputOptions,
     verbose: f.verbose,
     trace: f.trace,
     argv: ['virt-dib', ...argv],
@@ -66,7 +65,5 @@ export function toBuildOptions(elements: string[], f: CliFlags, argv: string[]):
   if (f.arch !== undefined) o.arch = f.arch
   if (f.drive !== undefined) o.drive = f.drive
   if (f.driveFormat !== undefined) o.driveFormat = f.driveFormat as 'raw' | 'qcow2'
-  if (f.qemuImgOptions !== undefined) o.qemuImgOptions = f.qemuImgOptions
-  if (f.dockerTarget !== undefined) o.dockerTarget = f.dockerTarget
   return o
 }

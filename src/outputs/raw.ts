@@ -2,9 +2,9 @@
 import { pipeline } from 'node:stream/promises'
 import { createReadStream } from 'node:fs'
 
-import type { OutputFormat } from './types.js'
+import { defineFormat } from './types.js'
 
-export const raw: OutputFormat = {
+export const raw = defineFormat({
   name: 'raw',
   extension: 'raw',
   source: 'disk',
@@ -16,4 +16,4 @@ export const raw: OutputFormat = {
     await pipeline(createReadStream(disk), sink)
     await sink.done
   },
-}
+})

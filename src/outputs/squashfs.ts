@@ -1,8 +1,8 @@
 // squashfs (xz): made by mksquashfs in the appliance, streamed to the host as it is written.
 import { pumpGuestStream } from './stream.js'
-import type { OutputFormat } from './types.js'
+import { defineFormat } from './types.js'
 
-export const squashfs: OutputFormat = {
+export const squashfs = defineFormat({
   name: 'squashfs',
   extension: 'squash',
   source: 'tree',
@@ -18,4 +18,4 @@ export const squashfs: OutputFormat = {
     )
     await pumpGuestStream(guest, [sink], stop)
   },
-}
+})

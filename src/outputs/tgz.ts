@@ -3,9 +3,9 @@ import { pipeline } from 'node:stream'
 import { createGzip } from 'node:zlib'
 
 import { outputWriteError } from './stream.js'
-import type { FileSink, OutputFormat } from './types.js'
+import { defineFormat, type FileSink } from './types.js'
 
-export const tgz: OutputFormat = {
+export const tgz = defineFormat({
   name: 'tgz',
   extension: 'tgz',
   source: 'tar-stream',
@@ -22,4 +22,4 @@ export const tgz: OutputFormat = {
     done.catch(() => undefined) // awaited by whoever pumps the stream; never unhandled
     return Object.assign(gzip, { done }) satisfies FileSink
   },
-}
+})

@@ -1,9 +1,9 @@
-// What an output format is. One file per format; registry.ts lists them.
+// What an output format is. One file per format declares it with defineFormat() (its options,
+// flags, defaults, checks and work); registry.ts lists them and derives everything else.
 import type { Writable } from 'node:stream'
 
-import type { BuildOptions, OutputFormatName } from '../api/options.js'
 import type { Guestfs } from '../guestfs/index.js'
-import type { EventInput } from '../phases/types.js'
+import type { EventInput } from '../events.js'
 
 /**
  * - `tar-stream`: consumes the tar stream of the finished image root (read once for all of them);
@@ -12,13 +12,28 @@ import type { EventInput } from '../phases/types.js'
  */
 export type OutputSource = 'tar-stream' | 'tree' | 'disk'
 
+/**
+ * The chosen formats' settings by format name, as the engine passes them on. Its precise type is
+ * `OutputSettings` (registry.ts); here it is only looked into by {@link defineFormat}.
+ */
+export type SettingsByFormat = { readonly [format: string]: unknown }
+
+/** What the engine gives a format's producing step. */
 export interface OutputContext {
-  readonly options: Readonly<BuildOptions>
+  /** Every chosen format's settings (`resolveOutputSettings` in registry.ts). */
+  readonly settings: SettingsByFormat
+  /** The build's environment (docker reads DOCKER_HOST and the like from it). */
+  readonly env: Readonly<NodeJS.ProcessEnv>
   readonly g: Guestfs
   readonly signal: AbortSignal
   emit(event: EventInput): void
   /** A writable that writes `target` (hashing it on the way when checksums are on). */
   fileSink(target: string): FileSink
+}
+
+/** The same, as a format's own code sees it: with its own settings only. */
+export interface FormatContext<S> extends Omit<OutputContext, 'settings'> {
+  readonly settings: S
 }
 
 export interface FileSink extends Writable {
@@ -29,24 +44,104 @@ export interface FileSink extends Writable {
   readonly done: Promise<void>
 }
 
-export interface OutputFormat {
+/**
+ * A command-line flag a format owns, as neutral data (outputs/ does not know the CLI): cli/flags.ts
+ * turns these into rows of its table, so --help and the parser list them with the others.
+ */
+export interface FormatFlag<O> {
+  /** Spellings, short first (`-u`, `--qemu-img-options`). */
+  readonly keys: readonly string[]
+  /** Placeholder of a required value (`<option>`); absent for switches. */
+  readonly arg?: string
+  /** The --help text, as the original prints it. */
+  readonly help: string
+  /** Records the flag (with its value; '' for switches) onto the format's options. */
+  apply(options: O, value: string): void
+}
+
+/** No options, or no settings. */
+export type None = Record<never, never>
+
+/**
+ * A format as its file writes it. `O` is the format's part of BuildOptions (flat fields, kept
+ * for API compatibility); `S` is what they become once normalised with the format's defaults.
+ */
+export interface FormatDefinition<N extends string, O extends object, S extends object> {
   /** The --formats name. */
-  name: OutputFormatName
+  name: N
   /** File extension of `<name>.<ext>`; undefined when no file is written (docker). */
   extension: string | undefined
   source: OutputSource
-  /** Progress text like the original's (`Converting to qcow2`). */
-  progress(options: Readonly<BuildOptions>): string
-  /** Host tools needed; throws PrerequisiteError before anything is launched. */
-  checkHost?(options: Readonly<BuildOptions>): void
-  /** tar-stream formats: a writable that receives the tar bytes and finishes `target`. */
-  consumeTar?(ctx: OutputContext, target: string | undefined): FileSink
-  /** tree formats: write `target` from the image root mounted at / in the appliance. */
-  fromTree?(ctx: OutputContext, target: string): Promise<void>
-  /** disk formats: write `target` from the raw disk at `disk`. */
-  fromDisk?(ctx: OutputContext, disk: string, target: string): Promise<void>
   /** raw: the disk itself can be renamed into place. */
   isRawDisk?: boolean
+  /**
+   * The format's options with its defaults applied; throws a UsageError when they cannot work.
+   * Called only when the format is chosen. Default: no settings. Write it before `flags`, with
+   * its parameter typed: TypeScript infers `O` from it in the order the properties come.
+   */
+  resolveSettings?(options: O): S
+  flags?: readonly FormatFlag<O>[]
+  /** Progress text like the original's (`Converting to qcow2`). */
+  progress(settings: S): string
+  /** What the dry run lists as the output. Default: `<outputPath>.<extension>`. */
+  describeTarget?(outputPath: string, settings: S): string
+  /** Host tools needed; throws PrerequisiteError before anything is launched. Options play no part. */
+  checkHost?(): void
+  /** tar-stream formats: a writable that receives the tar bytes and finishes `target`. */
+  consumeTar?(ctx: FormatContext<S>, target: string | undefined): FileSink
+  /** tree formats: write `target` from the image root mounted at / in the appliance. */
+  fromTree?(ctx: FormatContext<S>, target: string): Promise<void>
+  /** disk formats: write `target` from the raw disk at `disk`. */
+  fromDisk?(ctx: FormatContext<S>, disk: string, target: string): Promise<void>
+}
+
+/**
+ * A format as the registry and the engine hold it: the steps take every chosen format's
+ * settings ({@link SettingsByFormat}) and pick their own. The type parameters only record the
+ * format's name, options and settings types for registry.ts to derive from.
+ */
+export interface OutputFormat<N extends string = string, O extends object = object, S = unknown> {
+  readonly name: N
+  readonly extension: string | undefined
+  readonly source: OutputSource
+  readonly isRawDisk: boolean
+  readonly flags: readonly FormatFlag<O>[]
+  /** The format's settings, frozen (see {@link FormatDefinition.resolveSettings}). */
+  resolveSettings(options: Readonly<O>): Readonly<S>
+  progress(settings: SettingsByFormat): string
+  describeTarget(outputPath: string, settings: SettingsByFormat): string
+  checkHost?(): void
+  consumeTar?(ctx: OutputContext, target: string | undefined): FileSink
+  fromTree?(ctx: OutputContext, target: string): Promise<void>
+  fromDisk?(ctx: OutputContext, disk: string, target: string): Promise<void>
+}
+
+/** A format from its definition; see {@link FormatDefinition}. */
+export function defineFormat<N extends string, O extends object = None, S extends object = None>(
+  def: FormatDefinition<N, O, S>,
+): OutputFormat<N, O, S> {
+  const own = (all: SettingsByFormat): S => {
+    // A bug, not a user error: the plan resolves the settings of every format it chose.
+    if (!Object.hasOwn(all, def.name)) throw new Error(`output format ${def.name}: settings not resolved`)
+    return all[def.name] as S
+  }
+  const withOwn = (ctx: OutputContext): FormatContext<S> => ({ ...ctx, settings: own(ctx.settings) })
+  const { resolveSettings, describeTarget, checkHost, consumeTar, fromTree, fromDisk } = def
+  return {
+    name: def.name,
+    extension: def.extension,
+    source: def.source,
+    isRawDisk: def.isRawDisk ?? false,
+    flags: def.flags ?? [],
+    resolveSettings: (options) => Object.freeze(resolveSettings ? resolveSettings(options) : ({} as S)),
+    progress: (all) => def.progress(own(all)),
+    describeTarget: (outputPath, all) =>
+      describeTarget ? describeTarget(outputPath, own(all)) : `${outputPath}.${def.extension}`,
+    ...(checkHost ? { checkHost } : {}),
+    ...(consumeTar ? { consumeTar: (ctx, target) => consumeTar(withOwn(ctx), target) } : {}),
+    ...(fromTree ? { fromTree: (ctx, target) => fromTree(withOwn(ctx), target) } : {}),
+    ...(fromDisk ? { fromDisk: (ctx, disk, target) => fromDisk(withOwn(ctx), disk, target) } : {}),
+  }
 }
 
 /** Excludes for tarballs of the image root, as diskimage-builder and the original use. */

@@ -6,9 +6,9 @@ import { dirname, join } from 'node:path'
 import { PrerequisiteError } from '../errors.js'
 import { runTool } from '../host/spawn.js'
 import { findExecutable } from '../host/which.js'
-import type { OutputFormat } from './types.js'
+import { defineFormat } from './types.js'
 
-export const vhd: OutputFormat = {
+export const vhd = defineFormat({
   name: 'vhd',
   extension: 'vhd',
   source: 'disk',
@@ -33,4 +33,4 @@ export const vhd: OutputFormat = {
     // prettier-ignore
     await runTool('qemu-img', ['convert', '-U', '-f', 'raw', disk, '-O', 'vpc', '-o', 'subformat=dynamic', target], { signal: ctx.signal })
   },
-}
+})
