@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest'
 
 import { HARD_EXIT_MS } from '../../../src/cli/main.js'
 import { VirtDibError } from '../../../src/errors.js'
+import { resolveOutputSettings } from '../../../src/outputs/registry.js'
 import { pumpGuestStream, SETTLE_MS, SETTLE_ON_ABORT_MS, settleTogether } from '../../../src/outputs/stream.js'
 import { tgz } from '../../../src/outputs/tgz.js'
 import type { FileSink, OutputContext } from '../../../src/outputs/types.js'
@@ -96,7 +97,8 @@ describe('the tgz sink', () => {
     const ctx = await openExportContext(out, tempDir('vdib-tgztmp.'), ['tgz'])
     const final = join(out, 'img.tgz')
     const octx: OutputContext = {
-      options: ctx.plan.options,
+      settings: resolveOutputSettings(['tgz'], {}),
+      env: {},
       g: undefined as never,
       signal: ctx.signal,
       emit: () => undefined,
