@@ -4,14 +4,13 @@
 // folder under a key of the package set, and never touching system files. libguestfs then builds
 // and caches the appliance itself (supermin --if-newer rebuilds it when host packages change).
 import { createHash } from 'node:crypto'
-import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { mkdtemp, cp } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 
 import { PrerequisiteError } from '../errors.js'
-import { abortError, runTool } from './spawn.js'
+import { abortError, runProcessSync, runTool } from './spawn.js'
 import { findExecutable } from './which.js'
 
 /** Packages added to libguestfs's appliance for diskimage-builder's host-side scripts. */
@@ -47,7 +46,8 @@ export function applianceCacheRoot(env: NodeJS.ProcessEnv = process.env): string
 
 /** Packages (of `wanted`) not installed on the host: supermin copies installed packages only. */
 export function missingHostPackages(wanted: readonly string[]): string[] {
-  const r = spawnSync('dpkg-query', ['-W', '-f', '${Package} ${db:Status-Status}\\n', ...wanted], { encoding: 'utf8' })
+  // Any exit status: dpkg-query -W exits 1 when a package is unknown, and still lists the others.
+  const r = runProcessSync('dpkg-query', ['-W', '-f', '${Package} ${db:Status-Status}\\n', ...wanted])
   const installed = new Set(
     r.stdout
       .split('\n')

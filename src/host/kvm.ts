@@ -2,8 +2,9 @@
 // virtualisation without MSR support aborts qemu at start), and libguestfs's default
 // accel=kvm:tcg does not fall back then: it dies. A 0.1 s probe with libguestfs's own CPU
 // model tells us whether to force TCG.
-import { spawnSync } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
+
+import { probeSync } from './spawn.js'
 
 let cached: boolean | undefined
 
@@ -16,15 +17,14 @@ export function isKvmUsable(qemu = 'qemu-system-x86_64'): boolean {
     return (cached = false)
   }
   // prettier-ignore
-  const r = spawnSync(qemu, [
+  return (cached = probeSync(qemu, [
     '-machine', 'accel=kvm',
     '-cpu', 'max,la57=off',
     '-display', 'none',
     '-nodefaults',
     '-no-user-config',
     '-qmp', 'stdio',
-  ], { input: '{ "execute": "qmp_capabilities" }\n{ "execute": "quit" }\n', timeout: 20_000, stdio: ['pipe', 'ignore', 'ignore'] })
-  return (cached = r.status === 0)
+  ], { input: '{ "execute": "qmp_capabilities" }\n{ "execute": "quit" }\n', timeoutMs: 20_000 }))
 }
 
 /**

@@ -2,8 +2,8 @@
 // host side of the phase runner. Output is captured (its tail goes into the error) or streamed to
 // callbacks, never printed. With `processGroup` a command and everything it starts form one
 // process group that is stopped as a whole: on abort, and whatever is still running when the
-// command itself exits.
-import { spawn, type SpawnOptions } from 'node:child_process'
+// command itself exits. The synchronous variants are for quick probes made while planning.
+import { spawn, spawnSync, type SpawnOptions } from 'node:child_process'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -191,4 +191,50 @@ export async function runTool(cmd: string, args: readonly string[], o: RunOption
   })
   if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr }
   throw new HostToolError(cmd, r.code, tail.items.join('\n'), r.signal ? { signal: r.signal } : undefined)
+}
+
+export interface SyncOptions {
+  cwd?: string
+  env?: NodeJS.ProcessEnv
+  /** Fed to stdin (without it the command gets no stdin). */
+  input?: string | Buffer
+  /** Stops the command with SIGTERM after this long; that is a failure to run it. */
+  timeoutMs?: number
+  /** 'ignore' discards stdout and stderr (the result's are then empty). Default 'capture'. */
+  output?: 'capture' | 'ignore'
+}
+
+export interface SyncResult extends RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+}
+
+/**
+ * {@link runProcess} without the event loop, for short probes: runs a command to its end and says
+ * how it ended (any exit status). Throws HostToolError if it cannot be started or times out.
+ */
+export function runProcessSync(cmd: string, args: readonly string[], o: SyncOptions = {}): SyncResult {
+  const out = o.output === 'ignore' ? 'ignore' : 'pipe'
+  const r = spawnSync(cmd, args, {
+    cwd: o.cwd,
+    env: o.env,
+    input: o.input,
+    timeout: o.timeoutMs,
+    encoding: 'utf8',
+    stdio: [o.input === undefined ? 'ignore' : 'pipe', out, out],
+  })
+  if (r.error) {
+    throw new HostToolError(cmd, null, r.error.message, { cause: r.error, ...(r.signal ? { signal: r.signal } : {}) })
+  }
+  return { code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '' }
+}
+
+/** Does the command run and exit 0? False when it fails, cannot be started or times out. */
+export function probeSync(cmd: string, args: readonly string[], o: SyncOptions = {}): boolean {
+  try {
+    return runProcessSync(cmd, args, { output: 'ignore', ...o }).code === 0
+  } catch (e) {
+    if (e instanceof HostToolError) return false
+    throw e
+  }
 }

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest'
 
 import { BuildAbortedError, HostToolError } from '../../../src/errors.js'
 import { listProcessGroup } from '../../../src/host/proc.js'
-import { runProcess, runTool } from '../../../src/host/spawn.js'
+import { probeSync, runProcess, runProcessSync, runTool } from '../../../src/host/spawn.js'
 import { tempDir } from '../../helpers/temp.js'
 
 const alive = (pid: number) => {
@@ -127,6 +127,35 @@ describe('runProcess with a process group', () => {
       await waitUntil(() => readIf(pids) !== '')
       process.kill(pidsIn(pids)[0]!, 'SIGKILL')
     }
+  })
+})
+
+describe('runProcessSync and probeSync', () => {
+  it('runs to the end with any exit status, stdin fed, output captured', () => {
+    const r = runProcessSync('sh', ['-c', 'cat; echo err >&2; exit 3'], { input: 'in\n' })
+    expect(r).toEqual({ code: 3, signal: null, stdout: 'in\n', stderr: 'err\n' })
+    expect(runProcessSync('sh', ['-c', 'echo $X'], { env: { X: 'y' } }).stdout).toBe('y\n')
+    expect(runProcessSync('sh', ['-c', 'echo out'], { output: 'ignore' }).stdout).toBe('')
+  })
+
+  it('throws HostToolError when the command cannot start or times out', () => {
+    const e = (() => {
+      try {
+        return runProcessSync('/nonexistent/vdib-tool', [])
+      } catch (x) {
+        return x
+      }
+    })()
+    expect(e).toBeInstanceOf(HostToolError)
+    expect(e).toMatchObject({ tool: '/nonexistent/vdib-tool', status: null })
+    expect(() => runProcessSync('sleep', ['5'], { timeoutMs: 100 })).toThrow(HostToolError)
+  })
+
+  it('probeSync: exit 0 is true; a failure, a missing command or a timeout is false', () => {
+    expect(probeSync('true', [])).toBe(true)
+    expect(probeSync('sh', ['-c', 'exit 1'])).toBe(false)
+    expect(probeSync('/nonexistent/vdib-tool', [])).toBe(false)
+    expect(probeSync('sleep', ['5'], { timeoutMs: 100 })).toBe(false)
   })
 })
 
