@@ -1,6 +1,8 @@
 // Events a build emits: the CLI renders them, --machine-readable prints them as JSON lines,
-// build() callers receive them. Types only; shared by api/, phases/ and outputs/.
-import type { Where } from './elements/environment.js'
+// build() callers receive them. Types only, importing nothing: every layer may use them.
+
+/** Where a phase runs: on the host, in the appliance outside the image, or chrooted into it. */
+export type Where = 'host' | 'appliance' | 'chroot'
 
 /** A diskimage-builder hook (`install.d`…) or `extra-packages`. */
 type Hook = string
@@ -27,3 +29,6 @@ export type BuildEvent = EventBase &
   )
 
 export type BuildEventKind = BuildEvent['kind']
+
+/** An event as a step emits it: the `elapsed` field is added by the build's context. */
+export type EventInput = BuildEvent extends infer E ? (E extends BuildEvent ? Omit<E, 'elapsed'> : never) : never

@@ -4,6 +4,7 @@
 // environment never reaches the appliance phases except through --envvar (VAR carries the host
 // value, VAR=VALUE sets it, the last one wins), and variables virt-dib sets win over --envvar.
 import { UsageError } from '../errors.js'
+import type { Where } from '../events.js'
 import * as L from './layout.js'
 import type { ResolvedElement } from './types.js'
 
@@ -19,8 +20,7 @@ export type HookName =
   | 'finalise.d'
   | 'cleanup.d'
 
-/** Where a phase runs: on the host, in the appliance outside the image, or chrooted into it. */
-export type Where = 'host' | 'appliance' | 'chroot'
+export type { Where }
 
 export type EnvSource = 'virt-dib' | 'envvar' | 'host' | 'block-device'
 
@@ -165,27 +165,33 @@ export function formatElementYaml(elements: readonly ResolvedElement[]): string 
   return elements.map((e) => `${e.name}: ${e.dir}`).join('\n') + '\n'
 }
 
-/** Phases that see TARGET_ROOT (diskimage-builder sets it for these two only). */
-const TARGET_ROOT_HOOKS = new Set<HookName>(['root.d', 'cleanup.d'])
-/** Phases from which IMAGE_BLOCK_DEVICE exists. */
-const AFTER_BLOCK_DEVICE = new Set<HookName>(['pre-finalise.d', 'finalise.d', 'cleanup.d'])
+/**
+ * What the environment model needs to know of a phase; each src/phases/<hook>.ts states them (a
+ * Phase is one), so that no list of hook names lives here.
+ */
+export interface PhaseFacts {
+  where: Where
+  /** TARGET_ROOT is set outside the chroot (diskimage-builder sets it for root.d and cleanup.d only). */
+  seesTargetRoot: boolean
+  /** Runs after block-device.d: IMAGE_BLOCK_DEVICE and friends exist. */
+  afterBlockDevice: boolean
+  /** DIB_IMAGE_SIZE is set (block-device.d and after). */
+  seesImageSize: boolean
+}
 
 const CHROOT_PATH = `${L.HOOKS}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`
 const APPLIANCE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 /**
- * Every variable a script of `hook` running at `where` sees, in the order they are exported,
- * each with its source. For host phases the caller merges this over the host environment.
+ * Every variable a script of `phase` sees, in the order they are exported, each with its source.
+ * For host phases the caller merges this over the host environment.
  */
-export function phaseEnvironment(
-  inputs: EnvInputs,
-  hook: HookName,
-  where: Where,
-): { vars: EnvVar[]; warnings: string[] } {
+export function phaseEnvironment(inputs: EnvInputs, phase: PhaseFacts): { vars: EnvVar[]; warnings: string[] } {
+  const where = phase.where
   const own = new Map<string, EnvVar>()
   const set = (name: string, value: string, source: EnvSource = 'virt-dib') => own.set(name, { name, value, source })
-  // Inside the image, paths are what the chroot sees; outside, prefixed by /sysroot.
-  const at = where === 'appliance' ? L.inAppliance : (p: string) => p
+  // Inside the image, paths are what the chroot sees; outside, prefixed by /sysroot (or the FUSE mount).
+  const at = (p: string) => L.seenFrom(where, p, inputs.hostMount ?? '')
 
   set('LC_ALL', 'C')
   set('ARCH', inputs.arch)
@@ -215,15 +221,15 @@ export function phaseEnvironment(
   if (where === 'host') {
     const mount = inputs.hostMount ?? ''
     set('TMP_MOUNT_PATH', mount)
-    set('TMP_HOOKS_PATH', `${mount}${L.HOOKS}`)
-    set('TMP_BUILD_DIR', `${mount}${L.AUX}`)
-    set('TMP_IMAGE_DIR', `${mount}${L.AUX}`)
+    set('TMP_HOOKS_PATH', at(L.HOOKS))
+    set('TMP_BUILD_DIR', at(L.AUX))
+    set('TMP_IMAGE_DIR', at(L.AUX))
     set('_LIB', inputs.libPath)
     set('DIB_LOCKFILES', `${inputs.hostEnv['HOME'] ?? ''}/.cache/dib/lockfiles`)
     set('DIB_IMAGE_CACHE', inputs.imageCache)
     set('DIB_PYTHON_EXEC', inputs.python)
-    set('DIB_MANIFEST_SAVE_DIR', `${mount}${L.outDir(inputs.imageName)}/`)
-    set('DIB_BLOCK_DEVICE_PARAMS_YAML', `${mount}${L.BLOCKDEV_PARAMS}`)
+    set('DIB_MANIFEST_SAVE_DIR', `${at(L.outDir(inputs.imageName))}/`)
+    set('DIB_BLOCK_DEVICE_PARAMS_YAML', at(L.BLOCKDEV_PARAMS))
     const hostPath = inputs.hostEnv['PATH'] ?? '/usr/bin:/bin'
     set('PATH', inputs.hostFakeBin ? `${inputs.hostFakeBin}:${hostPath}` : hostPath)
   } else {
@@ -244,17 +250,17 @@ export function phaseEnvironment(
     set('HOME', where === 'chroot' ? '/root' : at(L.PERM_HOME))
     set('PATH', where === 'chroot' ? CHROOT_PATH : `${at(L.FAKE_BIN)}:${at(L.HOOKS)}/bin:${APPLIANCE_PATH}`)
   }
-  if (where !== 'chroot' && TARGET_ROOT_HOOKS.has(hook)) {
+  if (where !== 'chroot' && phase.seesTargetRoot) {
     set('TARGET_ROOT', where === 'host' ? (inputs.hostMount ?? '') : L.SYSROOT)
   }
   const bd = inputs.blockDevice
-  if (bd && AFTER_BLOCK_DEVICE.has(hook)) {
+  if (bd && phase.afterBlockDevice) {
     set('IMAGE_BLOCK_DEVICE', bd.device, 'block-device')
     set('IMAGE_BLOCK_DEVICE_WITHOUT_PART', bd.device.replace(/(loop\d+)p\d+$/, '$1'), 'block-device')
     set('IMAGE_BLOCK_DEVICES', bd.devices ?? ` [image0]=${bd.device} `, 'block-device')
   }
 
-  if (inputs.size !== undefined && (AFTER_BLOCK_DEVICE.has(hook) || hook === 'block-device.d')) {
+  if (inputs.size !== undefined && phase.seesImageSize) {
     set('DIB_IMAGE_SIZE', String(Math.ceil(inputs.size / 1024))) // KiB, as diskimage-builder re-exports it
   }
 

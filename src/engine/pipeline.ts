@@ -4,7 +4,7 @@
 // a later issue looks steps up here, by their declared inputs.)
 import { AsyncLocalStorage } from 'node:async_hooks'
 
-import type { EventInput } from '../phases/types.js'
+import type { EventInput } from '../events.js'
 import type { BuildPlan } from './plan.js'
 import type { BuildState } from './state.js'
 

@@ -126,7 +126,13 @@ export function defineFormat<N extends string, O extends object = None, S extend
     return all[def.name] as S
   }
   const withOwn = (ctx: OutputContext): FormatContext<S> => ({ ...ctx, settings: own(ctx.settings) })
-  const { resolveSettings, describeTarget, checkHost, consumeTar, fromTree, fromDisk } = def
+  // Bound copies: the definition's methods are called apart from it.
+  const resolveSettings = def.resolveSettings?.bind(def)
+  const describeTarget = def.describeTarget?.bind(def)
+  const checkHost = def.checkHost?.bind(def)
+  const consumeTar = def.consumeTar?.bind(def)
+  const fromTree = def.fromTree?.bind(def)
+  const fromDisk = def.fromDisk?.bind(def)
   return {
     name: def.name,
     extension: def.extension,

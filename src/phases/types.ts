@@ -1,18 +1,22 @@
 // What a phase is, and what the shared runner needs from the build to run one.
-import type { HookName, Where } from '../elements/environment.js'
-import type { BuildEvent } from '../events.js'
+import type { HookName, PhaseFacts, Where } from '../elements/environment.js'
+import type { AuxPath } from '../elements/layout.js'
+import type { EventInput } from '../events.js'
 import type { Guestfs } from '../guestfs/index.js'
 
-/** One diskimage-builder hook directory and how it runs. */
-export interface Phase {
+/** One diskimage-builder hook directory (or virt-dib's extra-packages step) and how it runs. */
+export interface Phase extends PhaseFacts {
   hook: HookName | 'extra-packages'
-  where: Where
-  /** Working directory: the image's `$NAME.d` (cleanup.d) or the default. */
-  cwd?: 'out'
+  /** Working directory: `/`, the image's `$NAME.d` (cleanup.d), or virt-dib's own (extra-data.d). */
+  cwd: '/' | 'out' | 'caller'
+  /** Where its scripts are when they are not the elements' `hooks/<hook>` (extra-packages). */
+  scriptsDir?: AuxPath
 }
 
-/** Distributive Omit, so each event variant keeps its own fields. */
-export type EventInput = BuildEvent extends infer E ? (E extends BuildEvent ? Omit<E, 'elapsed'> : never) : never
+/** What the runner needs of a phase to run it. */
+export type RunnablePhase = Pick<Phase, 'hook' | 'where'>
+
+export type { EventInput }
 
 /** The parts of the build a phase run uses (BuildContext provides them). */
 export interface PhaseContext {
@@ -22,7 +26,7 @@ export interface PhaseContext {
   readonly signal: AbortSignal
   emit(event: EventInput): void
   /** Control file of a phase: guest path (appliance/chroot) or host path (host). */
-  controlFile(phase: Phase): string
+  controlFile(phase: RunnablePhase): string
   /** The runner: guest path inside the image, or host path. */
   runnerPath(where: Where): string
   /** For host phases: the environment and working directory to run with. */
