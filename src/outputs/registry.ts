@@ -83,7 +83,7 @@ export function resolveOutputSettings(
 ): OutputSettings {
   const settings: Record<string, unknown> = {}
   for (const f of resolveFormats(names)) settings[f.name] = f.resolveSettings(options)
-  return Object.freeze(settings) as OutputSettings
+  return Object.freeze(settings)
 }
 
 /** Formats whose host tools exist here (docker only with a docker client). */
