@@ -6,26 +6,24 @@ import { join } from 'node:path'
 
 import { planValues } from '../blockdev/devices.js'
 import { DIB_BLOCK_DEVICE_SCRIPT, getvalFiles, paramsYaml } from '../blockdev/getval.js'
-import { phaseEnvironment, shellQuote, type EnvInputs, type Where } from '../elements/environment.js'
+import { phaseEnvironment, shellQuote, type EnvInputs, type EnvVar } from '../elements/environment.js'
 import { prepareHooksTree } from '../elements/hooks.js'
 import * as L from '../elements/layout.js'
+import { AUX_TREE as T, type AuxPath } from '../elements/layout.js'
 import { VirtDibError } from '../errors.js'
-import { formatControlFile, type ControlOptions } from '../phases/control-file.js'
+import { extraPackages, extraPackagesScript, runsExtraPackages } from '../phases/extra-packages.js'
 import { PHASES } from '../phases/registry.js'
-import { FAKE_AWK, FAKE_SUDO, RUNNER_SCRIPT } from '../phases/runner-script.js'
+import { formatControlFile, type ControlOptions } from '../phases/runner/control-file.js'
+import { FAKE_AWK, FAKE_SUDO, RUNNER_SCRIPT } from '../phases/runner/runner-script.js'
 import type { Phase } from '../phases/types.js'
 import type { BuildContext } from './context.js'
 
-const EXTRA_PACKAGES: Phase = { hook: 'extra-packages', where: 'chroot' }
+/** Where the appliance's runners send live lines. */
+const SERIAL_CONSOLE = '/dev/ttyS0'
 
 function writeExecutable(path: string, content: string): void {
   writeFileSync(path, content)
   chmodSync(path, 0o755)
-}
-
-/** Paths as a runner at `where` sees them. */
-function view(where: Where, path: string): string {
-  return where === 'appliance' ? L.inAppliance(path) : path
 }
 
 /**
@@ -43,25 +41,34 @@ export function logFileName(start: Date): string {
   return `virt-dib-${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}.log`
 }
 
-function controlFor(ctx: BuildContext, phase: Phase, inputs: EnvInputs, logName: string): ControlOptions {
+/**
+ * The control file of `phase`: paths as a runner at its `where` sees them (on the host, through
+ * the FUSE view at `hostMount`); `logName` is the log on the helper drive (appliance and chroot).
+ */
+function controlFor(
+  ctx: BuildContext,
+  phase: Phase,
+  vars: readonly EnvVar[],
+  at: { logName: string } | { hostMount: string },
+): ControlOptions {
   const where = phase.where
-  const envHook = phase.hook === 'extra-packages' ? 'install.d' : phase.hook
-  const { vars } = phaseEnvironment(inputs, envHook, where)
-  const afterBlockDevice = ['pre-finalise.d', 'finalise.d', 'cleanup.d'].includes(phase.hook)
+  const view = (rel: AuxPath) => L.seenFrom(where, L.guest(rel), 'hostMount' in at ? at.hostMount : '')
+  const cwd = { '/': '/', out: view(L.outDirPath(ctx.plan.imageName)), caller: process.cwd() }[phase.cwd]
   return {
     hook: phase.hook,
-    hooksDir: view(where, L.HOOKS),
+    hooksDir: view(T.hooks),
     token: ctx.token,
-    console: '/dev/ttyS0',
-    log: view(where, `${L.PERM}/logs/${logName}`),
-    cwd: phase.cwd === 'out' ? view(where, L.outDir(ctx.plan.imageName)) : '/',
-    exclude: ctx.plan.options.excludeScripts ?? [],
-    trace: (ctx.plan.options.debug ?? 0) > 0,
-    extraEnv: afterBlockDevice ? view(where, `${L.RUNNERS}/block-device.env`) : '',
+    // The host runner's live lines are its stdout.
+    console: 'logName' in at ? SERIAL_CONSOLE : '',
+    log: 'logName' in at ? view(L.logPath(at.logName)) : '',
+    cwd,
+    exclude: ctx.plan.excludeScripts,
+    trace: ctx.plan.debug > 0,
+    extraEnv: phase.afterBlockDevice ? view(T.blockDeviceEnv) : '',
     vars,
     elementArray: elementArray(ctx),
     where,
-    ...(phase.hook === 'extra-packages' ? { scriptsDir: view(where, `${L.RUNNERS}/extra-packages`) } : {}),
+    ...(phase.scriptsDir !== undefined ? { scriptsDir: view(phase.scriptsDir) } : {}),
   }
 }
 
@@ -70,9 +77,9 @@ function controlFor(ctx: BuildContext, phase: Phase, inputs: EnvInputs, logName:
  * it replaces an element's file of the same name.
  */
 export function installTypeFile(ctx: BuildContext): { path: string; content: string } {
-  const type = shellQuote(ctx.plan.options.installType ?? 'source')
+  const type = shellQuote(ctx.plan.installType)
   return {
-    path: `${L.HOOKS}/environment.d/11-dib-install-type.bash`,
+    path: `${L.guest(T.environmentD)}/11-dib-install-type.bash`,
     content: `export DIB_DEFAULT_INSTALLTYPE=\${DIB_DEFAULT_INSTALLTYPE:-${type}}\n`,
   }
 }
@@ -99,74 +106,72 @@ export function prepareImageCache(dir: string): void {
 export function prepareAuxTree(ctx: BuildContext): string {
   const { plan } = ctx
   prepareImageCache(plan.envInputs.imageCache)
-  const aux = join(ctx.workspace, 'aux')
-  const hooks = join(aux, 'hooks')
-  prepareHooksTree(plan.hooks, hooks)
-  mkdirSync(join(hooks, 'environment.d'), { recursive: true })
-  cpSync(plan.options.libPath, join(aux, 'lib'), { recursive: true, dereference: true })
-  const fakeBin = join(aux, 'fake-bin')
-  mkdirSync(fakeBin, { recursive: true })
-  writeExecutable(join(fakeBin, 'sudo'), FAKE_SUDO)
-  writeExecutable(join(fakeBin, 'awk'), FAKE_AWK)
-  writeExecutable(join(fakeBin, 'dib-block-device'), DIB_BLOCK_DEVICE_SCRIPT)
-  writeBlockDeviceState(ctx, join(aux, 'blockdev'))
-  const runParts = join(plan.options.libPath, 'dib-run-parts')
+  const aux = join(ctx.workspace, L.WORKSPACE.aux)
+  const at = (rel: AuxPath) => L.onHost(aux, rel)
+  prepareHooksTree(plan.hooks, at(T.hooks))
+  mkdirSync(at(T.environmentD), { recursive: true })
+  cpSync(plan.libPath, at(T.lib), { recursive: true, dereference: true })
+  mkdirSync(at(T.fakeBin), { recursive: true })
+  writeExecutable(join(at(T.fakeBin), 'sudo'), FAKE_SUDO)
+  writeExecutable(join(at(T.fakeBin), 'awk'), FAKE_AWK)
+  writeExecutable(join(at(T.fakeBin), 'dib-block-device'), DIB_BLOCK_DEVICE_SCRIPT)
+  writeBlockDeviceState(ctx, at)
+  const runParts = join(plan.libPath, 'dib-run-parts')
   if (existsSync(runParts)) {
-    cpSync(runParts, join(fakeBin, 'dib-run-parts'), { dereference: true })
-    cpSync(runParts, join(hooks, 'dib-run-parts'), { dereference: true })
+    cpSync(runParts, join(at(T.fakeBin), 'dib-run-parts'), { dereference: true })
+    cpSync(runParts, at(T.hooksRunParts), { dereference: true })
   }
-  mkdirSync(join(aux, 'out', `${plan.imageName}.d`), { recursive: true })
-  if (!plan.options.drive) mkdirSync(join(aux, 'perm'), { recursive: true })
+  mkdirSync(at(L.outDirPath(plan.imageName)), { recursive: true })
+  if (!plan.appliance.drive) mkdirSync(at(T.perm), { recursive: true })
 
-  const run = join(aux, 'run')
-  mkdirSync(run, { recursive: true })
-  writeExecutable(join(run, 'run-phase'), RUNNER_SCRIPT)
+  mkdirSync(at(T.runners), { recursive: true })
+  writeExecutable(at(T.runner), RUNNER_SCRIPT)
   const logName = logFileName(new Date(ctx.t0))
   // Without --drive the helper drive is a scratch disk: its log is gone after the build.
-  if (plan.options.drive) ctx.logPath = `${L.PERM}/logs/${logName} on the helper drive ${plan.options.drive}`
+  if (plan.appliance.drive) {
+    ctx.logPath = `${L.guest(L.logPath(logName))} on the helper drive ${plan.appliance.drive.path}`
+  }
   const warnings = new Set<string>()
-  for (const phase of [...PHASES, EXTRA_PACKAGES]) {
+  for (const phase of [...PHASES, extraPackages]) {
     if (phase.where === 'host') continue
-    const control = controlFor(ctx, phase, plan.envInputs, logName)
-    writeFileSync(join(run, `${phase.hook}.ctl`), formatControlFile(control))
-    const envHook = phase.hook === 'extra-packages' ? 'install.d' : phase.hook
-    for (const w of phaseEnvironment(plan.envInputs, envHook, phase.where).warnings) warnings.add(w)
+    const env = phaseEnvironment(plan.envInputs, phase)
+    writeFileSync(at(L.controlFilePath(phase.hook)), formatControlFile(controlFor(ctx, phase, env.vars, { logName })))
+    for (const w of env.warnings) warnings.add(w)
   }
   for (const w of warnings) ctx.emit({ kind: 'warning', text: w })
-  const pkgs = plan.options.extraPackages ?? []
-  if (pkgs.length > 0) {
-    mkdirSync(join(run, 'extra-packages'), { recursive: true })
-    writeExecutable(
-      join(run, 'extra-packages', '00-install-packages'),
-      `#!/bin/bash\nset -eu\ninstall-packages ${pkgs.map(shellQuote).join(' ')}\n`,
-    )
+  if (runsExtraPackages(plan.extraPackages) && extraPackages.scriptsDir !== undefined) {
+    const script = extraPackagesScript(plan.extraPackages)
+    mkdirSync(at(extraPackages.scriptsDir), { recursive: true })
+    writeExecutable(join(at(extraPackages.scriptsDir), script.name), script.content)
   }
   // The host side of extra-data.d.
-  writeExecutable(join(ctx.workspace, 'run-phase.bash'), RUNNER_SCRIPT)
-  const hostBin = join(ctx.workspace, 'host-bin')
+  writeExecutable(join(ctx.workspace, L.WORKSPACE.runner), RUNNER_SCRIPT)
+  const hostBin = join(ctx.workspace, L.WORKSPACE.fakeBin)
   mkdirSync(hostBin, { recursive: true })
   writeExecutable(join(hostBin, 'sudo'), FAKE_SUDO)
   return aux
 }
 
 /** The layout's config, params.yaml and the getval answers known before the build. */
-function writeBlockDeviceState(ctx: BuildContext, dir: string): void {
+function writeBlockDeviceState(ctx: BuildContext, host: (rel: AuxPath) => string): void {
   const { plan } = ctx
+  const dir = host(T.blockdev)
   mkdirSync(join(dir, 'plan'), { recursive: true })
   mkdirSync(join(dir, 'created'), { recursive: true })
   for (const [p, c] of getvalFiles(planValues(plan.layout), 'plan')) writeFileSync(join(dir, p), c)
-  writeFileSync(join(dir, 'config.yaml'), plan.layoutSource.yaml)
-  const at = (p: string) => L.inAppliance(p)
+  writeFileSync(host(T.blockdevConfig), plan.layoutSource.yaml)
+  // dib-block-device runs in the appliance, outside the chroot.
+  const at = (rel: AuxPath) => L.inAppliance(L.guest(rel))
   writeFileSync(
-    join(dir, 'params.yaml'),
+    host(T.blockdevParams),
     paramsYaml(plan.layout, {
-      configPath: at(`${L.BLOCKDEV}/config.yaml`),
-      imageDir: at(L.AUX),
-      buildDir: at(L.AUX),
+      configPath: at(T.blockdevConfig),
+      imageDir: at(''),
+      buildDir: at(''),
       mountBase: L.SYSROOT,
       fsType: plan.fsType,
-      rootLabel: plan.options.rootLabel,
-      mkfsOptions: plan.options.mkfsOptions,
+      rootLabel: plan.mkfs.rootLabel,
+      mkfsOptions: plan.mkfs.options,
     }),
   )
 }
@@ -176,24 +181,10 @@ export function prepareHostPhase(ctx: BuildContext, phase: Phase, mountpoint: st
   const inputs: EnvInputs = {
     ...ctx.plan.envInputs,
     hostMount: mountpoint,
-    hostFakeBin: join(ctx.workspace, 'host-bin'),
+    hostFakeBin: join(ctx.workspace, L.WORKSPACE.fakeBin),
   }
-  const { vars } = phaseEnvironment(inputs, phase.hook as 'extra-data.d', 'host')
-  const control: ControlOptions = {
-    hook: phase.hook,
-    hooksDir: `${mountpoint}${L.HOOKS}`,
-    token: ctx.token,
-    console: '',
-    log: '',
-    cwd: process.cwd(),
-    exclude: ctx.plan.options.excludeScripts ?? [],
-    trace: (ctx.plan.options.debug ?? 0) > 0,
-    extraEnv: '',
-    vars,
-    elementArray: elementArray(ctx),
-    where: 'host',
-  }
-  writeFileSync(ctx.controlFile(phase), formatControlFile(control))
+  const { vars } = phaseEnvironment(inputs, phase)
+  writeFileSync(ctx.controlFile(phase), formatControlFile(controlFor(ctx, phase, vars, { hostMount: mountpoint })))
   const env: NodeJS.ProcessEnv = { ...ctx.plan.env }
   for (const v of vars) env[v.name] = v.value
   return env

@@ -1,12 +1,14 @@
 // Runs one phase: one appliance round trip (or one host process) for all of its scripts.
 // Live lines come from the console (appliance events) or the host process's stdout; the
 // summary the runner prints at the end decides success.
+import { SYSROOT } from '../elements/layout.js'
 import { ScriptError, VirtDibError } from '../errors.js'
 import { GuestfsError } from '../guestfs/index.js'
 import { describeProcesses } from '../host/proc.js'
 import { runProcess } from '../host/spawn.js'
 import { LineSplitter } from '../util/lines.js'
-import type { Phase, PhaseContext, PhaseResult } from './types.js'
+import { parseRunnerLine } from './runner/protocol.js'
+import type { PhaseContext, PhaseResult, RunnablePhase } from './types.js'
 
 const LIVE_DRAIN_MS = 500
 
@@ -20,39 +22,33 @@ interface Summary {
   done?: number
 }
 
-/** Parses the runner's summary lines out of whatever else the output contains. */
+/** Collects the runner's summary lines out of whatever else the output contains. */
 export function parseSummary(output: string, token: string): Summary {
   const s: Summary = { scripts: [], ran: [], envFiles: [], tail: [] }
-  const prefix = `${token}|S|`
-  for (const raw of output.split('\n')) {
-    const at = raw.indexOf(prefix)
-    if (at === -1) continue
-    const body = raw.slice(at + prefix.length).replace(/\r$/, '')
-    const bar = body.indexOf('|')
-    const kind = bar === -1 ? body : body.slice(0, bar)
-    const rest = bar === -1 ? '' : body.slice(bar + 1)
-    const f = rest.split('|')
-    switch (kind) {
+  for (const line of output.split('\n')) {
+    const r = parseRunnerLine(line, token)
+    if (r?.channel !== 'summary') continue
+    switch (r.kind) {
       case 'list':
-        s.scripts = rest === '' ? [] : rest.split(' ')
+        s.scripts = r.scripts
         break
       case 'env':
-        s.envFiles.push(rest)
+        s.envFiles.push(r.file)
         break
       case 'end':
-        s.ran.push({ name: f[0]!, status: Number(f[1]), ms: Number(f[2]) })
+        s.ran.push({ name: r.script, status: r.status, ms: r.ms })
         break
       case 'tail':
-        s.tail.push(rest)
+        s.tail.push(r.text)
         break
       case 'envfail':
-        s.envFail = { file: f[0]!, status: Number(f[1]) }
+        s.envFail = { file: r.file, status: r.status }
         break
       case 'var':
-        if (f[0] === 'IMAGE_BLOCK_DEVICE') s.blockDevice = unquote(f.slice(1).join('|'))
+        if (r.name === 'IMAGE_BLOCK_DEVICE') s.blockDevice = unquote(r.value)
         break
       case 'done':
-        s.done = Number(rest)
+        s.done = r.status
         break
     }
   }
@@ -73,7 +69,7 @@ class LiveParser {
   #lastListed: string[] | undefined
   constructor(
     private readonly ctx: PhaseContext,
-    private readonly phase: Phase,
+    private readonly phase: RunnablePhase,
     private readonly onOther?: (line: string) => void,
   ) {}
 
@@ -90,31 +86,34 @@ class LiveParser {
   }
 
   line(raw: string): void {
-    const prefix = `${this.ctx.token}|L|`
-    const at = raw.indexOf(prefix)
-    if (at === -1) {
-      if (!raw.includes(`${this.ctx.token}|S|`)) this.onOther?.(raw)
+    const r = parseRunnerLine(raw, this.ctx.token)
+    if (r === undefined) {
+      this.onOther?.(raw)
       return
     }
-    const body = raw.slice(at + prefix.length).replace(/\r$/, '')
+    if (r.channel !== 'live') return
     const hook = this.phase.hook
-    if (body.startsWith('o|')) {
-      this.ctx.emit({ kind: 'script-output', hook, script: this.#current ?? '', line: body.slice(2) })
-    } else if (body.startsWith('start|')) {
-      this.#current = body.slice(6)
-      this.ctx.emit({ kind: 'script-start', hook, script: this.#current })
-    } else if (body.startsWith('end|')) {
-      const [name = '', status = '0', ms = '0'] = body.slice(4).split('|')
-      this.ended.add(name)
-      this.ctx.emit({ kind: 'script-end', hook, script: name, status: Number(status), seconds: Number(ms) / 1000 })
-    } else if (body.startsWith('list|')) {
-      this.#lastListed = body.slice(5) === '' ? [] : body.slice(5).split(' ')
+    switch (r.kind) {
+      case 'output':
+        this.ctx.emit({ kind: 'script-output', hook, script: this.#current ?? '', line: r.text })
+        break
+      case 'start':
+        this.#current = r.script
+        this.ctx.emit({ kind: 'script-start', hook, script: r.script })
+        break
+      case 'end':
+        this.ended.add(r.script)
+        this.ctx.emit({ kind: 'script-end', hook, script: r.script, status: r.status, seconds: r.ms / 1000 })
+        break
+      case 'list':
+        this.#lastListed = r.scripts
+        break
     }
   }
 }
 
 /** Runs every script of `phase`; throws ScriptError if one fails. */
-export async function runPhase(ctx: PhaseContext, phase: Phase): Promise<PhaseResult> {
+export async function runPhase(ctx: PhaseContext, phase: RunnablePhase): Promise<PhaseResult> {
   const t0 = Date.now()
   ctx.emit({ kind: 'phase-start', hook: phase.hook, where: phase.where })
   const live = new LiveParser(ctx, phase, (line) => {
@@ -174,10 +173,10 @@ export async function runPhase(ctx: PhaseContext, phase: Phase): Promise<PhaseRe
 const ENOSPC = /No space left on device|ENOSPC/
 
 /** After a failure in the appliance: is the image's file system (nearly) full? */
-async function imageIsFull(ctx: PhaseContext, phase: Phase): Promise<boolean> {
+async function imageIsFull(ctx: PhaseContext, phase: RunnablePhase): Promise<boolean> {
   if (phase.where === 'host') return false
   try {
-    const df = await ctx.g.debug('sh', ['df -Pk /sysroot | tail -n 1'])
+    const df = await ctx.g.shOutside(`df -Pk ${SYSROOT} | tail -n 1`)
     const avail = Number(df.trim().split(/\s+/)[3])
     return Number.isFinite(avail) && avail < 1024
   } catch {
@@ -185,7 +184,7 @@ async function imageIsFull(ctx: PhaseContext, phase: Phase): Promise<boolean> {
   }
 }
 
-async function runInAppliance(ctx: PhaseContext, phase: Phase, live: LiveParser): Promise<string> {
+async function runInAppliance(ctx: PhaseContext, phase: RunnablePhase, live: LiveParser): Promise<string> {
   const onConsole = (text: string) => live.push(text)
   ctx.g.on('appliance', onConsole)
   const runner = ctx.runnerPath(phase.where)
@@ -197,8 +196,8 @@ async function runInAppliance(ctx: PhaseContext, phase: Phase, live: LiveParser)
       // env -i: nothing of guestfsd's own environment reaches the scripts.
       return await ctx.g.sh(`exec env -i /bin/bash ${runner} ${control}`, call)
     }
-    // Outside the chroot: guestfsd joins the arguments with spaces, so pass one finished command.
-    return await ctx.g.debug('sh', [`exec env -i /bin/bash ${runner} ${control}`], call)
+    // Outside the chroot: the appliance's own root.
+    return await ctx.g.shOutside(`exec env -i /bin/bash ${runner} ${control}`, call)
   } catch (e) {
     if (e instanceof GuestfsError && !e.applianceDied) {
       throw new VirtDibError(`${phase.hook}: the phase could not run: ${e.message.trim().split('\n').pop()}`, {
@@ -224,7 +223,7 @@ async function runInAppliance(ctx: PhaseContext, phase: Phase, live: LiveParser)
  * scripts and whatever they started; processes a script left running are stopped once the runner
  * has finished (a warning names them).
  */
-async function runOnHost(ctx: PhaseContext, phase: Phase, live: LiveParser): Promise<string> {
+async function runOnHost(ctx: PhaseContext, phase: RunnablePhase, live: LiveParser): Promise<string> {
   // divergence: diskimage-builder leaves background processes of extra-data.d running; here they
   // would keep the FUSE view of the image busy, so they are stopped with the phase.
   const r = await runProcess('/bin/bash', [ctx.runnerPath('host'), ctx.controlFile(phase)], {

@@ -15,7 +15,7 @@ import { BuildContext } from '../../../src/engine/context.js'
 import { elementArray, prepareAuxTree, prepareImageCache } from '../../../src/engine/prepare-aux.js'
 import { splitShellWords } from '../../../src/blockdev/shell-words.js'
 import { BlockDeviceConfigError, ElementError, UsageError, VirtDibError } from '../../../src/errors.js'
-import { formatControlFile } from '../../../src/phases/control-file.js'
+import { formatControlFile } from '../../../src/phases/runner/control-file.js'
 import { DIB_LIB, root } from '../../helpers/cli.js'
 
 const MiB = 1024 ** 2

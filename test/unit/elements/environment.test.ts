@@ -12,7 +12,10 @@ import {
   resolveEnvvars,
   shellQuote,
   type EnvInputs,
+  type HookName,
+  type Where,
 } from '../../../src/elements/environment.js'
+import { phase } from '../../../src/phases/registry.js'
 
 const inputs = (extra: Partial<EnvInputs> = {}): EnvInputs => ({
   arch: 'amd64',
@@ -36,6 +39,8 @@ const inputs = (extra: Partial<EnvInputs> = {}): EnvInputs => ({
   python: '/usr/bin/python3',
   ...extra,
 })
+// A phase's own facts, run at `where` (some cases try a phase where it does not run).
+const facts = (hook: HookName, where: Where = phase(hook).where) => ({ ...phase(hook), where })
 const asMap = (vars: { name: string; value: string }[]) => Object.fromEntries(vars.map((v) => [v.name, v.value]))
 
 describe('environment model', () => {
@@ -58,8 +63,7 @@ describe('environment model', () => {
   it('keeps the host environment out of appliance phases except --envvar', () => {
     const { vars } = phaseEnvironment(
       inputs({ envvars: [{ name: 'FOO' }, { name: 'BAR', value: 'b' }] }),
-      'install.d',
-      'chroot',
+      facts('install.d', 'chroot'),
     )
     const env = asMap(vars)
     expect(env['FOO']).toBe('host-foo')
@@ -75,16 +79,15 @@ describe('environment model', () => {
   it('lets variables virt-dib sets win over --envvar, with a warning', () => {
     const { vars, warnings } = phaseEnvironment(
       inputs({ envvars: [{ name: 'ARCH', value: 'x' }] }),
-      'root.d',
-      'appliance',
+      facts('root.d', 'appliance'),
     )
     expect(asMap(vars)['ARCH']).toBe('amd64')
     expect(warnings).toEqual(['--envvar ARCH is ignored: virt-dib sets ARCH itself'])
   })
 
   it('sets TARGET_ROOT for root.d and cleanup.d only', () => {
-    const has = (hook: Parameters<typeof phaseEnvironment>[1], where: Parameters<typeof phaseEnvironment>[2]) =>
-      asMap(phaseEnvironment(inputs(), hook, where).vars)['TARGET_ROOT']
+    const has = (hook: HookName, where: Where) =>
+      asMap(phaseEnvironment(inputs(), facts(hook, where)).vars)['TARGET_ROOT']
     expect(has('root.d', 'appliance')).toBe('/sysroot')
     expect(has('cleanup.d', 'appliance')).toBe('/sysroot')
     expect(has('post-root.d', 'appliance')).toBeUndefined()
@@ -92,7 +95,7 @@ describe('environment model', () => {
   })
 
   it('gives extra-data.d the host view through the FUSE mount', () => {
-    const env = asMap(phaseEnvironment(inputs({ hostMount: '/tmp/m' }), 'extra-data.d', 'host').vars)
+    const env = asMap(phaseEnvironment(inputs({ hostMount: '/tmp/m' }), facts('extra-data.d', 'host')).vars)
     expect(env['TMP_MOUNT_PATH']).toBe('/tmp/m')
     expect(env['TMP_HOOKS_PATH']).toBe('/tmp/m/tmp/in_target.aux/hooks')
     expect(env['_LIB']).toBe('/lib')
@@ -102,8 +105,8 @@ describe('environment model', () => {
 
   it('exposes IMAGE_BLOCK_DEVICE from pre-finalise.d on', () => {
     const i = inputs({ blockDevice: { device: '/dev/loop0p1' } })
-    expect(asMap(phaseEnvironment(i, 'post-install.d', 'chroot').vars)['IMAGE_BLOCK_DEVICE']).toBeUndefined()
-    const env = asMap(phaseEnvironment(i, 'finalise.d', 'chroot').vars)
+    expect(asMap(phaseEnvironment(i, facts('post-install.d', 'chroot')).vars)['IMAGE_BLOCK_DEVICE']).toBeUndefined()
+    const env = asMap(phaseEnvironment(i, facts('finalise.d', 'chroot')).vars)
     expect(env['IMAGE_BLOCK_DEVICE']).toBe('/dev/loop0p1')
     expect(env['IMAGE_BLOCK_DEVICE_WITHOUT_PART']).toBe('/dev/loop0')
     // diskimage-builder's shape, which bootloader evals into an associative array
@@ -113,20 +116,20 @@ describe('environment model', () => {
   it('takes the root label, root type, mount points and boot label from the layout', () => {
     const i = inputs({ layout: { rootLabel: 'root', rootFsType: 'xfs', mountPoints: '/boot|/', bootLabel: 'boot' } })
     for (const where of ['chroot', 'appliance'] as const) {
-      const env = asMap(phaseEnvironment(i, 'root.d', where).vars)
+      const env = asMap(phaseEnvironment(i, facts('root.d', where)).vars)
       expect(env['DIB_ROOT_LABEL']).toBe('root')
       expect(env['DIB_ROOT_FSTYPE']).toBe('xfs')
       expect(env['FS_TYPE']).toBe('ext4')
       expect(env['DIB_MOUNTPOINTS']).toBe('/boot|/')
       expect(env['DIB_BOOT_LABEL']).toBe('boot')
     }
-    expect(asMap(phaseEnvironment(i, 'root.d', 'appliance').vars)['DIB_BLOCK_DEVICE_PARAMS_YAML']).toBe(
+    expect(asMap(phaseEnvironment(i, facts('root.d', 'appliance')).vars)['DIB_BLOCK_DEVICE_PARAMS_YAML']).toBe(
       '/sysroot/tmp/in_target.aux/blockdev/params.yaml',
     )
   })
 
   it('sets DIB_OFFLINE=1 without network, and the trace level', () => {
-    const env = asMap(phaseEnvironment(inputs({ offline: true, debugTrace: 2 }), 'install.d', 'chroot').vars)
+    const env = asMap(phaseEnvironment(inputs({ offline: true, debugTrace: 2 }), facts('install.d', 'chroot')).vars)
     expect(env['DIB_OFFLINE']).toBe('1')
     expect(env['DIB_DEBUG_TRACE']).toBe('2')
     expect(env['TMPDIR']).toBeUndefined() // unset in the chroot, as diskimage-builder does

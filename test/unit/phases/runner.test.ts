@@ -8,9 +8,9 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { runProcess } from '../../../src/host/spawn.js'
-import { formatControlFile } from '../../../src/phases/control-file.js'
+import { formatControlFile } from '../../../src/phases/runner/control-file.js'
 import { parseSummary } from '../../../src/phases/run-scripts.js'
-import { RUNNER_SCRIPT } from '../../../src/phases/runner-script.js'
+import { RUNNER_SCRIPT } from '../../../src/phases/runner/runner-script.js'
 
 describe('phase runner', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vdib-runner.'))

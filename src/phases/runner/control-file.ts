@@ -1,6 +1,6 @@
 // The control file a runner sources: the phase's variables and the runner's own settings.
 // Every value is single-quoted, so it reaches the script as data, whatever it contains.
-import { shellQuote, type EnvVar } from '../elements/environment.js'
+import { shellQuote, type EnvVar } from '../../elements/environment.js'
 
 export interface ControlOptions {
   hook: string

@@ -4,21 +4,10 @@
 // `LC_ALL=C sort -n`, environment.d sourced under `set -eu -o pipefail`), streams each output
 // line live (to the serial console in the appliance, which reaches us as appliance events) and
 // prints a summary on stdout that virt-dib reads when the call returns.
-//
-// Protocol: every line virt-dib reads starts with the build's random token:
-//   TOKEN|L|start|NAME        live: a script starts
-//   TOKEN|L|o|TEXT            live: one line of its output (stdout and stderr)
-//   TOKEN|L|end|NAME|STATUS|MS
-//   TOKEN|S|list|NAME NAME…   summary: the scripts of the phase, in order
-//   TOKEN|S|env|FILE          summary: an environment file sourced
-//   TOKEN|S|end|NAME|STATUS|MS
-//   TOKEN|S|tail|TEXT         summary: last output lines of a failed script
-//   TOKEN|S|var|NAME|VALUE    summary: IMAGE_BLOCK_DEVICE= lines seen in block-device.d
-//   TOKEN|S|envfail|FILE|STATUS
-//   TOKEN|S|done|STATUS
+// The lines it prints are described and parsed in protocol.ts.
 import { readFileSync } from 'node:fs'
 
-const assets = new URL('../../assets/', import.meta.url)
+const assets = new URL('../../../assets/', import.meta.url)
 const read = (name: string) => readFileSync(new URL(name, assets), 'utf8')
 
 /** The runner script (bash). */
