@@ -18,6 +18,8 @@ packages=(
   docker.io
   # grub-mount: a rootless FUSE view of a small image for the FUSE release tests
   grub-common
+  # npm run lint checks native/ with it (.clang-tidy)
+  clang-tidy
 )
 missing=()
 for p in "${packages[@]}"; do

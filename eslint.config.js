@@ -1,0 +1,102 @@
+// ESLint for the TypeScript (type-aware, through tsconfig.json) and the .mjs scripts; prettier owns
+// formatting, so no stylistic rules. The layering of src/ (README, Layout) is enforced here too.
+import js from '@eslint/js'
+import globals from 'globals'
+import tseslint from 'typescript-eslint'
+
+const lower = ['engine', 'outputs', 'phases', 'blockdev', 'elements', 'host', 'guestfs', 'util']
+
+/** The import restrictions of one src/ file group (a later config object replaces, never merges, a rule's options). */
+function layering({ lowerLayer, addon, spawn }) {
+  const patterns = []
+  if (lowerLayer) {
+    patterns.push({
+      regex: '(^|/)(api|cli)/',
+      message: 'engine/outputs/phases/blockdev/elements/host/guestfs/util never import src/api/ or src/cli/.',
+    })
+  }
+  if (!addon) {
+    patterns.push({
+      regex: '(^|/)guestfs/native(\\.js)?$',
+      message: 'Only src/guestfs/ loads the addon; use Guestfs from src/guestfs/.',
+    })
+  }
+  const paths = []
+  if (!spawn) {
+    for (const name of ['node:child_process', 'child_process']) {
+      paths.push({ name, message: 'Only src/host/spawn.ts spawns processes; use its helpers.' })
+    }
+  }
+  return { 'no-restricted-imports': ['error', { paths, patterns }] }
+}
+
+const anyImport = 'Program > :matches(ImportDeclaration, ExportAllDeclaration, ExportNamedDeclaration[source])'
+
+export default tseslint.config(
+  {
+    ignores: ['dist/', 'build/', 'build-*/', 'node_modules/', 'demo-out/', 'test/fixtures/', 'examples/', 'assets/'],
+  },
+  {
+    files: ['**/*.ts'],
+    extends: [js.configs.recommended, ...tseslint.configs.recommendedTypeChecked],
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+      globals: globals.node,
+    },
+    rules: {
+      // The bugs worth a lint: promises nobody awaits or that land where a void callback is expected.
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
+      '@typescript-eslint/no-explicit-any': 'error',
+      // `_`-prefixed names are the house way to say "unused on purpose" (callback arity, destructuring).
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none', ignoreRestSiblings: true },
+      ],
+      // Messages interpolate numbers and errors on purpose; `${err}` of an unknown is String(err).
+      // Passing a caught `unknown` on (`catch (e) { return Promise.reject(e) }`) is not a new non-Error rejection.
+      '@typescript-eslint/prefer-promise-reject-errors': ['error', { allowThrowingUnknown: true }],
+      '@typescript-eslint/restrict-template-expressions': [
+        'error',
+        { allowNumber: true, allowBoolean: true, allowNullish: true, allowAny: false, allowNever: true },
+      ],
+    },
+  },
+  {
+    // Tests: the same type-aware set, but `any` may flow: they probe JSON.parse output and vitest's
+    // asymmetric matchers (expect.stringMatching…) are typed any; a wrong shape fails the assertion.
+    files: ['test/**/*.ts', 'vitest.config.ts'],
+    rules: {
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-unsafe-argument': 'off',
+      '@typescript-eslint/no-unsafe-call': 'off',
+      '@typescript-eslint/no-unsafe-return': 'off',
+      // A fake's `async` method without await is the plain way to implement a Promise-returning interface.
+      '@typescript-eslint/require-await': 'off',
+    },
+  },
+  {
+    files: ['**/*.mjs', '**/*.cjs'],
+    extends: [js.configs.recommended],
+    languageOptions: { globals: globals.node },
+    rules: {
+      'no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+    },
+  },
+  // Layering of src/ (issue #13). Every src/ file gets exactly one of these objects.
+  { files: ['src/**/*.ts'], rules: layering({ lowerLayer: false, addon: false, spawn: false }) },
+  {
+    files: lower.filter((d) => d !== 'guestfs' && d !== 'host').map((d) => `src/${d}/**/*.ts`),
+    rules: layering({ lowerLayer: true, addon: false, spawn: false }),
+  },
+  { files: ['src/guestfs/**/*.ts'], rules: layering({ lowerLayer: true, addon: true, spawn: false }) },
+  { files: ['src/host/**/*.ts'], rules: layering({ lowerLayer: true, addon: false, spawn: false }) },
+  { files: ['src/host/spawn.ts'], rules: layering({ lowerLayer: true, addon: false, spawn: true }) },
+  {
+    files: ['src/events.ts'],
+    rules: {
+      'no-restricted-syntax': ['error', { selector: anyImport, message: 'src/events.ts imports nothing.' }],
+    },
+  },
+)
