@@ -109,6 +109,8 @@ export const WORKSPACE = {
   runner: 'run-phase.bash',
   /** fake sudo for extra-data.d. */
   fakeBin: 'host-bin',
+  /** Where the image is mounted (FUSE) while extra-data.d runs. */
+  imageView: 'extra-data.d',
 } as const
 
 /** The control file of a phase: in the workspace for a host phase, else its guest path as seen from `where`. */

@@ -184,7 +184,7 @@ export async function prepareBuildRoot(ctx: BuildContext): Promise<string> {
   if (process.getuid?.() !== 0) await g.shOutside(`chown -R 0:0 ${L.inAppliance(L.AUX)}`)
   if (ctx.plan.appliance.drive) await mountHelperDrive(ctx)
   await g.mkdirP(L.PERM_IMAGE_CACHE)
-  await g.mkdirP(`${L.PERM}/logs`)
+  await g.mkdirP(L.PERM_LOGS)
   await g.lnSf('in_target.aux/hooks', L.IN_TARGET_D)
   return outDevice
 }

@@ -3,6 +3,7 @@
 import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 
+import * as L from '../elements/layout.js'
 import { VirtDibError } from '../errors.js'
 import { releaseFuseMount, trackServing, waitForFuseMount } from '../host/fuse.js'
 import { phase } from '../phases/registry.js'
@@ -25,7 +26,7 @@ export async function runExtraData(ctx: BuildContext): Promise<(() => Promise<vo
     ctx.emit({ kind: 'phase-end', hook: p.hook, where: p.where, seconds: 0, status: 0, scripts: [] })
     return undefined
   }
-  const mountpoint = join(ctx.workspace, 'extra-data.d')
+  const mountpoint = join(ctx.workspace, L.WORKSPACE.imageView)
   mkdirSync(mountpoint, { recursive: true })
   ctx.hostEnv = prepareHostPhase(ctx, p, mountpoint)
   ctx.hostCwd = process.cwd()

@@ -46,7 +46,7 @@ export async function createBlockDevice(
   )
   const late = vars.filter((v) => v.source === 'block-device' || v.name === 'DIB_IMAGE_SIZE')
   const files: [string, string][] = [
-    [`${L.RUNNERS}/block-device.env`, formatExtraEnv(late)],
+    [L.BLOCK_DEVICE_ENV, formatExtraEnv(late)],
     ...getvalFiles(values, 'created').map(([p, c]): [string, string] => [`${L.BLOCKDEV}/${p}`, c]),
   ]
   if (copy) {

@@ -69,6 +69,11 @@ describe('aux layout', () => {
     expect(L.runnerAt('chroot', '/ws')).toBe('/tmp/in_target.aux/run/run-phase')
     expect(L.runnerAt('appliance', '/ws')).toBe('/sysroot/tmp/in_target.aux/run/run-phase')
     expect(L.runnerAt('host', '/ws')).toBe('/ws/run-phase.bash')
-    expect(L.WORKSPACE).toEqual({ aux: 'aux', runner: 'run-phase.bash', fakeBin: 'host-bin' })
+    expect(L.WORKSPACE).toEqual({
+      aux: 'aux',
+      runner: 'run-phase.bash',
+      fakeBin: 'host-bin',
+      imageView: 'extra-data.d',
+    })
   })
 })
