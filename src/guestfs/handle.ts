@@ -26,13 +26,10 @@ import type {
   MkfsOptions,
   MksquashfsOptions,
   MountLocalOptions,
-  Partition,
   ProgressEvent,
-  Statns,
   TarInOptions,
   TarOutOptions,
   UmountOptions,
-  Version,
 } from './types.js'
 
 const LAUNCH_LOG_LINES = 100
@@ -178,9 +175,9 @@ export class Guestfs extends EventEmitter<GuestfsEvents> {
         const ev: ProgressEvent = { procNr, serial, position, total }
         this.emit('progress', ev)
       } else if (name === 'close' || name === 'subprocess_quit' || name === 'launch_done') {
-        this.emit(ts as 'close' | 'subprocessQuit' | 'launchDone')
+        this.emit(ts)
       } else {
-        this.emit(ts as 'appliance' | 'library' | 'trace' | 'warning', buf.toString('utf8'), buf)
+        this.emit(ts, buf.toString('utf8'), buf)
       }
     } catch (e) {
       // A throwing listener must not break the native side; surface it like any uncaught error.

@@ -54,7 +54,7 @@ describe('fd ownership of transfers', () => {
     const h = raw()
     await h.close()
     const [r, w] = addon.pipe()
-    await expect(h['tar_out']!('/', w)).rejects.toMatchObject({ code: 'ERR_GUESTFS_CLOSED' })
+    await expect(h.tar_out('/', w)).rejects.toMatchObject({ code: 'ERR_GUESTFS_CLOSED' })
     expect(isClosed(w, r)).toBe(true)
     closeSync(r)
   })
@@ -62,10 +62,10 @@ describe('fd ownership of transfers', () => {
   it('closes the fd of a transfer cancelled before it started', async () => {
     const h = raw()
     // qemu-img (tens of ms) keeps the worker busy, so the transfer is still queued at cancel.
-    const blocker = h['disk_create']!(join(tempDir('vdib-fd.'), 'x.qcow2'), 'qcow2', 1024 * 1024)
-    const before = Array.from({ length: 300 }, (_, i) => h['set_identifier']!(`id${i}`))
+    const blocker = h.disk_create(join(tempDir('vdib-fd.'), 'x.qcow2'), 'qcow2', 1024 * 1024)
+    const before = Array.from({ length: 300 }, (_, i) => h.set_identifier(`id${i}`))
     const [r, w] = addon.pipe()
-    const victim = h['tar_out']!('/', w)
+    const victim = h.tar_out('/', w)
     expect(h.cancel(h.lastJobId)).toBe(1)
     await expect(victim).rejects.toMatchObject({ code: 'ABORT_ERR' })
     expect(isClosed(w, r)).toBe(true)
