@@ -133,10 +133,10 @@ function flatten(plugin: PluginName, values: Fields, parentBase: string | undefi
   const self: Fields = {}
   // Names and bases become node names (and a child's default name): text only, or a map would
   // be named `mkfs_[object Object]`.
-  for (const k of ['name', 'base']) checkWord(values[k], `${k} of a ‘${plugin}’ entry`, origin)
-  const base = values['base'] ?? parentBase
+  const name = word(values['name'], `name of a ‘${plugin}’ entry`, origin)
+  const base = word(values['base'], `base of a ‘${plugin}’ entry`, origin) ?? parentBase
   if (base !== undefined) self['base'] = base
-  if (values['name'] !== undefined) self['name'] = values['name']
+  if (name !== undefined) self['name'] = name
   else if (base !== undefined) self['name'] = `${plugin}_${String(base)}`
   else throw new BlockDeviceConfigError(`block-device ‘${plugin}’ entry needs a name (or a base)`)
   for (const [k, v] of Object.entries(values)) {
@@ -151,8 +151,7 @@ function flatten(plugin: PluginName, values: Fields, parentBase: string | undefi
             if (!isRecord(pv))
               throw new BlockDeviceConfigError(`block-device plugin ‘${pk}’ needs a mapping of settings`)
             if (p['name'] === undefined) throw new BlockDeviceConfigError('a partition needs a name')
-            checkWord(p['name'], 'name of a partition', origin)
-            out.push(...flatten(pk, pv, String(p['name']), origin))
+            out.push(...flatten(pk, pv, String(word(p['name'], 'name of a partition', origin)), origin))
           } else part[pk] = pv
         }
         part['base'] = self['base']
@@ -167,8 +166,9 @@ function flatten(plugin: PluginName, values: Fields, parentBase: string | undefi
   return out
 }
 
-function checkWord(v: unknown, what: string, origin: string): void {
-  if (v === undefined || v === null || typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))) return
+/** `v` if it can be a word (a name, a base), else a config error naming what it is. */
+function word(v: unknown, what: string, origin: string): string | number | null | undefined {
+  if (v === undefined || v === null || typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))) return v
   throw new BlockDeviceConfigError(`block-device config (${origin}): ${what} must be a string, not ${kindOf(v)}`)
 }
 
@@ -178,6 +178,7 @@ export function kindOf(v: unknown): string {
   if (isRecord(v)) return 'a mapping'
   if (typeof v === 'boolean') return 'a boolean'
   if (v === null || v === undefined) return 'nothing'
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- only scalars are left (YAML has no functions)
   return `‘${String(v)}’`
 }
 

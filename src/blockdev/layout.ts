@@ -444,7 +444,7 @@ function computeGeometry(t: PartitionTablePlan, sizes: string[], diskSize: numbe
     } else {
       if (!logicalSeen) {
         if (primaries === 4) throw err(`no room for an extended partition on ‘${t.base}’ after 4 primary ones`)
-        t.extended = { number: ++number, startSector: nextFree, sizeSectors: diskSectors - nextFree }
+        t.extended = { number: number + 1, startSector: nextFree, sizeSectors: diskSectors - nextFree }
         number = 4
         logicalSeen = true
       }

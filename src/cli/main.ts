@@ -166,7 +166,7 @@ function report(e: unknown, color: boolean, debug: boolean): number {
   if (e instanceof VirtDibError) {
     err(`${PROG}: error: ${e.message}`)
     if (e.hint) process.stderr.write(`${PROG}: ${e.hint}\n`)
-    if (debug && e.cause) process.stderr.write(`${String((e.cause as Error).stack ?? e.cause)}\n`)
+    if (debug && e.cause) process.stderr.write(`${String((e.cause as Error).stack ?? (e.cause as unknown))}\n`)
     return e.exitCode
   }
   const name = (e as Error | undefined)?.name

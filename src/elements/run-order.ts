@@ -21,7 +21,7 @@ function numericKey(s: string): { neg: boolean; int: string; frac: string } {
   }
   const intStart = i
   while (i < s.length && s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) i++
-  let int = s.slice(intStart, i).replace(/^0+/, '')
+  const int = s.slice(intStart, i).replace(/^0+/, '')
   let frac = ''
   if (s[i] === '.') {
     const fracStart = ++i

@@ -3,7 +3,6 @@
 // whose status becomes the exit code. Each leaves no
 // qemu, no temp dir and no output behind, and the files that were there before untouched.
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { afterAll, describe, expect, it } from 'vitest'

@@ -668,7 +668,7 @@ const rows: Row[] = [
   },
   {
     path: 'discover: element-deps cannot be read',
-    args: (c) => ['-B', DIB_LIB, '-p', badEls, '--skip-base', '--python', '/usr/bin/python3', 'deps-dir'],
+    args: () => ['-B', DIB_LIB, '-p', badEls, '--skip-base', '--python', '/usr/bin/python3', 'deps-dir'],
     error: /^cannot read .*\/deps-dir\/element-deps: EISDIR$/,
   },
 ]
