@@ -7,7 +7,7 @@ import * as L from '../elements/layout.js'
 import { VirtDibError } from '../errors.js'
 import { releaseFuseMount, trackServing, waitForFuseMount } from '../host/fuse.js'
 import { phase } from '../phases/registry.js'
-import { runPhase } from '../phases/run-scripts.js'
+import { runPhase } from '../phases/runner/run-scripts.js'
 import type { BuildContext } from './context.js'
 import { prepareHostPhase } from './prepare-aux.js'
 

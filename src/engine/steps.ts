@@ -4,7 +4,7 @@
 import type { HookName } from '../elements/environment.js'
 import { extraPackages, extraPackagesProgress, runsExtraPackages } from '../phases/extra-packages.js'
 import { phase } from '../phases/registry.js'
-import { runPhase } from '../phases/run-scripts.js'
+import { runPhase } from '../phases/runner/run-scripts.js'
 import type { OutputFormat } from '../outputs/types.js'
 import { addAuxDrives, launchAppliance, openAppliance, prepareBuildRoot } from './appliance.js'
 import type { BuildContext } from './context.js'

@@ -1,5 +1,5 @@
 // The phases in diskimage-builder's order. Each file says what is special about its hook;
-// run-scripts.ts runs any of them.
+// runner/run-scripts.ts runs any of them.
 import { blockDevice } from './block-device.js'
 import { cleanup } from './cleanup.js'
 import { extraData } from './extra-data.js'

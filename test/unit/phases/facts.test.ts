@@ -17,7 +17,7 @@ import type { Phase } from '../../../src/phases/types.js'
 import { DIB_PHASE_ORDER } from '../../helpers/phases.js'
 
 const FACTS = ['hook', 'where', 'cwd', 'seesTargetRoot', 'afterBlockDevice', 'seesImageSize'] as const
-const NOT_PHASES = new Set(['registry.ts', 'types.ts', 'run-scripts.ts', 'extra-packages.ts'])
+const NOT_PHASES = new Set(['registry.ts', 'types.ts', 'extra-packages.ts'])
 
 describe('phase facts', () => {
   it('are stated in every phase file, and every phase file is in the registry', async () => {

@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { ScriptError } from '../../../src/errors.js'
 import type { Guestfs } from '../../../src/guestfs/index.js'
-import { runPhase } from '../../../src/phases/run-scripts.js'
+import { runPhase } from '../../../src/phases/runner/run-scripts.js'
 import { formatControlFile } from '../../../src/phases/runner/control-file.js'
 import { RUNNER_SCRIPT } from '../../../src/phases/runner/runner-script.js'
 import type { EventInput, PhaseContext } from '../../../src/phases/types.js'

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { runProcess } from '../../../src/host/spawn.js'
 import { formatControlFile } from '../../../src/phases/runner/control-file.js'
-import { parseSummary } from '../../../src/phases/run-scripts.js'
+import { parseSummary } from '../../../src/phases/runner/run-scripts.js'
 import { RUNNER_SCRIPT } from '../../../src/phases/runner/runner-script.js'
 
 describe('phase runner', () => {

@@ -1,14 +1,14 @@
 // Runs one phase: one appliance round trip (or one host process) for all of its scripts.
 // Live lines come from the console (appliance events) or the host process's stdout; the
 // summary the runner prints at the end decides success.
-import { SYSROOT } from '../elements/layout.js'
-import { ScriptError, VirtDibError } from '../errors.js'
-import { GuestfsError } from '../guestfs/index.js'
-import { describeProcesses } from '../host/proc.js'
-import { runProcess } from '../host/spawn.js'
-import { LineSplitter } from '../util/lines.js'
-import { parseRunnerLine } from './runner/protocol.js'
-import type { PhaseContext, PhaseResult, RunnablePhase } from './types.js'
+import { SYSROOT } from '../../elements/layout.js'
+import { ScriptError, VirtDibError } from '../../errors.js'
+import { GuestfsError } from '../../guestfs/index.js'
+import { describeProcesses } from '../../host/proc.js'
+import { runProcess } from '../../host/spawn.js'
+import { LineSplitter } from '../../util/lines.js'
+import { parseRunnerLine } from './protocol.js'
+import type { PhaseContext, PhaseResult, RunnablePhase } from '../types.js'
 
 const LIVE_DRAIN_MS = 500
 
