@@ -50,6 +50,10 @@ export interface BuildResult {
 
 export class BuildContext implements PhaseContext {
   readonly cleanup = new CleanupStack()
+  /**
+   * The nonce that marks the runner's protocol lines, so script output cannot forge them: random
+   * on purpose, and never part of the plan, so no step's inputs depend on it.
+   */
   readonly token = `VDIB${randomBytes(6).toString('hex')}`
   readonly staged: StagedFile[] = []
   readonly t0 = Date.now()

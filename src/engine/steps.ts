@@ -135,7 +135,7 @@ const installType = defineStep<BuildContext>({
 const extraData = defineStep<BuildContext, never, 'extraDataView'>({
   name: 'extra-data.d',
   part: { kind: 'phase', hook: 'extra-data.d' },
-  reads: [...PHASE_INPUTS, 'env', 'libPath', 'python'],
+  reads: [...PHASE_INPUTS, 'env', 'libPath', 'python', 'imageName', 'resolution'],
   needs: [],
   gives: ['extraDataView'],
   run: async (ctx) => ({ extraDataView: await runExtraData(ctx) }),
