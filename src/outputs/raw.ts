@@ -1,7 +1,5 @@
-// raw: the finished disk itself, renamed into place (it was created in the output directory).
-import { pipeline } from 'node:stream/promises'
-import { createReadStream } from 'node:fs'
-
+// raw: the finished disk itself. The appliance writes it under a staged name in the output
+// directory (engine/appliance.ts), and the commit renames it into place: nothing to convert.
 import { defineFormat } from './types.js'
 
 export const raw = defineFormat({
@@ -10,10 +8,4 @@ export const raw = defineFormat({
   source: 'disk',
   isRawDisk: true,
   progress: () => 'Writing the raw image',
-  async fromDisk(ctx, disk, target) {
-    // Only used when the disk could not be renamed (e.g. ramdisk builds): copy it.
-    const sink = ctx.fileSink(target)
-    await pipeline(createReadStream(disk), sink)
-    await sink.done
-  },
 })
