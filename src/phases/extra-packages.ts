@@ -1,13 +1,16 @@
-// virt-dib's own step after install.d for --extra-packages: one generated script, run by the
+// virt-dib's own step between pre-install.d and install.d for --extra-packages: one generated
 // same runner in the chroot with install.d's environment (install-packages is on its PATH).
 import { shellQuote } from '../elements/environment.js'
 import { AUX_TREE } from '../elements/layout.js'
 import { install } from './install.js'
 import type { Phase } from './types.js'
 
+/** Its name where a hook name goes (events, the control file run/extra-packages.ctl). */
+export type ExtraPackagesHook = 'extra-packages'
+
 export const extraPackages: Phase = {
   ...install,
-  hook: 'extra-packages',
+  hook: 'extra-packages' satisfies ExtraPackagesHook,
   scriptsDir: `${AUX_TREE.runners}/extra-packages`,
 }
 

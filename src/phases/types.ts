@@ -3,10 +3,11 @@ import type { HookName, PhaseFacts, Where } from '../elements/environment.js'
 import type { AuxPath } from '../elements/layout.js'
 import type { EventInput } from '../events.js'
 import type { Guestfs } from '../guestfs/index.js'
+import type { ExtraPackagesHook } from './extra-packages.js'
 
 /** One diskimage-builder hook directory (or virt-dib's extra-packages step) and how it runs. */
 export interface Phase extends PhaseFacts {
-  hook: HookName | 'extra-packages'
+  hook: HookName | ExtraPackagesHook
   /** Working directory: `/`, the image's `$NAME.d` (cleanup.d), or virt-dib's own (extra-data.d). */
   cwd: '/' | 'out' | 'caller'
   /** Where its scripts are when they are not the elements' `hooks/<hook>` (extra-packages). */
