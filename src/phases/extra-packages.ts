@@ -1,5 +1,5 @@
-// virt-dib's own step between pre-install.d and install.d for --extra-packages: one generated
-// same runner in the chroot with install.d's environment (install-packages is on its PATH).
+// virt-dib's own step for --extra-packages, between pre-install.d and install.d: one generated
+// script, run by the same runner in the chroot with install.d's environment (install-packages).
 import { shellQuote } from '../elements/environment.js'
 import { AUX_TREE } from '../elements/layout.js'
 import { install } from './install.js'
