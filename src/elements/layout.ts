@@ -3,7 +3,7 @@
 // path (under AUX, where the image sees it in the chroot; /sysroot… outside it) both derive.
 // Also the host phase's files in the workspace. One definition for the pipeline, the runners and
 // the environment model.
-import { join } from 'node:path'
+import { join, posix } from 'node:path'
 
 import type { Where } from './environment.js'
 
@@ -96,6 +96,9 @@ export const OUT = guest(AUX_TREE.out)
 export const BLOCKDEV = guest(AUX_TREE.blockdev)
 export const BLOCKDEV_PARAMS = guest(AUX_TREE.blockdevParams)
 export const BLOCK_DEVICE_ENV = guest(AUX_TREE.blockDeviceEnv)
+
+/** What the IN_TARGET_D symlink points at: relative, so it holds in the chroot and under /sysroot. */
+export const IN_TARGET_D_TARGET = posix.relative(posix.dirname(IN_TARGET_D), HOOKS)
 
 /** `$NAME.d` inside the image (guest path). */
 export function outDir(imageName: string): string {

@@ -185,7 +185,7 @@ export async function prepareBuildRoot(ctx: BuildContext): Promise<string> {
   if (ctx.plan.appliance.drive) await mountHelperDrive(ctx)
   await g.mkdirP(L.PERM_IMAGE_CACHE)
   await g.mkdirP(L.PERM_LOGS)
-  await g.lnSf('in_target.aux/hooks', L.IN_TARGET_D)
+  await g.lnSf(L.IN_TARGET_D_TARGET, L.IN_TARGET_D)
   return outDevice
 }
 

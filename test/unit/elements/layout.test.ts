@@ -24,6 +24,7 @@ describe('aux layout', () => {
       BLOCK_DEVICE_ENV: L.BLOCK_DEVICE_ENV,
       outDir: L.outDir('img'),
       IN_TARGET_D: L.IN_TARGET_D,
+      IN_TARGET_D_TARGET: L.IN_TARGET_D_TARGET,
       SYSROOT: L.SYSROOT,
     }).toEqual({
       AUX: '/tmp/in_target.aux',
@@ -41,6 +42,7 @@ describe('aux layout', () => {
       BLOCK_DEVICE_ENV: '/tmp/in_target.aux/run/block-device.env',
       outDir: '/tmp/in_target.aux/out/img.d',
       IN_TARGET_D: '/tmp/in_target.d',
+      IN_TARGET_D_TARGET: 'in_target.aux/hooks',
       SYSROOT: '/sysroot',
     })
     expect(L.guest(T.blockdevConfig)).toBe('/tmp/in_target.aux/blockdev/config.yaml')
