@@ -14,13 +14,13 @@ import { BuildAbortedError } from '../errors.js'
 import type { BuildEvent } from '../events.js'
 import type { Guestfs } from '../guestfs/index.js'
 import { HashingStream, type Digests } from '../host/checksums.js'
+import { watchHostSpace } from '../host/space-watch.js'
 import { removeWorkspace } from '../host/workspace.js'
 import { outputWriteError } from '../outputs/stream.js'
 import type { OutputFormat, FileSink } from '../outputs/types.js'
 import type { EventInput, PhaseContext, RunnablePhase } from '../phases/types.js'
 import { CleanupStack } from '../util/cleanup.js'
 import { commitStaged } from './commit.js'
-import { watchHostSpace } from '../host/space-watch.js'
 import { PlanReads } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
 
@@ -62,11 +62,10 @@ export class BuildContext implements PhaseContext {
   readonly plan: BuildPlan
   #g: Guestfs | undefined
   #hostFull: string | undefined
-  /** For the host phase (extra-data.d): the environment and working directory to run with. */
-  hostEnv?: NodeJS.ProcessEnv
-  hostCwd?: string
-  /** Where the full log is, for failure messages (on the helper drive, with --drive). */
-  logPath?: string
+  /** The build log's file name on the helper drive (named after the build's start, UTC). */
+  readonly logName: string
+  /** Where the full log is, for failure messages: only with --drive (else the drive is scratch). */
+  readonly logPath: string | undefined
 
   private constructor(
     plan: BuildPlan,
@@ -75,6 +74,9 @@ export class BuildContext implements PhaseContext {
     readonly signal: AbortSignal,
   ) {
     this.plan = this.planReads.view(plan)
+    this.logName = logFileName(new Date(this.t0))
+    const drive = plan.appliance.drive
+    this.logPath = drive ? `${L.guest(L.logPath(this.logName))} on the helper drive ${drive.path}` : undefined
   }
 
   static async open(plan: BuildPlan, hooks: BuildHooks): Promise<BuildContext> {
@@ -203,4 +205,11 @@ export class BuildContext implements PhaseContext {
   async commitOutputs(): Promise<void> {
     await commitStaged(this.staged)
   }
+}
+
+/** `virt-dib-YYYYMMDD-HHMMSS.log`, as the original names its log. */
+function logFileName(start: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0')
+  const d = start
+  return `virt-dib-${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}.log`
 }

@@ -28,8 +28,8 @@ export async function runExtraData(ctx: BuildContext): Promise<(() => Promise<vo
   }
   const mountpoint = join(ctx.workspace, L.WORKSPACE.imageView)
   mkdirSync(mountpoint, { recursive: true })
-  ctx.hostEnv = prepareHostPhase(ctx, p, mountpoint)
-  ctx.hostCwd = process.cwd()
+  // extra-data.d runs where virt-dib was started (its phase file says `cwd: 'caller'`).
+  const host = { env: prepareHostPhase(ctx, p, mountpoint), cwd: process.cwd() }
   await ctx.g.mountLocal(mountpoint)
   const served = trackServing(ctx.g.mountLocalRun())
   // Until it is released, removing the workspace would reach into the image through the view.
@@ -46,7 +46,7 @@ export async function runExtraData(ctx: BuildContext): Promise<(() => Promise<vo
     await waitForFuseMount(mountpoint, served, { what: VIEW, signal: ctx.signal })
     if (!existsSync(join(mountpoint, 'tmp'))) throw new VirtDibError(`${VIEW} has no /tmp`)
     // runPhase stops the scripts' whole process group when they end or on abort.
-    await runPhase(ctx, p)
+    await runPhase(ctx, p, host)
   } catch (error) {
     try {
       await release()

@@ -35,12 +35,6 @@ export function elementArray(ctx: Pick<BuildContext, 'plan'>): string {
   return ctx.plan.resolution.elements.map((e) => `[${e.name}]=${shellQuote(e.dir)}`).join(' ') + ' '
 }
 
-export function logFileName(start: Date): string {
-  const p = (n: number) => String(n).padStart(2, '0')
-  const d = start
-  return `virt-dib-${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}.log`
-}
-
 /**
  * The control file of `phase`: paths as a runner at its `where` sees them (on the host, through
  * the FUSE view at `hostMount`); `logName` is the log on the helper drive (appliance and chroot).
@@ -126,11 +120,7 @@ export function prepareAuxTree(ctx: BuildContext): string {
 
   mkdirSync(at(T.runners), { recursive: true })
   writeExecutable(at(T.runner), RUNNER_SCRIPT)
-  const logName = logFileName(new Date(ctx.t0))
-  // Without --drive the helper drive is a scratch disk: its log is gone after the build.
-  if (plan.appliance.drive) {
-    ctx.logPath = `${L.guest(L.logPath(logName))} on the helper drive ${plan.appliance.drive.path}`
-  }
+  const logName = ctx.logName
   const warnings = new Set<string>()
   for (const phase of [...PHASES, extraPackages]) {
     if (phase.where === 'host') continue

@@ -30,11 +30,8 @@ export interface PhaseContext {
   controlFile(phase: RunnablePhase): string
   /** The runner: guest path inside the image, or host path. */
   runnerPath(where: Where): string
-  /** For host phases: the environment and working directory to run with. */
-  hostEnv?: NodeJS.ProcessEnv
-  hostCwd?: string
   /** Where the full log is, for failure messages. */
-  logPath?: string
+  readonly logPath?: string | undefined
 }
 
 /** What one phase run produced. */

@@ -150,6 +150,7 @@ export async function openExportContext(
     outputPath: join(outDir, 'img'),
     formats: formats.map((f) => OUTPUT_FORMATS.get(f)!),
     ramdisk: false,
+    appliance: { drive: undefined },
     env: { ...options.env, TMPDIR: tmp },
   } as unknown as BuildPlan
   return BuildContext.open(plan, signal ? { signal } : {})

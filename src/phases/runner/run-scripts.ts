@@ -112,8 +112,14 @@ class LiveParser {
   }
 }
 
-/** Runs every script of `phase`; throws ScriptError if one fails. */
-export async function runPhase(ctx: PhaseContext, phase: RunnablePhase): Promise<PhaseResult> {
+/** How a host phase's runner starts: its environment and working directory. */
+export interface HostRun {
+  env: NodeJS.ProcessEnv
+  cwd: string
+}
+
+/** Runs every script of `phase`; throws ScriptError if one fails. A host phase needs `host`. */
+export async function runPhase(ctx: PhaseContext, phase: RunnablePhase, host?: HostRun): Promise<PhaseResult> {
   const t0 = Date.now()
   ctx.emit({ kind: 'phase-start', hook: phase.hook, where: phase.where })
   const live = new LiveParser(ctx, phase, (line) => {
@@ -121,7 +127,7 @@ export async function runPhase(ctx: PhaseContext, phase: RunnablePhase): Promise
   })
   let output: string
   if (phase.where === 'host') {
-    output = await runOnHost(ctx, phase, live)
+    output = await runOnHost(ctx, phase, live, host)
   } else {
     output = await runInAppliance(ctx, phase, live)
   }
@@ -223,12 +229,16 @@ async function runInAppliance(ctx: PhaseContext, phase: RunnablePhase, live: Liv
  * scripts and whatever they started; processes a script left running are stopped once the runner
  * has finished (a warning names them).
  */
-async function runOnHost(ctx: PhaseContext, phase: RunnablePhase, live: LiveParser): Promise<string> {
+async function runOnHost(
+  ctx: PhaseContext,
+  phase: RunnablePhase,
+  live: LiveParser,
+  host: HostRun | undefined,
+): Promise<string> {
   // divergence: diskimage-builder leaves background processes of extra-data.d running; here they
   // would keep the FUSE view of the image busy, so they are stopped with the phase.
   const r = await runProcess('/bin/bash', [ctx.runnerPath('host'), ctx.controlFile(phase)], {
-    ...(ctx.hostCwd !== undefined ? { cwd: ctx.hostCwd } : {}),
-    ...(ctx.hostEnv !== undefined ? { env: ctx.hostEnv } : {}),
+    ...(host ? { cwd: host.cwd, env: host.env } : {}),
     stdin: 'inherit',
     signal: ctx.signal,
     processGroup: true,
