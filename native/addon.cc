@@ -3,7 +3,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
+#include <string>
+#include <system_error>
 
 #include <napi.h>
 
@@ -20,7 +21,7 @@ namespace {
 Napi::Value MakePipe(const Napi::CallbackInfo& info) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) == -1) {
-    throw Napi::Error::New(info.Env(), std::string("pipe2: ") + std::strerror(errno));
+    throw Napi::Error::New(info.Env(), "pipe2: " + std::generic_category().message(errno));  // strerror races
   }
   auto arr = Napi::Array::New(info.Env(), 2);
   arr.Set(0u, fds[0]);

@@ -19,6 +19,7 @@
 #include <iterator>
 #include <set>
 #include <stdexcept>
+#include <system_error>
 
 #include "calls.h"
 
@@ -239,7 +240,7 @@ void Session::Start(Napi::Env env, Napi::Function dispatcher, std::shared_ptr<Se
     throw Napi::Error::New(env,
                            std::string("GuestfsHandle: cannot create the thread-safe function: ") + e.Message());
   }
-  holder.release();
+  (void)holder.release();  // now the finalizer's
   napi_unref_threadsafe_function(env, tsfn_);  // an idle handle never keeps the process alive
   // Registered after the TSFN's own hook, so it runs first at teardown (hooks run LIFO).
   napi_add_env_cleanup_hook(env, &Session::EnvCleanup, this);
@@ -701,13 +702,14 @@ Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) 
   }
   unsigned flags = GUESTFS_CREATE_NO_CLOSE_ON_EXIT | GUESTFS_CREATE_NO_ENVIRONMENT;
   guestfs_h* g = guestfs_create_flags(flags);
-  if (!g) throw Napi::Error::New(env, std::string("guestfs_create: ") + std::strerror(errno));
+  if (!g) throw Napi::Error::New(env, "guestfs_create: " + std::generic_category().message(errno));
   guestfs_set_error_handler(g, nullptr, nullptr);
   int rc = 0;
   if (use_environment) {
     rc = guestfs_parse_environment(g);
   } else if (!env_list.empty()) {
     std::vector<char*> ptrs;
+    ptrs.reserve(env_list.size() + 1);
     for (auto& s : env_list) ptrs.push_back(s.data());
     ptrs.push_back(nullptr);
     rc = guestfs_parse_environment_list(g, ptrs.data());

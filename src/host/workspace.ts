@@ -52,7 +52,7 @@ export async function removeWorkspace(dir: string, o: RemoveWorkspaceOptions = {
   const still = new Set(mountsUnder(root, mounts))
   const dev = (await lstat(root)).dev
   const skipped: string[] = []
-  let failure: unknown
+  let failure: { error: unknown } | undefined
   const remove = async (path: string): Promise<void> => {
     // Checked before lstat: stat of a mount whose server hangs would hang too.
     if (still.has(path)) return void skipped.push(path)
@@ -68,7 +68,7 @@ export async function removeWorkspace(dir: string, o: RemoveWorkspaceOptions = {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code
       // ENOTEMPTY: something below was kept, and is reported as such.
-      if (code !== 'ENOENT' && !(code === 'ENOTEMPTY' && skipped.length > 0)) failure ??= e
+      if (code !== 'ENOENT' && !(code === 'ENOTEMPTY' && skipped.length > 0)) failure ??= { error: e }
     }
   }
   await remove(root)
@@ -77,8 +77,9 @@ export async function removeWorkspace(dir: string, o: RemoveWorkspaceOptions = {
       hint: `unmount it (fusermount -u, or umount), then remove ${dir}`,
     })
   }
-  if (failure !== undefined) {
-    const why = failure instanceof Error ? failure.message : String(failure)
-    throw new VirtDibError(`the workspace ${dir} was not removed completely: ${why}`, { cause: failure })
+  if (failure) {
+    const { error } = failure
+    const why = error instanceof Error ? error.message : String(error)
+    throw new VirtDibError(`the workspace ${dir} was not removed completely: ${why}`, { cause: error })
   }
 }
