@@ -6,7 +6,7 @@ import { basename, dirname, resolve } from 'node:path'
 
 import { chooseConfigSource, configToGraph, DEFAULT_CONFIG, type ConfigSource } from '../blockdev/config.js'
 import { planValues } from '../blockdev/devices.js'
-import { planLayout, type BlockDeviceLayout, type RootParams } from '../blockdev/layout.js'
+import { defaultRootLabel, MAX_LABEL, planLayout, type RootParams } from '../blockdev/layout.js'
 import { canBuildInPlace } from '../blockdev/script.js'
 import { splitShellWords } from '../blockdev/shell-words.js'
 import { resolveElements } from '../elements/deps.js'
@@ -24,8 +24,8 @@ import { DEFAULT_FORMATS, DEFAULT_SIZE, type BuildOptions } from './options.js'
 /** Architecture names (dpkg's and the kernel's): letters, digits, _ and -, nothing else. */
 const ARCH_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 
-/** Label length limits of the file systems we make. */
-const LABEL_MAX: Record<string, number> = { ext2: 16, ext3: 16, ext4: 16, xfs: 12, btrfs: 255, vfat: 11 }
+/** What --fs-type takes (the root file system; its label limit is blockdev/layout.ts MAX_LABEL). */
+const ROOT_FS_TYPES = ['ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'vfat']
 
 /**
  * statfs magic numbers (linux/magic.h) of kernel pseudo file systems: root may pass the access()
@@ -98,15 +98,15 @@ export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): Build
   if (!Number.isSafeInteger(size) || size <= 0) throw new UsageError('--size must be greater than zero')
   if (size < 16 * 1024 * 1024) throw new UsageError(`--size ${size} is too small for an image (16M at least)`)
   const fsType = options.fsType ?? 'ext4'
-  if (!(fsType in LABEL_MAX)) {
+  if (!ROOT_FS_TYPES.includes(fsType)) {
     throw new UsageError(`unsupported --fs-type ‘${fsType}’`, {
-      hint: `supported: ${Object.keys(LABEL_MAX).join(', ')}`,
+      hint: `supported: ${ROOT_FS_TYPES.join(', ')}`,
     })
   }
-  const rootLabel = options.rootLabel ?? (fsType === 'xfs' ? 'img-rootfs' : 'cloudimg-rootfs')
-  if (rootLabel.length > LABEL_MAX[fsType]!) {
+  const rootLabel = options.rootLabel ?? defaultRootLabel(fsType)
+  if (rootLabel.length > MAX_LABEL[fsType]!) {
     throw new UsageError(
-      `root label ‘${rootLabel}’ is too long for ${fsType} (at most ${LABEL_MAX[fsType]} characters)`,
+      `root label ‘${rootLabel}’ is too long for ${fsType} (at most ${MAX_LABEL[fsType]} characters)`,
     )
   }
   for (const [n, v, min, max] of [
