@@ -120,7 +120,7 @@ export class BuildContext implements PhaseContext {
 
   emit(event: EventInput): void {
     try {
-      this.hooks.onEvent?.({ ...event, elapsed: (Date.now() - this.t0) / 1000 } as BuildEvent)
+      this.hooks.onEvent?.({ ...event, elapsed: (Date.now() - this.t0) / 1000 })
     } catch {
       // A failing listener must not break the build.
     }

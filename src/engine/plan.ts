@@ -116,7 +116,12 @@ function deepFreeze(value: unknown, seen: Set<unknown>): void {
   if (value === null || typeof value !== 'object' || seen.has(value)) return
   seen.add(value)
   for (const v of Object.values(value)) deepFreeze(v, seen)
-  if (value instanceof Map) for (const [k, v] of value) (deepFreeze(k, seen), deepFreeze(v, seen))
+  if (value instanceof Map) {
+    for (const [k, v] of value) {
+      deepFreeze(k, seen)
+      deepFreeze(v, seen)
+    }
+  }
   if (value instanceof Set) for (const v of value) deepFreeze(v, seen)
   Object.freeze(value)
 }

@@ -72,7 +72,7 @@ export function fakeTransfer(op: string, o: FakeTransferOptions, signal?: AbortS
       if (how === 'ok') return resolve()
       // As Guestfs.#outStream does: a failed call destroys the stream it feeds.
       stream.destroy(e)
-      reject(e)
+      reject(e ?? new Error(`${op}: ${how}`))
     }
     const onAbort = () => settle('cancelled', new AbortError(`${op}: aborted`, { cause: signal?.reason }))
     if (signal?.aborted) onAbort()
