@@ -26,9 +26,9 @@ export interface DryRunReport {
   ramdisk: boolean
   /**
    * The steps the build runs, in the order their `step` events come: what each belongs to, the
-   * plan fields it depends on, and for a step that runs beside others, the step it starts at.
+   * plan fields it depends on, and for a step that runs beside others, the step it starts after.
    */
-  steps: { name: string; part: StepPart; reads: string[]; startsAt?: string }[]
+  steps: { name: string; part: StepPart; reads: string[]; startsAfter?: string }[]
   /** The block-device layout that would be made on the --size disk. */
   blockDevice: {
     origin: string
@@ -76,7 +76,7 @@ export function describePlan(plan: BuildPlan): DryRunReport {
       name: s.name,
       part: s.part,
       reads: [...s.reads],
-      ...(s.startsAt !== undefined ? { startsAt: s.startsAt } : {}),
+      ...(s.startsAfter !== undefined ? { startsAfter: s.startsAfter } : {}),
     })),
     blockDevice: {
       origin: plan.layout.origin,
@@ -141,7 +141,9 @@ export function formatDryRun(r: DryRunReport): string {
   for (const o of r.outputs) out.push(`  ${o}`)
   out.push('', 'Steps, in order:')
   for (const s of r.steps)
-    out.push(`  ${s.name}${s.startsAt !== undefined ? `  (starts with ${s.startsAt}, runs beside it)` : ''}`)
+    out.push(
+      `  ${s.name}${s.startsAfter !== undefined ? `  (starts after ${s.startsAfter}, runs beside the steps between)` : ''}`,
+    )
   for (const w of r.warnings) out.push(`warning: ${w}`)
   return out.join('\n') + '\n'
 }

@@ -62,6 +62,7 @@ export class BuildContext implements PhaseContext {
   readonly plan: BuildPlan
   #g: Guestfs | undefined
   #hostFull: string | undefined
+  readonly #held = new Map<string, () => Promise<void>>()
   /** The build log's file name on the helper drive (named after the build's start, UTC). */
   readonly logName: string
   /** Where the full log is, for failure messages: only with --drive (else the drive is scratch). */
@@ -95,6 +96,21 @@ export class BuildContext implements PhaseContext {
 
   set g(g: Guestfs) {
     this.#g = g
+  }
+
+  /**
+   * Keeps a resource one step makes and a later step releases (the FUSE view of extra-data.d),
+   * so that the typed state stays plain data. Its own cleanup undo covers a release never reached.
+   */
+  hold(name: string, release: () => Promise<void>): void {
+    this.#held.set(name, release)
+  }
+
+  /** Releases a resource held under `name` (once); nothing if none is held. */
+  async release(name: string): Promise<void> {
+    const release = this.#held.get(name)
+    this.#held.delete(name)
+    await release?.()
   }
 
   /** Set when a host file system the appliance writes to filled up (the build was stopped). */
@@ -139,6 +155,10 @@ export class BuildContext implements PhaseContext {
 
   controlFile(phase: RunnablePhase): string {
     return L.controlFileAt(phase.where, phase.hook, this.workspace)
+  }
+
+  runLog(where: Where): string {
+    return where === 'host' ? '' : L.seenFrom(where, L.guest(L.logPath(this.logName)), '')
   }
 
   runnerPath(where: Where): string {

@@ -9,22 +9,30 @@ import { releaseFuseMount, trackServing, waitForFuseMount } from '../host/fuse.j
 import { phase } from '../phases/registry.js'
 import { runPhase } from '../phases/runner/run-scripts.js'
 import type { BuildContext } from './context.js'
+import type { BuildPlan } from './plan.js'
 import { prepareHostPhase } from './prepare-aux.js'
 
 const VIEW = 'extra-data.d: the FUSE view of the image'
+/** What the context holds from extra-data.d to extra-data-unmount (ctx.hold / ctx.release). */
+export const EXTRA_DATA_VIEW = 'extra-data.d view'
+
+/** Whether extra-data.d has scripts: without, it needs no FUSE view (and no unmount step). */
+export function hasExtraData(plan: Pick<BuildPlan, 'hooks'>): boolean {
+  return plan.hooks.dirs.includes('extra-data.d')
+}
 
 /**
- * Runs extra-data.d against a FUSE view of the image. Returns what releases the view (the next
- * step), or undefined when the phase has no scripts (no FUSE round trip at all). On failure the
- * view is released at once and the phase's error thrown.
+ * Runs extra-data.d against a FUSE view of the image, held by the context for the next step to
+ * release ({@link EXTRA_DATA_VIEW}); nothing to hold when the phase has no scripts (no FUSE round
+ * trip at all). On failure the view is released at once and the phase's error thrown.
  */
-export async function runExtraData(ctx: BuildContext): Promise<(() => Promise<void>) | undefined> {
+export async function runExtraData(ctx: BuildContext): Promise<void> {
   const p = phase('extra-data.d')
   // Nothing to run: skip the FUSE round trip entirely.
-  if (!ctx.plan.hooks.dirs.includes('extra-data.d')) {
+  if (!hasExtraData(ctx.plan)) {
     ctx.emit({ kind: 'phase-start', hook: p.hook, where: p.where })
     ctx.emit({ kind: 'phase-end', hook: p.hook, where: p.where, seconds: 0, status: 0, scripts: [] })
-    return undefined
+    return
   }
   const mountpoint = join(ctx.workspace, L.WORKSPACE.imageView)
   mkdirSync(mountpoint, { recursive: true })
@@ -58,7 +66,7 @@ export async function runExtraData(ctx: BuildContext): Promise<(() => Promise<vo
     }
     throw error
   }
-  return async () => {
+  ctx.hold(EXTRA_DATA_VIEW, async () => {
     try {
       await release()
     } finally {
@@ -66,5 +74,5 @@ export async function runExtraData(ctx: BuildContext): Promise<(() => Promise<vo
     }
     const r = await served.done
     if (r instanceof Error && !ctx.signal.aborted) throw r
-  }
+  })
 }

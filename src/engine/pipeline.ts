@@ -1,6 +1,6 @@
 // The build as a table of steps, and the one loop that runs any table: abort checks, `step`
 // timing events, the typed state passed from step to step, steps started early to run beside
-// others, and the check that a step reads no plan field it did not declare. (The step cache of
+// the steps that follow, and the check that a step reads no plan field it did not declare. (The step cache of
 // a later issue looks steps up here, by their declared inputs.)
 import { AsyncLocalStorage } from 'node:async_hooks'
 
@@ -31,14 +31,15 @@ export interface StepInfo {
    */
   readonly reads: readonly (keyof BuildPlan)[]
   /**
-   * The name of an earlier step: this one starts when the loop reaches that step and runs beside
-   * the steps between; the loop waits for it (and emits its event) at its own place in the table.
+   * The name of an earlier step: this one starts as soon as that step has finished (steps started
+   * after the same step start in table order) and runs beside the steps that follow; the loop
+   * waits for it, and emits its event, at its own place in the table.
    */
-  readonly startsAt?: string
+  readonly startsAfter?: string
 }
 
 export interface Step<C, N extends keyof BuildState, G extends keyof BuildState> extends StepInfo {
-  /** State fields earlier steps must have given (before `startsAt`, for a step started early). */
+  /** State fields earlier steps must have given (up to `startsAfter`, for a step started early). */
   readonly needs: readonly N[]
   /** State fields it gives. */
   readonly gives: readonly G[]
@@ -91,24 +92,26 @@ export class PlanReads {
 }
 
 /**
- * Checks a table: unique names, every `needs` given by an earlier step, every `startsAt` an
- * earlier step. Throws on a bug in the table (the CLI says internal error).
+ * Checks a table: unique names, every `needs` given by an earlier step, every `startsAfter` an
+ * earlier step that is not itself started early. Throws on a bug in the table (the CLI says
+ * internal error).
  */
 export function checkTable<C>(steps: readonly AnyStep<C>[]): void {
   const given = new Set<string>()
-  // What was given before each step started: a step started early sees only that.
-  const before = new Map<string, ReadonlySet<string>>()
+  // What was given once each step finished: a step started early sees only that.
+  const after = new Map<string, ReadonlySet<string>>()
   for (const s of steps) {
-    if (before.has(s.name)) throw new Error(`step table: ${s.name} is listed twice`)
-    before.set(s.name, new Set(given))
-    if (s.startsAt !== undefined && (!before.has(s.startsAt) || s.startsAt === s.name)) {
-      throw new Error(`step table: ${s.name} starts at ${s.startsAt}, which is not an earlier step`)
+    if (after.has(s.name)) throw new Error(`step table: ${s.name} is listed twice`)
+    const anchor = s.startsAfter === undefined ? undefined : steps.find((x) => x.name === s.startsAfter)
+    if (s.startsAfter !== undefined && (!after.has(s.startsAfter) || anchor?.startsAfter !== undefined)) {
+      throw new Error(`step table: ${s.name} starts after ${s.startsAfter}, which is not an earlier step run in place`)
     }
-    const visible = s.startsAt === undefined ? given : before.get(s.startsAt)!
+    const visible = s.startsAfter === undefined ? given : after.get(s.startsAfter)!
     for (const n of s.needs) {
       if (!visible.has(n)) throw new Error(`step table: ${s.name} needs ${n}, which no step before it gives`)
     }
     for (const g of s.gives) given.add(g)
+    after.set(s.name, new Set(given))
   }
 }
 
@@ -120,9 +123,10 @@ interface Running {
 
 /**
  * Runs the table in order and returns the state the steps gave. Each step: an abort check, then
- * its run, then its `step` event. A step with `startsAt` is started when the loop reaches that
- * step, with a signal of its own that the build's failure aborts (its undo on the cleanup stack);
- * the loop awaits it at its own place. `reads` attributes plan reads to the running step.
+ * its run, then its `step` event. A step with `startsAfter` is started once that step has
+ * finished, with a signal of its own that the build's failure aborts (its undo on the cleanup
+ * stack); the loop awaits it at its own place; while it waits for one, the first failure of any other
+ * step running beside is the error (as Promise.all would). `reads` attributes plan reads to the running step.
  */
 export async function runPipeline<C extends PipelineContext>(
   ctx: C,
@@ -132,6 +136,10 @@ export async function runPipeline<C extends PipelineContext>(
   checkTable(steps)
   const state: Partial<BuildState> = {}
   const early = new Map<string, Running>()
+  // The first failure of a step running beside: whoever is awaited then fails with it.
+  let failBeside!: (e: unknown) => void
+  const besideFailed = new Promise<never>((_, reject) => (failBeside = reject))
+  besideFailed.catch(() => undefined)
   const during = <T>(s: AnyStep<C>, fn: () => Promise<T>) => (reads ? reads.during(s, fn) : fn())
 
   const start = (s: AnyStep<C>): Running => {
@@ -140,7 +148,7 @@ export async function runPipeline<C extends PipelineContext>(
     const t0 = Date.now()
     let t1: number | undefined
     const done = during(s, () => s.run(ctx, pick(state, s.needs), signal)).finally(() => (t1 = Date.now()))
-    done.catch(() => undefined) // reported when the loop reaches it; never unhandled
+    done.catch(failBeside) // reported when the loop reaches it or another step; never unhandled
     const undo = ctx.cleanup.defer(`step ${s.name}`, async () => {
       stop.abort()
       await done.catch(() => undefined)
@@ -149,16 +157,10 @@ export async function runPipeline<C extends PipelineContext>(
   }
 
   for (const s of steps) {
-    for (const later of steps) {
-      if (later.startsAt === s.name && !early.has(later.name)) {
-        ctx.checkAborted()
-        early.set(later.name, start(later))
-      }
-    }
     ctx.checkAborted()
     const running = early.get(s.name)
     if (running) {
-      const given = await running.done
+      const given = await Promise.race([running.done, besideFailed])
       running.undo()
       Object.assign(state, given)
       ctx.emit({ kind: 'step', name: s.name, seconds: running.seconds() })
@@ -168,6 +170,11 @@ export async function runPipeline<C extends PipelineContext>(
     const given = await during(s, () => s.run(ctx, pick(state, s.needs), ctx.signal))
     Object.assign(state, given)
     ctx.emit({ kind: 'step', name: s.name, seconds: (Date.now() - t0) / 1000 })
+    for (const later of steps) {
+      if (later.startsAfter !== s.name) continue
+      ctx.checkAborted()
+      early.set(later.name, start(later))
+    }
   }
   return state
 }

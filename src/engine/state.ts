@@ -9,8 +9,6 @@ export interface BuildState {
   disk: string
   /** build-root: the output disk as the appliance kernel names it (/dev/sda). */
   outDevice: string
-  /** extra-data.d: releases the FUSE view of the image the phase ran against (none without scripts). */
-  extraDataView: (() => Promise<void>) | undefined
   /** block-device.d: the device a script named with IMAGE_BLOCK_DEVICE=, if one did. */
   namedDevice: string | undefined
   /** block-device: the layout carried out (the planned one, or the override for a named device). */

@@ -18,7 +18,7 @@ import {
   tarStreamFormats,
   treeFormats,
 } from './export.js'
-import { runExtraData } from './extra-data.js'
+import { EXTRA_DATA_VIEW, hasExtraData, runExtraData } from './extra-data.js'
 import { createBlockDevice, finalizeImage, freezeImage, releaseImage } from './image.js'
 import { defineStep, type AnyStep } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
@@ -28,8 +28,22 @@ export type BuildStep = AnyStep<BuildContext>
 
 const engine = { kind: 'engine' } as const
 
-/** What every phase's scripts see: the hooks tree, their environment and the runner's settings. */
-const PHASE_INPUTS = ['hooks', 'envInputs', 'excludeScripts', 'debug'] as const satisfies readonly (keyof BuildPlan)[]
+/**
+ * What every phase's scripts see: the hooks tree, their environment, the runner's settings, the
+ * layout's answers (params.yaml, getval), the install type's environment file, and the appliance
+ * with its helper drive. (A step's cache key also chains the keys of the steps before it.)
+ */
+const PHASE_INPUTS = [
+  'hooks',
+  'envInputs',
+  'excludeScripts',
+  'debug',
+  'layout',
+  'layoutSource',
+  'mkfs',
+  'installType',
+  'appliance',
+] as const satisfies readonly (keyof BuildPlan)[]
 
 /** A diskimage-builder phase run in the appliance (all but extra-data.d, which has its own steps). */
 function phaseStep(hook: HookName): BuildStep {
@@ -49,18 +63,7 @@ function phaseStep(hook: HookName): BuildStep {
 const prepareAux = defineStep<BuildContext, never, 'auxDir'>({
   name: 'prepare-aux',
   part: engine,
-  reads: [
-    ...PHASE_INPUTS,
-    'libPath',
-    'imageName',
-    'appliance',
-    'extraPackages',
-    'layout',
-    'layoutSource',
-    'fsType',
-    'mkfs',
-    'resolution',
-  ],
+  reads: [...PHASE_INPUTS, 'libPath', 'imageName', 'extraPackages', 'fsType', 'resolution'],
   needs: [],
   gives: ['auxDir'],
   run: async (ctx) => ({ auxDir: prepareAuxTree(ctx) }),
@@ -132,24 +135,27 @@ const installType = defineStep<BuildContext>({
   },
 })
 
-const extraData = defineStep<BuildContext, never, 'extraDataView'>({
+const extraData = defineStep<BuildContext>({
   name: 'extra-data.d',
   part: { kind: 'phase', hook: 'extra-data.d' },
   reads: [...PHASE_INPUTS, 'env', 'libPath', 'python', 'imageName', 'resolution'],
   needs: [],
-  gives: ['extraDataView'],
-  run: async (ctx) => ({ extraDataView: await runExtraData(ctx) }),
+  gives: [],
+  async run(ctx) {
+    await runExtraData(ctx)
+    return {}
+  },
 })
 
 /** Releasing the FUSE view extra-data.d ran against (only when it had scripts). */
-const extraDataUnmount = defineStep<BuildContext, 'extraDataView'>({
+const extraDataUnmount = defineStep<BuildContext>({
   name: 'extra-data-unmount',
   part: { kind: 'phase', hook: 'extra-data.d' },
   reads: [],
-  needs: ['extraDataView'],
+  needs: [],
   gives: [],
-  async run(_ctx, { extraDataView }) {
-    await extraDataView?.()
+  async run(ctx) {
+    await ctx.release(EXTRA_DATA_VIEW)
     return {}
   },
 })
@@ -271,14 +277,14 @@ const shutdown = defineStep<BuildContext, 'layout'>({
   },
 })
 
-function diskFormatStep(f: OutputFormat, startsAt: string | undefined): BuildStep {
+function diskFormatStep(f: OutputFormat, startsAfter: string): BuildStep {
   return defineStep<BuildContext, 'disk'>({
     name: f.name,
     part: { kind: 'output', format: f.name },
     reads: OUTPUT_INPUTS,
     needs: ['disk'],
     gives: [],
-    ...(startsAt !== undefined ? { startsAt } : {}),
+    startsAfter,
     async run(ctx, { disk }, signal) {
       await exportDiskOutput(ctx, f, disk, signal)
       return {}
@@ -300,7 +306,6 @@ const checksums = defineStep<BuildContext>({
 
 /** The steps `plan` runs, in order. */
 export function planSteps(plan: BuildPlan): BuildStep[] {
-  const hasExtraData = plan.hooks.dirs.includes('extra-data.d')
   const steps: BuildStep[] = [
     prepareAux,
     appliance,
@@ -310,7 +315,7 @@ export function planSteps(plan: BuildPlan): BuildStep[] {
     phaseStep('root.d'),
     installType,
     extraData,
-    ...(hasExtraData ? [extraDataUnmount] : []),
+    ...(hasExtraData(plan) ? [extraDataUnmount] : []),
     phaseStep('pre-install.d'),
     ...(runsExtraPackages(plan.extraPackages) ? [extraPackagesStep] : []),
     phaseStep('install.d'),
@@ -331,16 +336,16 @@ export function planSteps(plan: BuildPlan): BuildStep[] {
     ...treeFormats(plan.formats).map(treeFormatStep),
   ]
   const conversions = diskConversions(plan.formats)
-  // With both, the guest reads the frozen tree while the host converts the disk: the conversions
-  // start with the first tree output; else they all start together, after the shutdown.
+  // The conversions run together. With tree outputs, the guest reads the frozen tree while the
+  // host converts the disk: they start once it is frozen; else once the appliance has stopped.
   const overlap = tree.length > 0 && conversions.length > 0
-  const first = overlap ? tree[0]!.name : conversions[0]?.name
+  const after = overlap ? freezeImageStep.name : shutdown.name
   return [
     ...steps,
     ...(overlap ? [freezeImageStep] : []),
     ...tree,
     shutdown,
-    ...conversions.map((f, i) => diskFormatStep(f, overlap || i > 0 ? first : undefined)),
+    ...conversions.map((f) => diskFormatStep(f, after)),
     ...(plan.checksum ? [checksums] : []),
   ]
 }

@@ -77,7 +77,7 @@ describe('--dry-run on the elements Debian ships', () => {
     expect(names.slice(0, 5)).toEqual(['prepare-aux', 'appliance', 'aux-image', 'launch', 'build-root'])
     expect(names.filter((n) => n.endsWith('.d'))).toEqual([...DIB_PHASE_ORDER])
     expect(names.slice(-5)).toEqual(['freeze-image', 'tar-stream', 'shutdown', 'qcow2', 'checksums'])
-    expect(vm.steps.find((s) => s.name === 'qcow2')?.startsAt).toBe('tar-stream')
+    expect(vm.steps.find((s) => s.name === 'qcow2')?.startsAfter).toBe('freeze-image')
     const text = runCli([
       '-B',
       DIB_LIB,
@@ -90,7 +90,7 @@ describe('--dry-run on the elements Debian ships', () => {
       'vm',
     ])
     expect(text.stdout).toContain('\nSteps, in order:\n  prepare-aux\n  appliance\n')
-    expect(text.stdout).toContain('  qcow2  (starts with tar-stream, runs beside it)\n')
+    expect(text.stdout).toContain('  qcow2  (starts after freeze-image, runs beside the steps between)\n')
     const ramdisk = JSON.parse(
       runCli(['-B', DIB_LIB, '-p', DIB_ELEMENTS, '--ramdisk', '--dry-run=json', 'debian-minimal']).stdout,
     ) as DryRunReport

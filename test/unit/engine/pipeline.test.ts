@@ -94,12 +94,11 @@ describe('runPipeline', () => {
     expect(ctx.log).not.toContain('start b')
   })
 
-  it('a step started early runs beside the steps between; its event comes at its own place', async () => {
+  it('a step started early runs beside the steps that follow; its event comes at its own place', async () => {
     const ctx = new FakeContext()
-    const slow = { ...plain('convert', () => sleep(80)), startsAt: 'tar' }
+    const slow = { ...plain('convert', () => sleep(80)), startsAfter: 'freeze' }
     await runPipeline(ctx, [plain('freeze'), plain('tar', () => sleep(20)), plain('shutdown'), slow, plain('sums')])
-    expect(ctx.log.slice(0, 3)).toEqual(['start freeze', 'end freeze', 'start convert'])
-    expect(ctx.log.indexOf('start tar')).toBeLessThan(ctx.log.indexOf('end convert'))
+    expect(ctx.log.slice(0, 4)).toEqual(['start freeze', 'end freeze', 'start convert', 'start tar'])
     expect(ctx.log.indexOf('end shutdown')).toBeLessThan(ctx.log.indexOf('end convert'))
     expect(ctx.log.indexOf('end convert')).toBeLessThan(ctx.log.indexOf('start sums'))
     expect(ctx.steps()).toEqual(['freeze', 'tar', 'shutdown', 'convert', 'sums'])
@@ -108,18 +107,38 @@ describe('runPipeline', () => {
     await ctx.cleanup.run()
   })
 
-  it('two steps started at the same step run together', async () => {
+  it('steps started after the same step start in table order and run together; events in table order', async () => {
     const ctx = new FakeContext()
     await runPipeline(ctx, [
       plain('shutdown'),
-      plain('qcow2', () => sleep(30)),
-      { ...plain('vhd', () => sleep(30)), startsAt: 'qcow2' },
+      { ...plain('qcow2', () => sleep(40)), startsAfter: 'shutdown' },
+      { ...plain('vhd', () => sleep(10)), startsAfter: 'shutdown' },
     ])
-    expect(ctx.log.indexOf('start vhd')).toBeLessThan(ctx.log.indexOf('end qcow2'))
+    expect(ctx.log.slice(0, 4)).toEqual(['start shutdown', 'end shutdown', 'start qcow2', 'start vhd'])
+    expect(ctx.log.indexOf('end vhd')).toBeLessThan(ctx.log.indexOf('end qcow2'))
     expect(ctx.steps()).toEqual(['shutdown', 'qcow2', 'vhd'])
   })
 
-  it('a failing step between stops the step started early (through the cleanup), which is awaited', async () => {
+  it('while one is awaited, the first failure of another running beside is the error at once', async () => {
+    const ctx = new FakeContext()
+    const t = Date.now()
+    const e = await runPipeline(ctx, [
+      plain('shutdown'),
+      { ...plain('qcow2', (_c, signal) => sleep(5000, undefined, { signal })), startsAfter: 'shutdown' },
+      {
+        ...plain('vhd', async () => {
+          throw new Error('vhd failed')
+        }),
+        startsAfter: 'shutdown',
+      },
+    ]).catch((x: unknown) => x)
+    expect((e as Error).message).toBe('vhd failed')
+    expect(Date.now() - t).toBeLessThan(2000)
+    expect(ctx.steps()).toEqual(['shutdown'])
+    expect(await ctx.cleanup.run()).toEqual([]) // qcow2 stopped through its undo
+  })
+
+  it('a failing step stops the step started early (through the cleanup), which is awaited', async () => {
     const ctx = new FakeContext()
     let stopped = false
     const convert = {
@@ -127,12 +146,12 @@ describe('runPipeline', () => {
         await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()))
         stopped = true
       }),
-      startsAt: 'tar',
+      startsAfter: 'freeze',
     }
     const tar = plain('tar', async () => {
       throw new Error('tar failed')
     })
-    await expect(runPipeline(ctx, [tar, plain('shutdown'), convert])).rejects.toThrow('tar failed')
+    await expect(runPipeline(ctx, [plain('freeze'), tar, plain('shutdown'), convert])).rejects.toThrow('tar failed')
     expect(stopped).toBe(false)
     expect(await ctx.cleanup.run()).toEqual([])
     expect(stopped).toBe(true)
@@ -144,12 +163,12 @@ describe('runPipeline', () => {
       ...plain('convert', async () => {
         throw new Error('qemu-img failed')
       }),
-      startsAt: 'tar',
+      startsAfter: 'freeze',
     }
-    await expect(runPipeline(ctx, [plain('tar', () => sleep(20)), plain('shutdown'), convert])).rejects.toThrow(
-      'qemu-img failed',
-    )
-    expect(ctx.steps()).toEqual(['tar', 'shutdown'])
+    await expect(
+      runPipeline(ctx, [plain('freeze'), plain('tar', () => sleep(20)), plain('shutdown'), convert]),
+    ).rejects.toThrow('qemu-img failed')
+    expect(ctx.steps()).toEqual(['freeze', 'tar', 'shutdown'])
     await ctx.cleanup.run()
   })
 })
@@ -175,15 +194,18 @@ describe('checkTable', () => {
   it('refuses a name twice, a need nobody gave before, and a start at a step that is not earlier', () => {
     expect(() => checkTable([plain('a'), plain('a')])).toThrow('step table: a is listed twice')
     expect(() => checkTable([needsDisk, givesDisk])).toThrow('step table: needs-disk needs disk')
-    expect(() => checkTable([{ ...plain('a'), startsAt: 'b' }, plain('b')])).toThrow('starts at b')
+    expect(() => checkTable([{ ...plain('a'), startsAfter: 'b' }, plain('b')])).toThrow('starts after b')
+    const early = { ...plain('b'), startsAfter: 'a' }
+    expect(() => checkTable([plain('a'), early, { ...plain('c'), startsAfter: 'b' }])).toThrow('starts after b')
     expect(() => checkTable([givesDisk, needsDisk])).not.toThrow()
   })
 
-  it('a step started early sees only what was given before the step it starts at', () => {
-    expect(() => checkTable([plain('tar'), givesDisk, { ...needsDisk, startsAt: 'tar' }])).toThrow(
+  it('a step started early sees only what was given up to the step it starts after', () => {
+    expect(() => checkTable([plain('tar'), givesDisk, { ...needsDisk, startsAfter: 'tar' }])).toThrow(
       'needs-disk needs disk',
     )
-    expect(() => checkTable([givesDisk, plain('tar'), { ...needsDisk, startsAt: 'tar' }])).not.toThrow()
+    expect(() => checkTable([givesDisk, plain('tar'), { ...needsDisk, startsAfter: 'tar' }])).not.toThrow()
+    expect(() => checkTable([givesDisk, { ...needsDisk, startsAfter: 'gives-disk' }])).not.toThrow()
   })
 })
 
@@ -210,7 +232,7 @@ describe('PlanReads', () => {
       [
         step('honest', ['size'], (p) => p.size),
         step('sloppy', ['size'], (p) => [p.arch, p.size, p.fsType]),
-        { ...step('beside', [], (p) => p.arch), startsAt: 'sloppy' },
+        { ...step('beside', [], (p) => p.arch), startsAfter: 'honest' },
       ],
       reads,
     )

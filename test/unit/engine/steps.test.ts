@@ -69,18 +69,18 @@ describe('planSteps', () => {
       'qcow2',
       'vhd',
     ])
-    expect(steps.filter((s) => s.startsAt !== undefined).map((s) => [s.name, s.startsAt])).toEqual([
-      ['qcow2', 'tar-stream'],
-      ['vhd', 'tar-stream'],
+    expect(steps.filter((s) => s.startsAfter !== undefined).map((s) => [s.name, s.startsAfter])).toEqual([
+      ['qcow2', 'freeze-image'],
+      ['vhd', 'freeze-image'],
     ])
   })
 
-  it('several conversions without a tree output start together after the shutdown', () => {
+  it('several conversions without a tree output start together after the shutdown, in name order', () => {
     const steps = planSteps(planBuild(options({ formats: ['raw', 'qcow2', 'vhd'] })))
-    expect(steps.map((s) => [s.name, s.startsAt]).slice(BEFORE_OUTPUTS.length)).toEqual([
+    expect(steps.map((s) => [s.name, s.startsAfter]).slice(BEFORE_OUTPUTS.length)).toEqual([
       ['shutdown', undefined],
-      ['qcow2', undefined],
-      ['vhd', 'qcow2'],
+      ['qcow2', 'shutdown'],
+      ['vhd', 'shutdown'],
     ])
   })
 
@@ -118,7 +118,7 @@ describe('planSteps', () => {
     expect(report.steps.map((s) => s.name)).toEqual(planSteps(plan).map((s) => s.name))
     expect(report.steps.find((s) => s.name === 'qcow2')).toMatchObject({
       part: { kind: 'output', format: 'qcow2' },
-      startsAt: 'tar-stream',
+      startsAfter: 'freeze-image',
     })
     expect(report.steps.find((s) => s.name === 'root.d')?.part).toEqual({ kind: 'phase', hook: 'root.d' })
   })
