@@ -4,6 +4,8 @@ set -u
 shopt -s lastpipe 2>/dev/null
 . "$1" || { echo "virt-dib runner: cannot read $1" >&2; exit 90; }
 if [ -n "${VDIB_EXTRA_ENV:-}" ] && [ -f "$VDIB_EXTRA_ENV" ]; then . "$VDIB_EXTRA_ENV"; fi
+# The run's own values come as arguments, so the control files stay the same from build to build.
+if [ $# -ge 2 ]; then VDIB_TOKEN=$2; VDIB_LOG=${3:-}; fi
 T=$VDIB_TOKEN
 if [ "${VDIB_WHERE:-}" != chroot ]; then
   # As diskimage-builder: die and _ps4 (for xtrace) are exported to scripts outside the chroot.

@@ -6,7 +6,8 @@ import { join } from 'node:path'
 
 import { planValues } from '../blockdev/devices.js'
 import { DIB_BLOCK_DEVICE_SCRIPT, getvalFiles, paramsYaml } from '../blockdev/getval.js'
-import { phaseEnvironment, shellQuote, type EnvInputs, type EnvVar } from '../elements/environment.js'
+import { phaseEnvironment, type EnvInputs, type EnvVar } from '../elements/environment.js'
+import { shellQuote } from '../util/shell-quote.js'
 import { prepareHooksTree } from '../elements/hooks.js'
 import * as L from '../elements/layout.js'
 import { AUX_TREE as T, type AuxPath } from '../elements/layout.js'
@@ -37,24 +38,22 @@ export function elementArray(ctx: Pick<BuildContext, 'plan'>): string {
 
 /**
  * The control file of `phase`: paths as a runner at its `where` sees them (on the host, through
- * the FUSE view at `hostMount`); `logName` is the log on the helper drive (appliance and chroot).
+ * the FUSE view at `hostMount`). The token and the log come as the runner's arguments.
  */
 function controlFor(
   ctx: BuildContext,
   phase: Phase,
   vars: readonly EnvVar[],
-  at: { logName: string } | { hostMount: string },
+  at: 'guest' | { hostMount: string },
 ): ControlOptions {
   const where = phase.where
-  const view = (rel: AuxPath) => L.seenFrom(where, L.guest(rel), 'hostMount' in at ? at.hostMount : '')
+  const view = (rel: AuxPath) => L.seenFrom(where, L.guest(rel), at === 'guest' ? '' : at.hostMount)
   const cwd = { '/': '/', out: view(L.outDirPath(ctx.plan.imageName)), caller: process.cwd() }[phase.cwd]
   return {
     hook: phase.hook,
     hooksDir: view(T.hooks),
-    token: ctx.token,
     // The host runner's live lines are its stdout.
-    console: 'logName' in at ? SERIAL_CONSOLE : '',
-    log: 'logName' in at ? view(L.logPath(at.logName)) : '',
+    console: at === 'guest' ? SERIAL_CONSOLE : '',
     cwd,
     exclude: ctx.plan.excludeScripts,
     trace: ctx.plan.debug > 0,
@@ -120,12 +119,11 @@ export function prepareAuxTree(ctx: BuildContext): string {
 
   mkdirSync(at(T.runners), { recursive: true })
   writeExecutable(at(T.runner), RUNNER_SCRIPT)
-  const logName = ctx.logName
   const warnings = new Set<string>()
   for (const phase of [...PHASES, extraPackages]) {
     if (phase.where === 'host') continue
     const env = phaseEnvironment(plan.envInputs, phase)
-    writeFileSync(at(L.controlFilePath(phase.hook)), formatControlFile(controlFor(ctx, phase, env.vars, { logName })))
+    writeFileSync(at(L.controlFilePath(phase.hook)), formatControlFile(controlFor(ctx, phase, env.vars, 'guest')))
     for (const w of env.warnings) warnings.add(w)
   }
   for (const w of warnings) ctx.emit({ kind: 'warning', text: w })

@@ -30,6 +30,8 @@ export interface PhaseContext {
   controlFile(phase: RunnablePhase): string
   /** The runner: guest path inside the image, or host path. */
   runnerPath(where: Where): string
+  /** The runner's log file as a runner at `where` sees it ('' for none): the runner's argument. */
+  runLog?(where: Where): string
   /** Where the full log is, for failure messages. */
   readonly logPath?: string | undefined
 }

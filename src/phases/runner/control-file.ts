@@ -1,16 +1,22 @@
 // The control file a runner sources: the phase's variables and the runner's own settings.
 // Every value is single-quoted, so it reaches the script as data, whatever it contains.
-import { shellQuote, type EnvVar } from '../../elements/environment.js'
+import type { EnvVar } from '../../elements/environment.js'
+import { shellQuote } from '../../util/shell-quote.js'
 
 export interface ControlOptions {
   hook: string
   /** The hooks tree as the runner sees it. */
   hooksDir: string
-  token: string
+  /**
+   * The nonce of the protocol lines and the log file. virt-dib passes both as the runner's
+   * arguments instead, so that control files are the same from one build to the next; a control
+   * file may still carry them (the runner's arguments win).
+   */
+  token?: string
   /** Where live lines go: the serial console in the appliance, stdout on the host. */
   console: string
   /** Append-only log of all script output (on the helper drive), or '' for none. */
-  log: string
+  log?: string
   cwd: string
   exclude: readonly string[]
   trace: boolean
@@ -30,9 +36,9 @@ export function formatControlFile(o: ControlOptions): string {
     ...o.vars.map((v) => `export ${v.name}=${shellQuote(v.value)}`),
     `VDIB_HOOK=${shellQuote(o.hook)}`,
     `VDIB_HOOKS_DIR=${shellQuote(o.hooksDir)}`,
-    `VDIB_TOKEN=${shellQuote(o.token)}`,
+    ...(o.token !== undefined ? [`VDIB_TOKEN=${shellQuote(o.token)}`] : []),
     `VDIB_CONSOLE=${shellQuote(o.console)}`,
-    `VDIB_LOG=${shellQuote(o.log)}`,
+    ...(o.log !== undefined ? [`VDIB_LOG=${shellQuote(o.log)}`] : []),
     `VDIB_CWD=${shellQuote(o.cwd)}`,
     `VDIB_EXCLUDE=${shellQuote(o.exclude.join(' '))}`,
     `VDIB_TRACE=${o.trace ? 1 : 0}`,

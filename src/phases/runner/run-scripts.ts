@@ -7,6 +7,7 @@ import { GuestfsError } from '../../guestfs/index.js'
 import { describeProcesses } from '../../host/proc.js'
 import { runProcess } from '../../host/spawn.js'
 import { LineSplitter } from '../../util/lines.js'
+import { shellQuote } from '../../util/shell-quote.js'
 import { parseRunnerLine } from './protocol.js'
 import type { PhaseContext, PhaseResult, RunnablePhase } from '../types.js'
 
@@ -195,15 +196,17 @@ async function runInAppliance(ctx: PhaseContext, phase: RunnablePhase, live: Liv
   ctx.g.on('appliance', onConsole)
   const runner = ctx.runnerPath(phase.where)
   const control = ctx.controlFile(phase)
+  // The token is hex and the paths are virt-dib's own, but quoting costs nothing.
+  const args = [runner, control, ctx.token, ctx.runLog?.(phase.where) ?? ''].map(shellQuote).join(' ')
   try {
     const call = { signal: ctx.signal, onAbort: 'kill-appliance' as const }
     if (phase.where === 'chroot') {
       // guestfs sh: /bin/sh -c in the chroot of the image; the image must have bash (as DIB needs).
       // env -i: nothing of guestfsd's own environment reaches the scripts.
-      return await ctx.g.sh(`exec env -i /bin/bash ${runner} ${control}`, call)
+      return await ctx.g.sh(`exec env -i /bin/bash ${args}`, call)
     }
     // Outside the chroot: the appliance's own root.
-    return await ctx.g.shOutside(`exec env -i /bin/bash ${runner} ${control}`, call)
+    return await ctx.g.shOutside(`exec env -i /bin/bash ${args}`, call)
   } catch (e) {
     if (e instanceof GuestfsError && !e.applianceDied) {
       throw new VirtDibError(`${phase.hook}: the phase could not run: ${e.message.trim().split('\n').pop()}`, {
@@ -237,7 +240,7 @@ async function runOnHost(
 ): Promise<string> {
   // divergence: diskimage-builder leaves background processes of extra-data.d running; here they
   // would keep the FUSE view of the image busy, so they are stopped with the phase.
-  const r = await runProcess('/bin/bash', [ctx.runnerPath('host'), ctx.controlFile(phase)], {
+  const r = await runProcess('/bin/bash', [ctx.runnerPath('host'), ctx.controlFile(phase), ctx.token, ''], {
     ...(host ? { cwd: host.cwd, env: host.env } : {}),
     stdin: 'inherit',
     signal: ctx.signal,
