@@ -1,7 +1,7 @@
 // The bash script that carries out a planned layout inside the appliance in one round trip:
 // partition tables, LVM, file systems, then the built tree copied onto them with every mount
 // point in place and fstab written. Every value is quoted: names and labels stay data.
-import { shellQuote as q } from '../elements/environment.js'
+import { shellQuote as q } from '../util/shell-quote.js'
 import { blockDevices, filesystemDevice } from './devices.js'
 import type { BlockDeviceLayout, FilesystemPlan, PartitionTablePlan } from './layout.js'
 

@@ -4,6 +4,7 @@
 // environment never reaches the appliance phases except through --envvar (VAR carries the host
 // value, VAR=VALUE sets it, the last one wins), and variables virt-dib sets win over --envvar.
 import { UsageError } from '../errors.js'
+import { shellQuote } from '../util/shell-quote.js'
 import type { Where } from '../events.js'
 import * as L from './layout.js'
 import type { ResolvedElement } from './types.js'
@@ -106,10 +107,7 @@ export interface EnvInputs {
   hostFakeBin?: string
 }
 
-/** Shell single-quoting: any value, including quotes, newlines and `$(...)`, stays literal. */
-export function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`
-}
+export { shellQuote }
 
 /** DIB_ARGS: argv[0] as is, then every argument single-quoted. */
 export function formatDibArgs(argv: readonly string[]): string {

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path'
 
 import { filesystemDevice } from '../blockdev/devices.js'
 import { createLayoutScript } from '../blockdev/script.js'
-import { shellQuote } from '../elements/environment.js'
+import { shellQuote } from '../util/shell-quote.js'
 import * as L from '../elements/layout.js'
 import { VirtDibError } from '../errors.js'
 import { Guestfs, GuestfsError } from '../guestfs/index.js'

@@ -5,6 +5,7 @@ import { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
+import { shellQuote } from '../util/shell-quote.js'
 import { AbortError, GuestfsError } from './errors.js'
 import { trackHandle, untrackHandle } from './live.js'
 import {
@@ -34,9 +35,6 @@ import type {
 
 const LAUNCH_LOG_LINES = 100
 const CANCEL_RETRY_MS = 50
-
-/** One shell word: single quotes, with `'` as `'\''` (as elements/environment.ts quotes). */
-const shellQuote = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`
 
 /** The promise a native call settles with. */
 type NativeResult<K extends NativeCallName> = ReturnType<NativeCalls[K]>

@@ -1,6 +1,6 @@
 // virt-dib's own step for --extra-packages, between pre-install.d and install.d: one generated
 // script, run by the same runner in the chroot with install.d's environment (install-packages).
-import { shellQuote } from '../elements/environment.js'
+import { shellQuote } from '../util/shell-quote.js'
 import { AUX_TREE } from '../elements/layout.js'
 import { install } from './install.js'
 import type { Phase } from './types.js'

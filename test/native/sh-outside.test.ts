@@ -2,7 +2,7 @@
 // debug itself is replaced by a recorder).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { shellQuote } from '../../src/elements/environment.js'
+import { shellQuote } from '../../src/util/shell-quote.js'
 import { Guestfs } from '../../src/guestfs/index.js'
 
 describe('shOutside', () => {
