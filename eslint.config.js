@@ -19,12 +19,33 @@ const rules = {
   spawn: { regex: '^(node:)?child_process$', message: 'Only src/host/spawn.ts spawns processes; use its helpers.' },
 }
 
+/** A ban on importing the given src/ folders (README, Layout: who may import whom). */
+const folders = (group, names) => ({
+  regex: `(^|/)(${names.join('|')})/`,
+  message: `src/${group}/ must not import src/{${names.join(',')}}/ (see README, Layout).`,
+})
+
+/** Beyond api/ and cli/, what each lower folder must not import (STYLE.md 2.2). */
+const sideways = {
+  engine: [],
+  phases: [folders('phases', ['engine', 'outputs', 'blockdev'])],
+  outputs: [folders('outputs', ['engine', 'phases', 'blockdev'])],
+  blockdev: [folders('blockdev', ['engine', 'phases', 'outputs'])],
+  elements: [folders('elements', ['engine', 'phases', 'outputs', 'blockdev', 'host', 'guestfs'])],
+  host: [folders('host', ['engine', 'phases', 'outputs', 'blockdev', 'elements', 'guestfs'])],
+  guestfs: [
+    folders('guestfs', ['engine', 'phases', 'outputs', 'blockdev', 'elements', 'host']),
+    { regex: '^\\.\\./errors(\\.js)?$', message: 'src/guestfs/ binds libguestfs only: its errors are its own.' },
+  ],
+  util: [{ regex: '^\\.\\./', message: 'src/util/ imports nothing else from src/.' }],
+}
+
 /**
  * The import restrictions of one src/ file group, static and `await import(…)` alike (a later
  * config object replaces a rule's options, never merges them, so each group gets the whole list).
  */
-function layering({ lowerLayer, addon, spawn, nothing = false }) {
-  const banned = [lowerLayer && rules.lowerLayer, !addon && rules.addon, !spawn && rules.spawn].filter(Boolean)
+function layering({ lowerLayer, addon, spawn, nothing = false, also = [] }) {
+  const banned = [lowerLayer && rules.lowerLayer, !addon && rules.addon, !spawn && rules.spawn, ...also].filter(Boolean)
   const dynamic = banned.map(({ regex, message }) => ({
     selector: `ImportExpression[source.value=/${regex.replaceAll('/', '\\x2F')}/]`,
     message,
@@ -95,11 +116,13 @@ export default tseslint.config(
   },
   // Layering of src/ (issue #13): the last object a file matches gives its whole list.
   { files: ['src/**/*.ts'], rules: layering({ lowerLayer: false, addon: false, spawn: false }) },
+  ...lower.map((d) => ({
+    files: [`src/${d}/**/*.ts`],
+    rules: layering({ lowerLayer: true, addon: d === 'guestfs', spawn: false, also: sideways[d] }),
+  })),
   {
-    files: lower.filter((d) => d !== 'guestfs').map((d) => `src/${d}/**/*.ts`),
-    rules: layering({ lowerLayer: true, addon: false, spawn: false }),
+    files: ['src/host/spawn.ts'],
+    rules: layering({ lowerLayer: true, addon: false, spawn: true, also: sideways.host }),
   },
-  { files: ['src/guestfs/**/*.ts'], rules: layering({ lowerLayer: true, addon: true, spawn: false }) },
-  { files: ['src/host/spawn.ts'], rules: layering({ lowerLayer: true, addon: false, spawn: true }) },
   { files: ['src/events.ts'], rules: layering({ lowerLayer: false, addon: false, spawn: false, nothing: true }) },
 )
