@@ -22,6 +22,8 @@ export function createRenderer(o: RenderOptions): (e: BuildEvent) => void {
   const paint = (code: string, text: string) => (o.color ? `${code}${text}${RESET}` : text)
   const stamp = (e: BuildEvent) => `[${e.elapsed.toFixed(1).padStart(6)}] `
   const line = (text: string) => o.out.write(text + '\n')
+  // A phase is also a step: with --debug its phase-end line already says how long it took.
+  const phases = new Set<string>()
   return (e) => {
     if (o.machine) o.machine.write(JSON.stringify({ ...e, timestamp: new Date().toISOString() }) + '\n')
     switch (e.kind) {
@@ -59,12 +61,13 @@ export function createRenderer(o: RenderOptions): (e: BuildEvent) => void {
         if (o.debug) line(`${e.hook}: ${e.scripts.length} scripts in ${e.seconds.toFixed(1)} s`)
         break
       case 'step':
-        if (o.debug) line(`${e.name}: ${e.seconds.toFixed(1)} s`)
+        if (o.debug && !phases.has(e.name)) line(`${e.name}: ${e.seconds.toFixed(1)} s`)
         break
       case 'output':
         if (!o.quiet) line(paint(GREEN, `${stamp(e)}Output: ${e.path} (${e.size} bytes)`))
         break
       case 'phase-start':
+        phases.add(e.hook)
         break
     }
   }

@@ -5,7 +5,7 @@
 // the environment model.
 import { join, posix } from 'node:path'
 
-import type { Where } from './environment.js'
+import type { Where } from '../events.js'
 
 /** The image root as the appliance sees it (guestfs mounts the root file system here). */
 export const SYSROOT = '/sysroot'
@@ -114,6 +114,10 @@ export const WORKSPACE = {
   fakeBin: 'host-bin',
   /** Where the image is mounted (FUSE) while extra-data.d runs. */
   imageView: 'extra-data.d',
+  /** The aux tree packed as a disk image (the aux drive). */
+  auxImage: 'aux.img',
+  /** The output disk when it is not written in the output directory (raw not asked, or ramdisk). */
+  disk: 'image.raw',
 } as const
 
 /** The control file of a phase: in the workspace for a host phase, else its guest path as seen from `where`. */

@@ -68,7 +68,8 @@ export async function openAppliance(ctx: BuildContext): Promise<string> {
 
   // The output disk: straight in the output directory when raw is wanted (renamed at the end).
   const raw = plan.formats.find((f) => f.isRawDisk)
-  const disk = raw && !plan.ramdisk ? ctx.stage(`${plan.outputPath}.raw`, 'raw').temp : join(ctx.workspace, 'image.raw')
+  const disk =
+    raw && !plan.ramdisk ? ctx.stage(`${plan.outputPath}.raw`, 'raw').temp : join(ctx.workspace, L.WORKSPACE.disk)
   await checkRoomForDisk(dirname(disk), plan.size)
   await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
   await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe' })
@@ -79,7 +80,7 @@ export async function openAppliance(ctx: BuildContext): Promise<string> {
 /** Packs the aux tree into the aux drive and adds it, and the helper drive (--drive). */
 export async function addAuxDrives(ctx: BuildContext, auxDir: string): Promise<void> {
   const { g, plan } = ctx
-  const auxImage = join(ctx.workspace, 'aux.img')
+  const auxImage = join(ctx.workspace, L.WORKSPACE.auxImage)
   await makeAuxImage(auxDir, auxImage, AUX_IMAGE_SIZE, ctx.signal)
   await g.addDrive(auxImage, { format: 'raw', label: 'aux', cachemode: 'unsafe' })
   const drive = plan.appliance.drive
@@ -145,15 +146,15 @@ async function checkRoomForDisk(dir: string, size: number): Promise<void> {
  */
 export async function mountKernelDevice(ctx: BuildContext, device: string, mountPoint: string): Promise<void> {
   const at = shellQuote(mountPoint === '/' ? L.SYSROOT : L.inAppliance(mountPoint))
-  await ctx.g.shOutside(`set -e; mkdir -p ${at}; mount ${shellQuote(device)} ${at}`, { signal: ctx.signal })
+  await ctx.g.shOutside(`mkdir -p ${at}; mount ${shellQuote(device)} ${at}`, { errexit: true, signal: ctx.signal })
 }
 
 /** Mounts --drive (the whole disk, or its first partition); no file system is the user's error. */
 async function mountHelperDrive(ctx: BuildContext): Promise<void> {
   const at = shellQuote(L.inAppliance(L.PERM))
-  const script = `set -e; d=$(readlink -f ${DRIVE.perm}); p=$d; [ -b "\${d}1" ] && p=\${d}1; mkdir -p ${at}; mount "$p" ${at}`
+  const script = `d=$(readlink -f ${DRIVE.perm}); p=$d; [ -b "\${d}1" ] && p=\${d}1; mkdir -p ${at}; mount "$p" ${at}`
   try {
-    await ctx.g.shOutside(script, { signal: ctx.signal })
+    await ctx.g.shOutside(script, { errexit: true, signal: ctx.signal })
   } catch (e) {
     if (!(e instanceof GuestfsError) || e.applianceDied || ctx.signal.aborted) throw e
     throw new VirtDibError(

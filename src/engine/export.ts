@@ -1,6 +1,7 @@
 // Everything a build leaves behind: $NAME.d, then the outputs read from the image root (one
-// tar stream for tar, tgz and docker together), then the disk outputs once the appliance has
-// stopped, then checksums; all under temporary names until the whole build has worked.
+// tar stream for tar, tgz and docker together), the disk outputs (beside the tree outputs once the
+// image is frozen read-only, else after the appliance stopped), then checksums; all under
+// temporary names until the whole build has worked. One function per step (engine/steps.ts).
 import { mkdirSync, rmSync, statfsSync, statSync } from 'node:fs'
 
 import * as L from '../elements/layout.js'

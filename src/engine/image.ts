@@ -15,10 +15,6 @@ import type { BuildContext } from './context.js'
 /** Where the layout is mounted in the appliance while the tree is copied onto it. */
 const FINAL = '/vdib-final'
 
-async function applianceSh(ctx: BuildContext, script: string): Promise<string> {
-  return ctx.g.shOutside(script, { errexit: true, signal: ctx.signal })
-}
-
 /**
  * After block-device.d: the layout (partitions, LVM, file systems), the tree copy and fstab, all in
  * one appliance round trip; then the layout is mounted as the image root for the later phases.
@@ -59,7 +55,7 @@ export async function createBlockDevice(
   // fstab (in place) and the state later phases read: one round trip.
   const writes = files.map(([p, c]) => `printf '%s' ${shellQuote(c)} > ${shellQuote(L.inAppliance(p))}`)
   const fstab = copy ? undefined : fstabScript(layout, L.SYSROOT)
-  await applianceSh(ctx, [...(fstab ? [fstab] : []), ...writes].join('\n'))
+  await ctx.g.shOutside([...(fstab ? [fstab] : []), ...writes].join('\n'), { errexit: true, signal: ctx.signal })
   return layout
 }
 
@@ -68,8 +64,7 @@ export async function finalizeImage(ctx: BuildContext): Promise<void> {
   const g = ctx.g
   if (ctx.plan.appliance.drive) await g.umount(L.PERM)
   await g.umount(L.AUX)
-  await applianceSh(
-    ctx,
+  await ctx.g.shOutside(
     [
       `cd ${L.SYSROOT}`,
       `if [ -d tmp ]; then find tmp -mindepth 1 -maxdepth 1 -exec rm -rf {} +; fi`,
@@ -77,6 +72,7 @@ export async function finalizeImage(ctx: BuildContext): Promise<void> {
       `if [ -d var/log ]; then find var/log -type f -exec truncate -s 0 {} +; fi`,
       `if [ -d root ]; then find root -type f -name '*.log' -delete; fi`,
     ].join('; '),
+    { errexit: true, signal: ctx.signal },
   )
 }
 
@@ -87,12 +83,15 @@ export async function finalizeImage(ctx: BuildContext): Promise<void> {
 export async function freezeImage(ctx: BuildContext, layout: BlockDeviceLayout): Promise<void> {
   const mounts = [...layout.mounts].reverse()
   const at = (mp: string) => shellQuote(mp === '/' ? L.SYSROOT : `${L.SYSROOT}${mp}`)
-  await applianceSh(ctx, ['sync', ...mounts.map((m) => `mount -o remount,ro ${at(m.mountPoint)}`), 'sync'].join('; '))
+  await ctx.g.shOutside(['sync', ...mounts.map((m) => `mount -o remount,ro ${at(m.mountPoint)}`), 'sync'].join('; '), {
+    errexit: true,
+    signal: ctx.signal,
+  })
 }
 
 /** Unmounts the image and deactivates its volume groups, so the disk file is complete. */
 export async function releaseImage(ctx: BuildContext, layout: BlockDeviceLayout): Promise<void> {
   await ctx.g.umountAll()
   const deactivate = deactivateScript(layout)
-  if (deactivate) await applianceSh(ctx, deactivate)
+  if (deactivate) await ctx.g.shOutside(deactivate, { errexit: true, signal: ctx.signal })
 }

@@ -8,7 +8,8 @@ import type { EventInput } from '../events.js'
 /**
  * - `tar-stream`: consumes the tar stream of the finished image root (read once for all of them);
  * - `tree`: produces its file from the mounted root in the appliance;
- * - `disk`: produced on the host from the finished raw disk, after the appliance stopped.
+ * - `disk`: produced on the host from the finished raw disk, once nothing writes it any more (the
+ *   image frozen read-only, or the appliance stopped).
  */
 export type OutputSource = 'tar-stream' | 'tree' | 'disk'
 

@@ -238,10 +238,13 @@ async function runOnHost(
   live: LiveParser,
   host: HostRun | undefined,
 ): Promise<string> {
+  // A bug, not a user error (the CLI says internal error): the host runner would inherit ours.
+  if (!host) throw new Error(`${phase.hook}: a host phase needs its environment and working directory`)
   // divergence: diskimage-builder leaves background processes of extra-data.d running; here they
   // would keep the FUSE view of the image busy, so they are stopped with the phase.
   const r = await runProcess('/bin/bash', [ctx.runnerPath('host'), ctx.controlFile(phase), ctx.token, ''], {
-    ...(host ? { cwd: host.cwd, env: host.env } : {}),
+    cwd: host.cwd,
+    env: host.env,
     stdin: 'inherit',
     signal: ctx.signal,
     processGroup: true,

@@ -61,7 +61,10 @@ describe('runPhase', () => {
       }),
     )
     const events: EventInput[] = []
-    const e = await runPhase(context(undefined, events), { hook: 'install.d', where: 'host' }).catch((x: unknown) => x)
+    const host = { env: process.env, cwd: process.cwd() }
+    const e = await runPhase(context(undefined, events), { hook: 'install.d', where: 'host' }, host).catch(
+      (x: unknown) => x,
+    )
     expect(e).toBeInstanceOf(ScriptError)
     expect(e).toMatchObject({ hook: 'install.d', script: '20-b', status: 4, where: 'host' })
     const h = { hook: 'install.d' }
