@@ -32,6 +32,87 @@ function workspaceDirs(tmp: string): string[] {
   return readdirSync(tmp).filter((d) => d.startsWith('dib.'))
 }
 
+const MiB = 1024 ** 2
+// Listings of a whole image are larger than execFileSync's 1 MiB default.
+const LISTING = { encoding: 'utf8', maxBuffer: 256 * MiB } as const
+
+/** One entry of `tar -tv` or `unsquashfs -lln`: type and mode, uid/gid, size or major,minor, hard link target. */
+interface Listed {
+  readonly mode: string
+  readonly owner: string
+  readonly size: string
+  readonly linkTo: string | undefined
+}
+
+/**
+ * Entries by path ('./etc/x', whatever the tool prints before it: `prefix` is replaced by '.'),
+ * from listing lines like `crw--w---- 0/5   1,3 2026-12-02 01:00 ./etc/x` (unsquashfs pads
+ * major, minor as `1,  3`) and `hrw-r--r-- 0/0 0 … ./b link to ./a`.
+ */
+function listed(lines: readonly string[], prefix = '.'): Map<string, Listed> {
+  const m = new Map<string, Listed>()
+  for (const l of lines) {
+    const r = /^(\S{10}) (\d+\/\d+) +(\d+|\d+, *\d+) \d{4}-\d\d-\d\d \d\d:\d\d (.*)$/.exec(l)
+    if (!r) continue
+    const [path, linkTo] = r[4]!.split(' link to ')
+    const name = path === prefix ? '.' : path!.startsWith(`${prefix}/`) ? `.${path!.slice(prefix.length)}` : path!
+    m.set(name, { mode: r[1]!, owner: r[2]!, size: r[3]!.replace(/ /g, ''), linkTo })
+  }
+  return m
+}
+
+/** `tar -tv` of a tarball, or of a tgz through gunzip -c: one line per entry, in archive order. */
+function tarVerbose(archive: string): string[] {
+  const out = archive.endsWith('.tgz')
+    ? execFileSync('sh', ['-c', 'gunzip -c "$1" | tar -tvf -', 'sh', archive], LISTING)
+    : execFileSync('tar', ['-tvf', archive], LISTING)
+  return out.split('\n').filter(Boolean)
+}
+
+// What the probe's root.d makes besides the xattr probe (test/fixtures/elements/probe/root.d/10-probe).
+const HARD_LINKS = ['./etc/probe-hardlink-a', './etc/probe-hardlink-b'] as const
+const SPARSE = {
+  path: './var/lib/probe-sparse',
+  size: 64 * MiB,
+  offset: 40 * MiB,
+  data: Buffer.from(Array.from({ length: 256 }, (_, i) => `sparse-${String(i).padStart(8, '0')}\n`).join('')),
+}
+
+/** The device node, the fifo and the sparse file as a listing shows them (owners and modes exact). */
+function expectSpecialEntries(entries: Map<string, Listed>): void {
+  expect(entries.get('./etc/probe-null')).toMatchObject({ mode: 'crw--w----', owner: '0/5', size: '1,3' })
+  expect(entries.get('./etc/probe-fifo')).toMatchObject({ mode: 'prw-r--r--', owner: '0/0' })
+  expect(entries.get(SPARSE.path)).toMatchObject({ mode: '-rw-r--r--', owner: '0/0', size: String(SPARSE.size) })
+}
+
+/** Runs `extract` into a fresh directory, then `check` on it; the directory is removed after. */
+function withExtracted(extract: (dir: string) => void, check: (dir: string) => void): void {
+  const x = mkdtempSync(join(tmpdir(), 'vdib-extract.'))
+  try {
+    extract(x)
+    check(x)
+  } finally {
+    rmSync(x, { recursive: true, force: true })
+  }
+}
+
+/** The extracted hard link pair is one inode with two names, and the sparse file is still sparse. */
+function expectLinksAndSparse(dir: string): void {
+  const [a, b] = HARD_LINKS.map((p) => statSync(join(dir, p)))
+  expect(a!.ino).toBe(b!.ino)
+  expect(a!.nlink).toBe(2)
+  expect(readFileSync(join(dir, HARD_LINKS[0]), 'utf8')).toBe('probe-hardlink\n')
+  const file = join(dir, SPARSE.path)
+  const st = statSync(file)
+  expect(st.size).toBe(SPARSE.size)
+  expect(st.blocks * 512, `${SPARSE.path} occupies ${st.blocks * 512} bytes`).toBeLessThan(MiB)
+  const bytes = readFileSync(file)
+  const end = SPARSE.offset + SPARSE.data.length
+  expect(bytes.subarray(SPARSE.offset, end).equals(SPARSE.data)).toBe(true)
+  expect(bytes.subarray(0, SPARSE.offset).equals(Buffer.alloc(SPARSE.offset)), 'zeros before the data').toBe(true)
+  expect(bytes.subarray(end).equals(Buffer.alloc(SPARSE.size - end)), 'zeros after the data').toBe(true)
+}
+
 describe('demo build: demo-os demo-app probe → every output format', () => {
   const out = tempDir('vdib-build.')
   const tmp = tempDir('vdib-tmp.')
@@ -134,6 +215,57 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
     }
   })
 
+  it('keeps hard links, a device node, a fifo and a sparse file in the tarball', () => {
+    const entries = listed(tarVerbose(`${name}.tar`))
+    expectSpecialEntries(entries)
+    // Whichever name comes first in the archive is the file, the other a link to it.
+    const pair = HARD_LINKS.map((p) => entries.get(p))
+    const links = pair.filter((e) => e?.linkTo !== undefined)
+    expect(links, `hard link entries: ${JSON.stringify(pair)}`).toHaveLength(1)
+    const link = links[0]!
+    const file = pair.find((e) => e !== link)
+    expect(file).toMatchObject({ mode: '-rw-r--r--', owner: '0/0', size: '15', linkTo: undefined })
+    expect(link).toMatchObject({ mode: 'hrw-r--r--', owner: '0/0' })
+    expect(link.linkTo).toBe(HARD_LINKS[pair.indexOf(file)])
+    withExtracted(
+      (x) =>
+        execFileSync('tar', [
+          '--xattrs',
+          '--xattrs-include=*',
+          '-C',
+          x,
+          '-xf',
+          `${name}.tar`,
+          ...HARD_LINKS,
+          SPARSE.path,
+        ]),
+      expectLinksAndSparse,
+    )
+  })
+
+  it('the tgz lists exactly what the tarball lists, entry by entry (tar -tv: types, modes, owners, sizes, links)', () => {
+    expect(tarVerbose(`${name}.tgz`).sort()).toEqual(tarVerbose(`${name}.tar`).sort())
+  })
+
+  it('keeps hard links, a device node, a fifo, a sparse file and extended attributes in the squashfs', () => {
+    const entries = listed(execFileSync('unsquashfs', ['-lln', `${name}.squash`], LISTING).split('\n'), 'squashfs-root')
+    expectSpecialEntries(entries)
+    // The listing shows no link counts (squashfs-tools 4.5.1): the extracted pair shows them.
+    for (const p of HARD_LINKS) expect(entries.get(p)).toMatchObject({ mode: '-rw-r--r--', owner: '0/0', size: '15' })
+    const squashPaths = [...HARD_LINKS, SPARSE.path, './etc/xattr-probe'].map((p) => p.slice(1))
+    withExtracted(
+      (x) => execFileSync('unsquashfs', ['-q', '-n', '-d', join(x, 'r'), `${name}.squash`, ...squashPaths]),
+      (x) => {
+        expectLinksAndSparse(join(x, 'r'))
+        const xattr = join(x, 'r', 'etc/xattr-probe')
+        expect(execFileSync('getfattr', ['--only-values', '-n', 'user.vdib', xattr], { encoding: 'utf8' })).toBe(
+          'probe-value',
+        )
+        expect(statSync(xattr).mode & 0o777).toBe(0o640)
+      },
+    )
+  })
+
   it('tgz, squashfs and vhd hold the same image, read back with the real tools', () => {
     const tarList = execFileSync('tar', ['-tf', `${name}.tar`], { encoding: 'utf8' })
       .split('\n')
@@ -161,6 +293,37 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
       expect(fromTar).toMatch(/^built by virt-dib at /)
       expect(run(['cat', '/etc/demo-built'])).toBe(fromTar)
       expect(run(['/usr/local/bin/hello'])).toMatch(/^hello from the virt-dib demo image/)
+    },
+  )
+
+  it.skipIf(!real.ok)(
+    `the docker image keeps the hard links, the device node, the fifo and the sparse file's data${skipped}`,
+    () => {
+      const run = (cmd: string[]) => daemon!.docker(['run', '--rm', '--network', 'none', 'vdib/demo:test', ...cmd])
+      const paths = [...HARD_LINKS, './etc/probe-null', './etc/probe-fifo', SPARSE.path].map((p) => p.slice(1))
+      const stat = new Map(
+        run(['stat', '-c', '%n|%F|%h|%i|%a|%u:%g|%s|%t,%T', ...paths])
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => l.split('|'))
+          .map(([n, type, links, inode, mode, owner, size, dev]) => [
+            `.${n}`,
+            { type, links, inode, mode, owner, size, dev },
+          ]),
+      )
+      const [a, b] = HARD_LINKS.map((p) => stat.get(p))
+      expect(a).toMatchObject({ type: 'regular file', links: '2', mode: '644', owner: '0:0', size: '15' })
+      expect(b).toEqual(a) // the same inode too
+      expect(stat.get('./etc/probe-null')).toMatchObject({
+        type: 'character special file',
+        mode: '620',
+        owner: '0:5',
+        dev: '1,3',
+      })
+      expect(stat.get('./etc/probe-fifo')).toMatchObject({ type: 'fifo', mode: '644', owner: '0:0' })
+      expect(stat.get(SPARSE.path)).toMatchObject({ type: 'regular file', mode: '644', size: String(SPARSE.size) })
+      const at = `tail -c +${SPARSE.offset + 1} ${SPARSE.path.slice(1)} | head -c ${SPARSE.data.length}`
+      expect(run(['sh', '-c', at])).toBe(SPARSE.data.toString())
     },
   )
 
