@@ -4,7 +4,7 @@
 // process group that is stopped as a whole: on abort, and whatever is still running when the
 // command itself exits. The synchronous variants are for quick probes made while planning.
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process'
-import type { Readable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -22,6 +22,8 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv
   /** Fed to stdin; a stream is piped (its errors are the caller's to handle). */
   input?: string | Buffer | Readable
+  /** Receives stdout, piped with back-pressure, instead of the result (its errors are the caller's to handle). */
+  stdoutTo?: Writable
   /** Aborting stops the command (its whole group with `processGroup`) and rejects with BuildAbortedError. */
   signal?: AbortSignal
   /** Lines of stderr kept for the error message. */
@@ -126,10 +128,16 @@ export function runProcess(cmd: string, args: readonly string[], o: ProcessOptio
     // Decoders keep a character split between two chunks whole.
     const outText = new StringDecoder('utf8')
     const errText = new StringDecoder('utf8')
-    child.stdout!.on('data', (b: Buffer) => {
-      out.push(b)
-      if (o.onStdout) o.onStdout(outText.write(b))
-    })
+    if (o.stdoutTo) {
+      child.stdout!.pipe(o.stdoutTo)
+      // A failed destination unpipes itself: the rest is drained, so the command's exit is still seen.
+      o.stdoutTo.once('close', () => child.stdout!.resume())
+    } else {
+      child.stdout!.on('data', (b: Buffer) => {
+        out.push(b)
+        if (o.onStdout) o.onStdout(outText.write(b))
+      })
+    }
     child.stderr!.on('data', (b: Buffer) => {
       const s = errText.write(b)
       err += s
