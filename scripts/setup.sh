@@ -14,6 +14,8 @@ packages=(
   # what virt-dib adds to its build appliance (supermin copies installed host packages)
   python3-yaml perl gpgv debian-archive-keyring ca-certificates wget git rsync xfsprogs
   thin-provisioning-tools
+  # tgz (pigz, on every core) and squashfs (tar2sqfs) are made on the host from the image root's archive
+  pigz squashfs-tools-ng
   # the docker output's test runs a private dockerd of its own (never the system's service)
   docker.io
   # grub-mount: a rootless FUSE view of a small image for the FUSE release tests

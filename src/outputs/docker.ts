@@ -1,10 +1,9 @@
-// docker: `docker import` of the image root's tarball, fed through stdin (no temp file).
-import { PassThrough } from 'node:stream'
-
+// docker: `docker import` of the image root's archive, fed through stdin (no copy of it).
 import { PrerequisiteError, UsageError } from '../errors.js'
 import { runTool } from '../host/spawn.js'
 import { findExecutable } from '../host/which.js'
-import { defineFormat, type FileSink } from './types.js'
+import { runFromArchive } from './stream.js'
+import { defineFormat } from './types.js'
 
 /** docker's fields of BuildOptions. */
 export interface DockerOptions {
@@ -19,7 +18,7 @@ export interface DockerSettings {
 export const docker = defineFormat({
   name: 'docker',
   extension: undefined,
-  source: 'tar-stream',
+  source: 'archive',
   resolveSettings(o: DockerOptions): DockerSettings {
     if (!o.dockerTarget) throw new UsageError('docker: a target was not specified, use ‘--docker-target’')
     return { target: o.dockerTarget }
@@ -37,18 +36,17 @@ export const docker = defineFormat({
   checkHost() {
     if (!findExecutable('docker')) throw new PrerequisiteError('docker needed but not found')
   },
-  consumeTar(ctx) {
-    const input = new PassThrough()
-    // The build's environment (DOCKER_HOST …); the signal stops docker when the stream stops.
-    // An early exit (no daemon) rejects at once, and the pump then stops the guest's tar.
-    const done = runTool('docker', ['import', '-', ctx.settings.target], {
-      input,
-      signal: ctx.signal,
-      tailLines: 10,
-      // (PATH from here if that environment has none: checkHost found docker on ours)
-      env: { PATH: process.env['PATH'], ...ctx.env },
-    }).then(() => undefined)
-    done.catch(() => undefined) // awaited by whoever pumps the stream; never unhandled
-    return Object.assign(input, { done }) satisfies FileSink
+  async fromArchive(ctx, archive) {
+    const input = archive.read()
+    // The build's environment (DOCKER_HOST …); an early exit (no daemon) stops the read at once.
+    const run = (signal: AbortSignal) =>
+      runTool('docker', ['import', '-', ctx.settings.target], {
+        input,
+        signal,
+        tailLines: 10,
+        // (PATH from here if that environment has none: checkHost found docker on ours)
+        env: { PATH: process.env['PATH'], ...ctx.env },
+      })
+    await runFromArchive(archive, [input], run, { signal: ctx.signal })
   },
 })

@@ -1,11 +1,13 @@
-// Guest streams into host sinks (output files, tar, docker import): the first failure on either
-// side stops everything at once and is the error reported; nothing is left to reject unhandled.
-import type { Readable } from 'node:stream'
+// Streams into host sinks and tools (output files, pigz, tar2sqfs, docker import): the first
+// failure on either side stops everything at once and is the error reported; nothing is left to
+// reject unhandled.
+import { createReadStream } from 'node:fs'
+import { Readable } from 'node:stream'
 
 import { VirtDibError } from '../errors.js'
 import { describeSystemError } from '../util/system-error.js'
 import { boundedWait } from '../util/wait.js'
-import type { FileSink } from './types.js'
+import type { ArchiveFile, FileSink } from './types.js'
 
 /** A libguestfs transfer as a stream (Guestfs.tarOutStream, mksquashfsStream). */
 export interface GuestStream {
@@ -124,4 +126,53 @@ export function outputWriteError(file: string, e: unknown, doing: 'writing' | 'r
     })
   }
   return new VirtDibError(what, { cause: e })
+}
+
+/** Read size of the archive: large reads keep the tools fed with few wake-ups. */
+const ARCHIVE_CHUNK = 1024 * 1024
+
+/** The archive in the first `bytes` bytes of the file `path` (the export drive, or a file holding it). */
+export function archiveFile(path: string, bytes: number): ArchiveFile {
+  return {
+    path,
+    bytes,
+    read: () =>
+      bytes === 0 ? Readable.from([]) : createReadStream(path, { end: bytes - 1, highWaterMark: ARCHIVE_CHUNK }),
+  }
+}
+
+/**
+ * Runs `tool`, a host process fed by the archive through `feeds` (the archive's stream first,
+ * then filters), and writing into `sinks` if any: the first failure (the tool's, a read of the
+ * archive, a filter's, a sink's) stops everything else — the tool through its signal — and is the
+ * error reported; a failed read names the archive's file. The feeds are destroyed at the end.
+ */
+export async function runFromArchive(
+  archive: ArchiveFile,
+  feeds: readonly Readable[],
+  tool: (signal: AbortSignal) => Promise<unknown>,
+  o: { signal: AbortSignal; sinks?: readonly FileSink[] },
+): Promise<void> {
+  let feedFailed!: (e: unknown) => void
+  let toolEnded!: () => void
+  const fed = new Promise<void>((resolve, reject) => ((toolEnded = resolve), (feedFailed = reject)))
+  for (const s of feeds) s.on('error', (e: unknown) => feedFailed(outputWriteError(archive.path, e, 'reading')))
+  const stop = new AbortController()
+  const done = tool(AbortSignal.any([o.signal, stop.signal]))
+  // Once the tool has ended the feeds no longer matter (it may not read the record padding).
+  done.then(toolEnded, toolEnded)
+  const sinks = o.sinks ?? []
+  try {
+    await settleTogether(
+      [done, fed, ...sinks.map((s) => s.done)],
+      (e) => {
+        stop.abort(e)
+        for (const s of feeds) s.destroy()
+        for (const s of sinks) s.destroy()
+      },
+      o.signal,
+    )
+  } finally {
+    for (const s of feeds) s.destroy()
+  }
 }

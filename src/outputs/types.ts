@@ -1,17 +1,26 @@
 // What an output format is. One file per format declares it with defineFormat() (its options,
 // flags, defaults, checks and work); registry.ts lists them and derives everything else.
-import type { Writable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 
-import type { Guestfs } from '../guestfs/index.js'
 import type { EventInput } from '../events.js'
 
 /**
- * - `tar-stream`: consumes the tar stream of the finished image root (read once for all of them);
- * - `tree`: produces its file from the mounted root in the appliance;
+ * - `archive`: made on the host from the image root's tar archive, which the guest's tar wrote
+ *   onto the export drive (see {@link ArchiveFile}); each such format reads the archive itself;
  * - `disk`: produced on the host from the finished raw disk, once nothing writes it any more (the
  *   image frozen read-only, or the appliance stopped).
  */
-export type OutputSource = 'tar-stream' | 'tree' | 'disk'
+export type OutputSource = 'archive' | 'disk'
+
+/** The image root's tar archive (GNU tar, pax format: xattrs, sparse files, numeric owners). */
+export interface ArchiveFile {
+  /** The host file holding the archive (the export drive). */
+  readonly path: string
+  /** Its length: the archive is the first `bytes` bytes of `path`. */
+  readonly bytes: number
+  /** A fresh stream of exactly those bytes (each consumer reads its own). */
+  read(): Readable
+}
 
 /**
  * The chosen formats' settings by format name, as the engine passes them on. Its precise type is
@@ -25,11 +34,12 @@ export interface OutputContext {
   readonly settings: SettingsByFormat
   /** The build's environment (docker reads DOCKER_HOST and the like from it). */
   readonly env: Readonly<NodeJS.ProcessEnv>
-  readonly g: Guestfs
   readonly signal: AbortSignal
   emit(event: EventInput): void
-  /** A writable that writes `target` (hashing it on the way when checksums are on). */
+  /** A writable that writes `target` (a staged output's final path; hashing it on the way when checksums are on). */
   fileSink(target: string): FileSink
+  /** The final path of the staged output `target` (its temporary path or the final one), for messages. */
+  finalPath(target: string): string
 }
 
 /** The same, as a format's own code sees it: with its own settings only. */
@@ -75,6 +85,8 @@ export interface FormatDefinition<N extends string, O extends object, S extends 
   source: OutputSource
   /** raw: the disk itself can be renamed into place. */
   isRawDisk?: boolean
+  /** tar: the archive itself is the output (written in place, cut to its length by the engine). */
+  isArchive?: boolean
   /**
    * The format's options with its defaults applied; throws a UsageError when they cannot work.
    * Called only when the format is chosen. Default: no settings. Write it before `flags`, with
@@ -88,10 +100,13 @@ export interface FormatDefinition<N extends string, O extends object, S extends 
   describeTarget?(outputPath: string, settings: S): string
   /** Host tools needed; throws PrerequisiteError before anything is launched. Options play no part. */
   checkHost?(): void
-  /** tar-stream formats: a writable that receives the tar bytes and finishes `target`. */
-  consumeTar?(ctx: FormatContext<S>, target: string | undefined): FileSink
-  /** tree formats: write `target` from the image root mounted at / in the appliance. */
-  fromTree?(ctx: FormatContext<S>, target: string): Promise<void>
+  /**
+   * archive formats (but tar): make the output from the image root's archive. `target` is
+   * undefined for docker (no file); for tgz the staged output's final path (it writes through
+   * `ctx.fileSink(target)`, which hashes on the way); for squashfs the staged temporary path,
+   * which tar2sqfs writes itself (seekable output: the engine hashes it afterwards).
+   */
+  fromArchive?(ctx: FormatContext<S>, archive: ArchiveFile, target: string | undefined): Promise<void>
   /** disk formats: write `target` from the raw disk at `disk`. */
   fromDisk?(ctx: FormatContext<S>, disk: string, target: string): Promise<void>
 }
@@ -106,14 +121,14 @@ export interface OutputFormat<N extends string = string, O extends object = obje
   readonly extension: string | undefined
   readonly source: OutputSource
   readonly isRawDisk: boolean
+  readonly isArchive: boolean
   readonly flags: readonly FormatFlag<O>[]
   /** The format's settings, frozen (see {@link FormatDefinition.resolveSettings}). */
   resolveSettings(options: Readonly<O>): Readonly<S>
   progress(settings: SettingsByFormat): string
   describeTarget(outputPath: string, settings: SettingsByFormat): string
   checkHost?(): void
-  consumeTar?(ctx: OutputContext, target: string | undefined): FileSink
-  fromTree?(ctx: OutputContext, target: string): Promise<void>
+  fromArchive?(ctx: OutputContext, archive: ArchiveFile, target: string | undefined): Promise<void>
   fromDisk?(ctx: OutputContext, disk: string, target: string): Promise<void>
 }
 
@@ -131,25 +146,24 @@ export function defineFormat<N extends string, O extends object = None, S extend
   const resolveSettings = def.resolveSettings?.bind(def)
   const describeTarget = def.describeTarget?.bind(def)
   const checkHost = def.checkHost?.bind(def)
-  const consumeTar = def.consumeTar?.bind(def)
-  const fromTree = def.fromTree?.bind(def)
+  const fromArchive = def.fromArchive?.bind(def)
   const fromDisk = def.fromDisk?.bind(def)
   return {
     name: def.name,
     extension: def.extension,
     source: def.source,
     isRawDisk: def.isRawDisk ?? false,
+    isArchive: def.isArchive ?? false,
     flags: def.flags ?? [],
     resolveSettings: (options) => Object.freeze(resolveSettings ? resolveSettings(options) : ({} as S)),
     progress: (all) => def.progress(own(all)),
     describeTarget: (outputPath, all) =>
       describeTarget ? describeTarget(outputPath, own(all)) : `${outputPath}.${def.extension}`,
     ...(checkHost ? { checkHost } : {}),
-    ...(consumeTar ? { consumeTar: (ctx, target) => consumeTar(withOwn(ctx), target) } : {}),
-    ...(fromTree ? { fromTree: (ctx, target) => fromTree(withOwn(ctx), target) } : {}),
+    ...(fromArchive ? { fromArchive: (ctx, archive, target) => fromArchive(withOwn(ctx), archive, target) } : {}),
     ...(fromDisk ? { fromDisk: (ctx, disk, target) => fromDisk(withOwn(ctx), disk, target) } : {}),
   }
 }
 
-/** Excludes for tarballs of the image root, as diskimage-builder and the original use. */
+/** Excludes for the image root's archive, as diskimage-builder and the original use (squashfs drops ./dev/* too). */
 export const TREE_EXCLUDES = ['./sys/*', './proc/*']

@@ -1,18 +1,27 @@
-// pumpGuestStream and the sinks of the tar-stream formats: the first failure (a sink that errors
-// while the stream waits for it to drain, the guest call failing) stops everything, and the
+// pumpGuestStream and the tgz compressors: the first failure (a sink that errors while the stream
+// waits for it to drain, the guest call failing, a full output file) stops everything, and the
 // error reported is that first one.
-import { PassThrough, Writable } from 'node:stream'
+import { randomBytes } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { PassThrough, Writable } from 'node:stream'
 
 import { describe, expect, it } from 'vitest'
 
 import { HARD_EXIT_MS } from '../../../src/cli/main.js'
 import { VirtDibError } from '../../../src/errors.js'
-import { resolveOutputSettings } from '../../../src/outputs/registry.js'
-import { pumpGuestStream, SETTLE_MS, SETTLE_ON_ABORT_MS, settleTogether } from '../../../src/outputs/stream.js'
-import { tgz } from '../../../src/outputs/tgz.js'
-import type { FileSink, OutputContext } from '../../../src/outputs/types.js'
+import { findExecutable } from '../../../src/host/which.js'
+import {
+  archiveFile,
+  pumpGuestStream,
+  SETTLE_MS,
+  SETTLE_ON_ABORT_MS,
+  settleTogether,
+} from '../../../src/outputs/stream.js'
+import { gzipArchive } from '../../../src/outputs/tgz.js'
+import type { FileSink } from '../../../src/outputs/types.js'
 import { fakeTransfer, openExportContext, randomChunks } from '../../helpers/fake-guest.js'
+import { allProcesses } from '../../helpers/processes.js'
 import { tempDir } from '../../helpers/temp.js'
 
 /** A sink that takes `n` writes, then stops draining and fails a little later (a stuck disk). */
@@ -91,28 +100,29 @@ describe('settleTogether', () => {
   })
 })
 
-describe('the tgz sink', () => {
-  it('a failing file destroys the compressor too, and its error is the one reported', async () => {
-    const out = tempDir('vdib-tgz.')
-    const ctx = await openExportContext(out, tempDir('vdib-tgztmp.'), ['tgz'])
-    const final = join(out, 'img.tgz')
-    const octx: OutputContext = {
-      settings: resolveOutputSettings(['tgz'], {}),
-      env: {},
-      g: undefined as never,
-      signal: ctx.signal,
-      emit: () => undefined,
-      fileSink: () => ctx.fileSink({ temp: '/dev/full', final }),
-    }
-    const sink = tgz.consumeTar!(octx, final)
-    const feed = randomChunks(64)
-    for (let i = 0; i < 64 && !sink.destroyed; i++) {
-      if (!sink.write(feed(i))) await new Promise((r) => setTimeout(r, 5))
-    }
-    await expect(sink.done).rejects.toThrow(`out of space on the host: writing ‘${final}’ failed`)
-    expect(sink.destroyed).toBe(true)
-    await ctx.cleanup.run()
-  })
+describe('tgz onto a failing file', () => {
+  const pigz = findExecutable('pigz')
+  for (const [tool, bin] of [
+    ['pigz', pigz],
+    ['zlib', undefined],
+  ] as const) {
+    it.skipIf(tool === 'pigz' && !pigz)(
+      `${tool}: the file's error is the one reported, the compressor stopped`,
+      async () => {
+        const out = tempDir('vdib-tgz.')
+        const ctx = await openExportContext(out, tempDir('vdib-tgztmp.'), ['tgz'])
+        const final = join(out, 'img.tgz')
+        const octx = { signal: ctx.signal, fileSink: () => ctx.fileSink({ temp: '/dev/full', final }) }
+        const src = join(out, 'archive')
+        writeFileSync(src, randomBytes(4 << 20))
+        await expect(gzipArchive(octx, archiveFile(src, 4 << 20), final, bin)).rejects.toThrow(
+          `out of space on the host: writing ‘${final}’ failed: no space left on device (ENOSPC)`,
+        )
+        expect(allProcesses().filter((p) => p.ppid === process.pid && /^\S*pigz /.test(p.cmdline))).toEqual([])
+        await ctx.cleanup.run()
+      },
+    )
+  }
 })
 
 describe('settling after an abort', () => {
