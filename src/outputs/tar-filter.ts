@@ -47,6 +47,10 @@ export class TarFilter extends Transform {
   #pending: Pending = { blocks: [] }
   /** The current metadata entry: its type, data size, and data so far. */
   #meta: { type: string; size: number; data: Buffer[] } | undefined
+  /** What the current chunk gives, pushed as one. */
+  #out: Buffer[] = []
+  /** Whether the current chunk lost bytes. */
+  #dropped = false
 
   constructor(drop: (path: string) => boolean) {
     super()
@@ -55,7 +59,13 @@ export class TarFilter extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     try {
+      const whole = this.#between()
+      this.#dropped = false
       this.#consume(chunk)
+      // One write downstream per chunk (not one per header): the chunk itself when it all went through.
+      if (whole && !this.#dropped && this.#between()) this.push(chunk)
+      else if (this.#out.length) this.push(this.#out.length === 1 ? this.#out[0] : Buffer.concat(this.#out))
+      this.#out = []
       callback()
     } catch (e) {
       callback(e as Error)
@@ -72,13 +82,14 @@ export class TarFilter extends Transform {
     let i = 0
     while (i < chunk.length) {
       if (this.#state === 'tail') {
-        this.push(i === 0 ? chunk : chunk.subarray(i))
+        this.#emit(i === 0 ? chunk : chunk.subarray(i))
         this.#offset += chunk.length - i
         return
       }
       if (this.#state === 'data') {
         const n = Math.min(this.#left, chunk.length - i)
-        if (this.#keep) this.push(chunk.subarray(i, i + n))
+        if (this.#keep) this.#emit(chunk.subarray(i, i + n))
+        else this.#dropped = true
         i += n
         this.#offset += n
         this.#left -= n
@@ -123,13 +134,14 @@ export class TarFilter extends Transform {
     this.#offset += BLOCK
     if (this.#state === 'sparse') {
       // old GNU sparse: extension blocks of the entry's map, the last with isextended (504) 0
-      if (this.#keep) this.push(block)
+      if (this.#keep) this.#emit(block)
+      else this.#dropped = true
       if (block[504] === 0) this.#startData()
       return
     }
     if (isZero(block)) {
       if (this.#pending.blocks.length) throw this.#error('the archive ends after a metadata header', at)
-      this.push(block)
+      this.#emit(block)
       this.#state = 'tail'
       return
     }
@@ -148,7 +160,7 @@ export class TarFilter extends Transform {
     if (type === 'g') {
       // a global pax header: an entry of its own, kept
       if (this.#pending.blocks.length) throw this.#error('a global header between an entry and its metadata', at)
-      this.push(block)
+      this.#emit(block)
       this.#keep = true
       this.#left = padded(size)
       this.#state = this.#left ? 'data' : 'header'
@@ -158,9 +170,9 @@ export class TarFilter extends Transform {
     const path = p.sparseName ?? p.path ?? p.longName ?? headerName(block)
     this.#keep = !this.#drop(path)
     if (this.#keep) {
-      for (const b of p.blocks) this.push(b)
-      this.push(block)
-    }
+      for (const b of p.blocks) this.#emit(b)
+      this.#emit(block)
+    } else this.#dropped = true
     this.#left = padded(p.size ?? size)
     this.#pending = { blocks: [] }
     if (type === 'S' && block[482] !== 0) {
@@ -168,6 +180,15 @@ export class TarFilter extends Transform {
       return
     }
     this.#startData()
+  }
+
+  #emit(b: Buffer): void {
+    this.#out.push(b)
+  }
+
+  /** Nothing held back from an earlier chunk, nor for a later one. */
+  #between(): boolean {
+    return this.#carried === 0 && this.#pending.blocks.length === 0 && this.#state !== 'meta'
   }
 
   #startData(): void {
