@@ -20,17 +20,18 @@ export const tgz = defineFormat({
 })
 
 /**
- * Gzips `archive` into the staged output `final` at level 6: with the pigz at `pigz` (-n: no
- * name or time stamp in the header, as zlib writes it), or with zlib when it is undefined.
+ * Gzips `archive` into the staged output `target` (its temporary or final path) at level 6: with
+ * the pigz at `pigz` (-n: no name or time stamp in the header, as zlib writes it), or with zlib
+ * when it is undefined.
  */
 export async function gzipArchive(
-  ctx: Pick<FormatContext<unknown>, 'fileSink' | 'signal'>,
+  ctx: Pick<FormatContext<unknown>, 'fileSink' | 'finalPath' | 'signal'>,
   archive: ArchiveFile,
-  final: string,
+  target: string,
   pigz: string | undefined,
 ): Promise<void> {
   const input = archive.read()
-  const sink = ctx.fileSink(final)
+  const sink = ctx.fileSink(target)
   if (pigz) {
     const args = ['-n', '-6', '-p', String(availableParallelism())]
     const run = (signal: AbortSignal) => runTool(pigz, args, { input, stdoutTo: sink, signal, tailLines: 10 })
@@ -45,7 +46,7 @@ export async function gzipArchive(
     } catch (e) {
       if (signal.aborted) throw abortError(signal)
       await sink.done // the file's own error (ENOSPC, naming the output) when it is the cause
-      throw outputWriteError(final, e)
+      throw outputWriteError(ctx.finalPath(target), e)
     }
     await sink.done
   }

@@ -36,7 +36,7 @@ export interface OutputContext {
   readonly env: Readonly<NodeJS.ProcessEnv>
   readonly signal: AbortSignal
   emit(event: EventInput): void
-  /** A writable that writes `target` (a staged output's final path; hashing it on the way when checksums are on). */
+  /** A writable that writes the staged output `target` (its temporary or final path), hashing it on the way with checksums on. */
   fileSink(target: string): FileSink
   /** The final path of the staged output `target` (its temporary path or the final one), for messages. */
   finalPath(target: string): string
@@ -102,9 +102,9 @@ export interface FormatDefinition<N extends string, O extends object, S extends 
   checkHost?(): void
   /**
    * archive formats (but tar): make the output from the image root's archive. `target` is
-   * undefined for docker (no file); for tgz the staged output's final path (it writes through
-   * `ctx.fileSink(target)`, which hashes on the way); for squashfs the staged temporary path,
-   * which tar2sqfs writes itself (seekable output: the engine hashes it afterwards).
+   * undefined for docker (no file), else the staged output's temporary path: tgz writes through
+   * `ctx.fileSink(target)` (which hashes on the way), squashfs lets tar2sqfs write it (seekable
+   * output: the engine hashes it afterwards); `ctx.finalPath(target)` names it in messages.
    */
   fromArchive?(ctx: FormatContext<S>, archive: ArchiveFile, target: string | undefined): Promise<void>
   /** disk formats: write `target` from the raw disk at `disk`. */

@@ -113,7 +113,7 @@ describe.skipIf(!isRoot)('the archive formats', () => {
         const out = tempDir('vdib-tgz.')
         const { octx, stage } = await outputs(out, ['tgz'])
         const s = stage('img.tgz', 'tgz')
-        await gzipArchive(octx, archive, s.final, pigz)
+        await gzipArchive(octx, archive, s.temp, pigz)
         const gz = readFileSync(s.temp)
         expect(gunzipSync(gz).equals(bytes)).toBe(true)
         expect(s.digests?.sha256).toBe(createHash('sha256').update(gz).digest('hex'))
@@ -127,7 +127,7 @@ describe.skipIf(!isRoot)('the archive formats', () => {
         const out = tempDir('vdib-tgz.')
         const { octx, stage } = await outputs(out, ['tgz'])
         const s = stage('img.tgz', 'tgz', '/dev/full')
-        const e = await gzipArchive(octx, archive, s.final, pigz).catch((x: unknown) => x)
+        const e = await gzipArchive(octx, archive, s.temp, pigz).catch((x: unknown) => x)
         expect(e).toBeInstanceOf(VirtDibError)
         expect((e as Error).message).toBe(
           `out of space on the host: writing ‘${out}/img.tgz’ failed: no space left on device (ENOSPC)`,
@@ -141,7 +141,7 @@ describe.skipIf(!isRoot)('the archive formats', () => {
     const out = tempDir('vdib-tgz.')
     const { octx, stage } = await outputs(out, ['tgz'])
     const s = stage('img.tgz', 'tgz')
-    await tgz.fromArchive!(octx, archive, s.final)
+    await tgz.fromArchive!(octx, archive, s.temp)
     expect(gunzipSync(readFileSync(s.temp)).equals(bytes)).toBe(true)
   })
 
@@ -155,7 +155,7 @@ describe.skipIf(!isRoot)('the archive formats', () => {
     for (const pigz of [findExecutable('pigz'), undefined]) {
       const { octx, stage } = await outputs(out, ['tgz'])
       const s = stage('img.tgz', 'tgz')
-      const e = await gzipArchive(octx, a, s.final, pigz).catch((x: unknown) => x)
+      const e = await gzipArchive(octx, a, s.temp, pigz).catch((x: unknown) => x)
       expect((e as Error).message).toBe(
         `out of space on the host: writing ‘${out}/img.tgz’ failed: no space left on device (ENOSPC)`,
       )

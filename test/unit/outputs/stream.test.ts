@@ -112,7 +112,11 @@ describe('tgz onto a failing file', () => {
         const out = tempDir('vdib-tgz.')
         const ctx = await openExportContext(out, tempDir('vdib-tgztmp.'), ['tgz'])
         const final = join(out, 'img.tgz')
-        const octx = { signal: ctx.signal, fileSink: () => ctx.fileSink({ temp: '/dev/full', final }) }
+        const octx = {
+          signal: ctx.signal,
+          fileSink: () => ctx.fileSink({ temp: '/dev/full', final }),
+          finalPath: () => final,
+        }
         const src = join(out, 'archive')
         writeFileSync(src, randomBytes(4 << 20))
         await expect(gzipArchive(octx, archiveFile(src, 4 << 20), final, bin)).rejects.toThrow(
