@@ -36,7 +36,7 @@ export interface OutputContext {
   readonly env: Readonly<NodeJS.ProcessEnv>
   readonly signal: AbortSignal
   emit(event: EventInput): void
-  /** A writable that writes the staged output `target` (its temporary or final path), hashing it on the way with checksums on. */
+  /** Writes the staged output `target` (its temporary or final path), hashing it on the way with checksums on. */
   fileSink(target: string): FileSink
   /** The final path of the staged output `target` (its temporary path or the final one), for messages. */
   finalPath(target: string): string
