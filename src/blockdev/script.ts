@@ -200,7 +200,7 @@ export function copyTreeCommands(layout: BlockDeviceLayout, source: string, targ
   s.push(
     `step ${q('copying the tree')}`,
     `cd ${q(source)}`,
-    `tar --one-file-system --xattrs --xattrs-include='*' --acls --numeric-owner --exclude=./lost+found ${excludes} -cf - . | tar -C ${q(t)} --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -`,
+    `tar --one-file-system --xattrs --xattrs-include='*' --acls --numeric-owner --sparse --exclude=./lost+found ${excludes} -cf - . | tar -C ${q(t)} --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -`,
   )
   // FAT keeps no owners, modes or links: copy those trees without them (as cp -r would).
   for (const m of vfatMounts) {

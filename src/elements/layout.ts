@@ -118,6 +118,8 @@ export const WORKSPACE = {
   auxImage: 'aux.img',
   /** The output disk when it is not written in the output directory (raw not asked, or ramdisk). */
   disk: 'image.raw',
+  /** The export drive when it is not the tar output itself (tar not asked, or ramdisk). */
+  exportDrive: 'export.raw',
 } as const
 
 /** The control file of a phase: in the workspace for a host phase, else its guest path as seen from `where`. */

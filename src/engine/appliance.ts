@@ -24,13 +24,23 @@ export const DRIVE = {
   build: '/dev/disk/guestfs/build',
   aux: '/dev/disk/guestfs/aux',
   perm: '/dev/disk/guestfs/perm',
+  export: '/dev/disk/guestfs/export',
 } as const
 
 /**
- * Creates the handle (virt-dib's appliance unless the stock one is asked for), the output disk
- * and the build disk; returns the output disk's host path.
+ * The export drive's virtual size (sparse: only the archive's bytes are written). An archive can
+ * be larger than the tree's file system (512-byte headers for every entry, pax records, padding).
  */
-export async function openAppliance(ctx: BuildContext): Promise<string> {
+export function exportDriveSize(diskSize: number): number {
+  return 4 * diskSize + GiB
+}
+
+/**
+ * Creates the handle (virt-dib's appliance unless the stock one is asked for), the output disk,
+ * the build disk and the export drive; returns the host paths of the output disk and the export
+ * drive (the tar output's staged file itself when tar is asked: the archive is written in place).
+ */
+export async function openAppliance(ctx: BuildContext): Promise<{ disk: string; exportDrive: string }> {
   const { plan } = ctx
   const o = plan.appliance
   ctx.progress('Opening the disks')
@@ -74,7 +84,16 @@ export async function openAppliance(ctx: BuildContext): Promise<string> {
   await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
   await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe' })
   if (!plan.buildInPlace) await g.addDriveScratch(plan.size + GiB, { label: 'build' })
-  return disk
+  // The guest's own tar writes archives here (block I/O, no daemon copy); the host reads them
+  // through its page cache, so a flush-ignoring cache mode loses nothing.
+  const tar = plan.formats.find((f) => f.isArchive)
+  const exportDrive =
+    tar && !plan.ramdisk
+      ? ctx.stage(`${plan.outputPath}.tar`, 'tar').temp
+      : join(ctx.workspace, L.WORKSPACE.exportDrive)
+  await g.diskCreate(exportDrive, 'raw', exportDriveSize(plan.size), { preallocation: 'sparse' })
+  await g.addDrive(exportDrive, { format: 'raw', label: 'export', cachemode: 'unsafe' })
+  return { disk, exportDrive }
 }
 
 /** Packs the aux tree into the aux drive and adds it, and the helper drive (--drive). */

@@ -1,38 +1,93 @@
-// Everything a build leaves behind: $NAME.d, then the outputs read from the image root (one
-// tar stream for tar, tgz and docker together), the disk outputs (beside the tree outputs once the
-// image is frozen read-only, else after the appliance stopped), then checksums; all under
-// temporary names until the whole build has worked. One function per step (engine/steps.ts).
-import { mkdirSync, rmSync, statfsSync, statSync } from 'node:fs'
+// Everything a build leaves behind: $NAME.d, then the image root's archive and the outputs made
+// from it on the host, the disk outputs (beside the tree outputs once the image is frozen
+// read-only, else after the appliance stopped), then checksums; all under temporary names until
+// the whole build has worked. One function per step (engine/steps.ts).
+//
+// Archives never go through the guestfs daemon: the guest's own tar writes them straight onto the
+// export drive (block I/O), and the host reads them from that file at host speed.
+import { createReadStream, mkdirSync, rmSync, statfsSync, statSync } from 'node:fs'
+import { truncate } from 'node:fs/promises'
 
 import * as L from '../elements/layout.js'
 import { HostToolError, VirtDibError } from '../errors.js'
 import { hashFile, writeChecksumFile } from '../host/checksums.js'
 import { runTool } from '../host/spawn.js'
-import { outputWriteError, pumpGuestStream, settleTogether } from '../outputs/stream.js'
-import type { FileSink, OutputContext, OutputFormat } from '../outputs/types.js'
+import { outputWriteError } from '../outputs/stream.js'
+import type { ArchiveFile, OutputContext, OutputFormat } from '../outputs/types.js'
 import { TREE_EXCLUDES } from '../outputs/types.js'
+import { shellQuote } from '../util/shell-quote.js'
+import { DRIVE } from './appliance.js'
 import type { BuildContext, BuildResult, StagedFile } from './context.js'
 
 /** Less free space than this after a failed write: the file system was full. */
 const FULL_BYTES = 1024 * 1024
 
 function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal = ctx.signal): OutputContext {
+  const staged = (target: string): StagedFile => {
+    const file = files.get(target) ?? [...files.values()].find((f) => f.temp === target)
+    if (!file) throw new Error(`${target} is not a staged output`) // a bug: the CLI says internal error
+    return file
+  }
   return {
     settings: ctx.plan.outputSettings,
     env: ctx.plan.env,
-    g: ctx.g,
     signal,
     emit: (e) => ctx.emit(e),
-    fileSink: (target) => {
-      const file = files.get(target) ?? [...files.values()].find((f) => f.temp === target)
-      if (!file) throw new Error(`${target} is not a staged output`) // a bug: the CLI says internal error
-      return ctx.fileSink(file)
-    },
+    fileSink: (target) => ctx.fileSink(staged(target)),
+    finalPath: (target) => staged(target).final,
+  }
+}
+
+/** What the guest's tar puts in an archive (as guestfsd's tar_out options). */
+interface GuestTarOptions {
+  excludes?: readonly string[]
+  xattrs?: boolean
+  numericOwner?: boolean
+  /** Holes of sparse files stay holes (GNU sparse entries), instead of archived zeros. */
+  sparse?: boolean
+}
+
+/**
+ * The guest's own tar writes `dir` (an appliance path) as an archive at the start of the export
+ * drive; returns the archive's length (tar's total: the end-of-archive blocks and the padding to
+ * its record size included). Its errors are tar's (through the appliance call), as tar_out's were.
+ */
+async function archiveToExportDrive(ctx: BuildContext, dir: string, o: GuestTarOptions): Promise<number> {
+  // prettier-ignore
+  const args = [
+    '-C', dir,
+    ...(o.numericOwner ? ['--numeric-owner'] : []),
+    ...(o.excludes ?? []).map((e) => `--exclude=${e}`),
+    ...(o.xattrs ? ['--xattrs'] : []),
+    ...(o.sparse ? ['--sparse'] : []),
+    '-cf', DRIVE.export, '--totals', '.',
+  ]
+  // The appliance's own tar (outside the chroot, as tar_out). Its page cache is flushed to the
+  // drive before the host reads the file.
+  const script = [
+    `tar ${args.map(shellQuote).join(' ')} 2>/tmp/vdib-tar.err`,
+    'rc=$?',
+    'cat /tmp/vdib-tar.err',
+    `blockdev --flushbufs ${DRIVE.export}`,
+    'exit $rc',
+  ].join('; ')
+  const out = await ctx.g.shOutside(script, { signal: ctx.signal })
+  const total = /Total bytes written: (\d+)/.exec(out)
+  if (!total) throw new VirtDibError(`the guest's tar of ${dir} gave no length: ${out.trim().split('\n').pop() ?? ''}`)
+  return Number(total[1])
+}
+
+/** The first `bytes` bytes of the export drive's file, read as often as needed. */
+export function archiveFile(path: string, bytes: number): ArchiveFile {
+  return {
+    path,
+    bytes,
+    read: () => createReadStream(path, { start: 0, end: bytes - 1, highWaterMark: 1024 * 1024 }),
   }
 }
 
 /** Copies `$NAME.d` out of the image if elements left anything there; returns its final path. */
-export async function exportExtraData(ctx: BuildContext): Promise<string | undefined> {
+export async function exportExtraData(ctx: BuildContext, exportDrive: string): Promise<string | undefined> {
   const guestDir = L.outDir(ctx.plan.imageName)
   const entries = await ctx.g.ls(guestDir)
   if (entries.length === 0) return undefined
@@ -47,25 +102,14 @@ export async function exportExtraData(ctx: BuildContext): Promise<string | undef
   if (!ctx.plan.keepPartialOutputs) {
     ctx.cleanup.defer(`directory ${staged.temp}`, () => rmSync(staged.temp, { recursive: true, force: true }))
   }
-  // Either side failing stops the other: tar exiting early cancels tar_out, a failed tar_out
-  // (or an abort) kills tar.
-  const stop = new AbortController()
-  const signal = AbortSignal.any([ctx.signal, stop.signal])
-  const { stream, done } = ctx.g.tarOutStream(guestDir, { numericowner: false }, { signal })
-  stream.on('error', () => undefined) // a failed transfer destroys its stream: `done` reports it
+  const bytes = await archiveToExportDrive(ctx, L.inAppliance(guestDir), {})
   // prettier-ignore
-  const tar = runTool('tar', ['-C', staged.temp, '--no-same-owner', '-xf', '-'], { input: stream, signal })
-    .catch((e: unknown) => {
-      throw extractError(final, e, ctx.plan.outputDir)
-    })
-  await settleTogether(
-    [done, tar],
-    (e) => {
-      stop.abort(e)
-      stream.destroy()
-    },
-    ctx.signal,
-  )
+  await runTool('tar', ['-C', staged.temp, '--no-same-owner', '-xf', '-'], {
+    input: archiveFile(exportDrive, bytes).read(),
+    signal: ctx.signal,
+  }).catch((e: unknown) => {
+    throw extractError(final, e, ctx.plan.outputDir)
+  })
   return final
 }
 
@@ -95,55 +139,55 @@ function extractError(final: string, e: unknown, outputDir: string): unknown {
     : new VirtDibError(what, { cause: e })
 }
 
-/** The formats that consume the one tar stream of the image root. */
-export function tarStreamFormats(formats: readonly OutputFormat[]): OutputFormat[] {
-  return formats.filter((f) => f.source === 'tar-stream')
+/** The formats made from the image root's archive (tar itself, tgz, docker, squashfs). */
+export function archiveFormats(formats: readonly OutputFormat[]): OutputFormat[] {
+  return formats.filter((f) => f.source === 'archive')
 }
 
-/** Formats produced from the mounted image root in the appliance, one after the other. */
-export function treeFormats(formats: readonly OutputFormat[]): OutputFormat[] {
-  return formats.filter((f) => f.source === 'tree')
+/**
+ * The image root's archive, written by the guest onto the export drive: xattrs, numeric owners,
+ * hard links, device nodes, sparse files as holes; /proc and /sys contents left out. Returns its
+ * length.
+ */
+export async function exportTreeArchive(ctx: BuildContext): Promise<number> {
+  ctx.progress('Archiving the image tree')
+  return archiveToExportDrive(ctx, `${L.SYSROOT}/`, {
+    excludes: TREE_EXCLUDES,
+    xattrs: true,
+    numericOwner: true,
+    sparse: true,
+  })
+}
+
+/** The tar output is the archive itself, written in place on its staged file: cut to its length. */
+export async function exportTar(ctx: BuildContext, f: OutputFormat, archive: ArchiveFile): Promise<void> {
+  ctx.progress(f.progress(ctx.plan.outputSettings))
+  await truncate(archive.path, archive.bytes).catch((e: unknown) => {
+    throw outputWriteError(`${ctx.plan.outputPath}.tar`, e)
+  })
+}
+
+/** One format made on the host from the image root's archive (tgz, docker, squashfs). */
+export async function exportArchiveFormat(
+  ctx: BuildContext,
+  f: OutputFormat,
+  archive: ArchiveFile,
+  signal = ctx.signal,
+): Promise<void> {
+  const files = new Map<string, StagedFile>()
+  ctx.progress(f.progress(ctx.plan.outputSettings))
+  let target: string | undefined
+  if (f.extension) {
+    const s = ctx.stage(ctx.outputPathFor(f), f.name)
+    files.set(s.final, s)
+    target = s.temp
+  }
+  await f.fromArchive!(outputContext(ctx, files, signal), archive, target)
 }
 
 /** Formats converted from the disk file on the host (raw is the disk file itself). */
 export function diskConversions(formats: readonly OutputFormat[]): OutputFormat[] {
   return formats.filter((f) => f.source === 'disk' && !f.isRawDisk)
-}
-
-/** The tar-stream formats, fed by one tar_out of the mounted image root. */
-export async function exportTarStream(ctx: BuildContext): Promise<void> {
-  const { plan } = ctx
-  const files = new Map<string, StagedFile>()
-  // One stop for the transfer and every consumer: the first failing sink (a full disk, docker
-  // without a daemon) cancels tar_out and the others at once.
-  const stop = new AbortController()
-  const sctx = outputContext(ctx, files, AbortSignal.any([ctx.signal, stop.signal]))
-  const sinks: FileSink[] = []
-  for (const f of tarStreamFormats(plan.formats)) {
-    ctx.progress(f.progress(plan.outputSettings))
-    let target: string | undefined
-    if (f.extension) {
-      const s = ctx.stage(ctx.outputPathFor(f), f.name)
-      files.set(s.final, s)
-      target = s.final
-    }
-    sinks.push(f.consumeTar!(sctx, target))
-  }
-  const guest = ctx.g.tarOutStream(
-    '/',
-    { excludes: TREE_EXCLUDES, xattrs: true, numericowner: true },
-    { signal: sctx.signal },
-  )
-  await pumpGuestStream(guest, sinks, stop, ctx.signal)
-}
-
-/** One tree format (squashfs), made from the mounted image root. */
-export async function exportTreeFormat(ctx: BuildContext, f: OutputFormat): Promise<void> {
-  const files = new Map<string, StagedFile>()
-  ctx.progress(f.progress(ctx.plan.outputSettings))
-  const s = ctx.stage(ctx.outputPathFor(f), f.name)
-  files.set(s.final, s)
-  await f.fromTree!(outputContext(ctx, files), s.final)
 }
 
 /**

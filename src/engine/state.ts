@@ -7,6 +7,8 @@ export interface BuildState {
   auxDir: string
   /** appliance: the output disk file on the host (a staged name in the output directory for raw). */
   disk: string
+  /** appliance: the export drive's file, where the guest writes archives (the staged tar output, if asked). */
+  exportDrive: string
   /** build-root: the output disk as the appliance kernel names it (/dev/sda). */
   outDevice: string
   /** block-device.d: the device a script named with IMAGE_BLOCK_DEVICE=, if one did. */
@@ -15,4 +17,6 @@ export interface BuildState {
   layout: BlockDeviceLayout
   /** extract-data: `<name>.d` if elements left files there. */
   extraDataDir: string | undefined
+  /** tree-archive: the length of the image root's archive at the start of the export drive. */
+  archiveBytes: number
 }

@@ -13,10 +13,11 @@ import {
   exportChecksums,
   exportDiskOutput,
   exportExtraData,
-  exportTarStream,
-  exportTreeFormat,
-  tarStreamFormats,
-  treeFormats,
+  archiveFile,
+  archiveFormats,
+  exportArchiveFormat,
+  exportTar,
+  exportTreeArchive,
 } from './export.js'
 import { EXTRA_DATA_VIEW, hasExtraData, runExtraData } from './extra-data.js'
 import { createBlockDevice, finalizeImage, freezeImage, releaseImage } from './image.js'
@@ -69,7 +70,7 @@ const prepareAux = defineStep<BuildContext, never, 'auxDir'>({
   run: async (ctx) => ({ auxDir: prepareAuxTree(ctx) }),
 })
 
-const appliance = defineStep<BuildContext, never, 'disk'>({
+const appliance = defineStep<BuildContext, never, 'disk' | 'exportDrive'>({
   name: 'appliance',
   part: engine,
   reads: [
@@ -84,8 +85,8 @@ const appliance = defineStep<BuildContext, never, 'disk'>({
     'buildInPlace',
   ],
   needs: [],
-  gives: ['disk'],
-  run: async (ctx) => ({ disk: await openAppliance(ctx) }),
+  gives: ['disk', 'exportDrive'],
+  run: (ctx) => openAppliance(ctx),
 })
 
 const auxImage = defineStep<BuildContext, 'auxDir'>({
@@ -191,13 +192,13 @@ const blockDevice = defineStep<BuildContext, 'outDevice' | 'namedDevice' | 'disk
   run: async (ctx, state) => ({ layout: await createBlockDevice(ctx, state) }),
 })
 
-const extractData = defineStep<BuildContext, never, 'extraDataDir'>({
+const extractData = defineStep<BuildContext, 'exportDrive', 'extraDataDir'>({
   name: 'extract-data',
   part: engine,
   reads: ['imageName', 'outputPath', 'outputDir', 'keepPartialOutputs'],
-  needs: [],
+  needs: ['exportDrive'],
   gives: ['extraDataDir'],
-  run: async (ctx) => ({ extraDataDir: await exportExtraData(ctx) }),
+  run: async (ctx, { exportDrive }) => ({ extraDataDir: await exportExtraData(ctx, exportDrive) }),
 })
 
 const finalizeImageStep = defineStep<BuildContext>({
@@ -236,27 +237,42 @@ const OUTPUT_INPUTS = [
   'env',
 ] as const satisfies readonly (keyof BuildPlan)[]
 
-const tarStream = defineStep<BuildContext>({
-  name: 'tar-stream',
-  part: { kind: 'output', format: 'tar-stream' },
-  reads: OUTPUT_INPUTS,
+/** The guest's tar writes the image root's archive onto the export drive (no daemon copy). */
+const treeArchive = defineStep<BuildContext, never, 'archiveBytes'>({
+  name: 'tree-archive',
+  part: engine,
+  reads: [],
   needs: [],
-  gives: [],
-  async run(ctx) {
-    await exportTarStream(ctx)
-    return {}
-  },
+  gives: ['archiveBytes'],
+  run: async (ctx) => ({ archiveBytes: await exportTreeArchive(ctx) }),
 })
 
-function treeFormatStep(f: OutputFormat): BuildStep {
-  return defineStep<BuildContext>({
+/** tar: the archive itself, cut to its length once the appliance no longer holds the drive. */
+function tarStep(f: OutputFormat): BuildStep {
+  return defineStep<BuildContext, 'exportDrive' | 'archiveBytes'>({
     name: f.name,
     part: { kind: 'output', format: f.name },
     reads: OUTPUT_INPUTS,
-    needs: [],
+    needs: ['exportDrive', 'archiveBytes'],
     gives: [],
-    async run(ctx) {
-      await exportTreeFormat(ctx, f)
+    async run(ctx, { exportDrive, archiveBytes }) {
+      await exportTar(ctx, f, archiveFile(exportDrive, archiveBytes))
+      return {}
+    },
+  })
+}
+
+/** tgz, docker, squashfs: made on the host from the archive, beside the shutdown and the conversions. */
+function archiveFormatStep(f: OutputFormat): BuildStep {
+  return defineStep<BuildContext, 'exportDrive' | 'archiveBytes'>({
+    name: f.name,
+    part: { kind: 'output', format: f.name },
+    reads: OUTPUT_INPUTS,
+    needs: ['exportDrive', 'archiveBytes'],
+    gives: [],
+    startsAfter: treeArchive.name,
+    async run(ctx, { exportDrive, archiveBytes }, signal) {
+      await exportArchiveFormat(ctx, f, archiveFile(exportDrive, archiveBytes), signal)
       return {}
     },
   })
@@ -331,20 +347,19 @@ export function planSteps(plan: BuildPlan): BuildStep[] {
   ]
   // divergence: in ramdisk mode no image is written at all (the original still wrote tarballs).
   if (plan.ramdisk) return [...steps, shutdown]
-  const tree = [
-    ...(tarStreamFormats(plan.formats).length > 0 ? [tarStream] : []),
-    ...treeFormats(plan.formats).map(treeFormatStep),
-  ]
+  const fromArchive = archiveFormats(plan.formats)
   const conversions = diskConversions(plan.formats)
   // The conversions run together. With tree outputs, the guest reads the frozen tree while the
   // host converts the disk: they start once it is frozen; else once the appliance has stopped.
-  const overlap = tree.length > 0 && conversions.length > 0
+  // The outputs made from the archive start once it is written, beside the shutdown.
+  const overlap = fromArchive.length > 0 && conversions.length > 0
   const after = overlap ? freezeImageStep.name : shutdown.name
   return [
     ...steps,
     ...(overlap ? [freezeImageStep] : []),
-    ...tree,
+    ...(fromArchive.length > 0 ? [treeArchive] : []),
     shutdown,
+    ...fromArchive.map((f) => (f.isArchive ? tarStep(f) : archiveFormatStep(f))),
     ...conversions.map((f) => diskFormatStep(f, after)),
     ...(plan.checksum ? [checksums] : []),
   ]

@@ -9,7 +9,7 @@ import { StringDecoder } from 'node:string_decoder'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { BuildAbortedError, HostToolError } from '../errors.js'
-import { Tail } from '../util/lines.js'
+import { LineSplitter, Tail } from '../util/lines.js'
 import { listProcessGroup, type HostProcess } from './proc.js'
 
 export interface RunResult {
@@ -191,12 +191,11 @@ export function runProcess(cmd: string, args: readonly string[], o: ProcessOptio
 /** Runs a command to completion; throws HostToolError on a non-zero exit or a signal. */
 export async function runTool(cmd: string, args: readonly string[], o: RunOptions = {}): Promise<RunResult> {
   const tail = new Tail<string>(o.tailLines ?? 20)
-  const r = await runProcess(cmd, args, {
-    ...o,
-    onStderr: (s) => {
-      for (const l of s.split('\n')) if (l) tail.push(l)
-    },
-  })
+  // Whole lines: a tool may write one line in several pieces (GNU tar writes `tar: ` apart).
+  const lines = new LineSplitter()
+  const keep = (ls: string[]) => ls.forEach((l) => l && tail.push(l))
+  const r = await runProcess(cmd, args, { ...o, onStderr: (s) => keep(lines.push(s)) })
+  keep(lines.flush())
   if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr }
   throw new HostToolError(cmd, r.code, tail.items.join('\n'), r.signal ? { signal: r.signal } : undefined)
 }

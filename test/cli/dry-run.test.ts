@@ -76,7 +76,7 @@ describe('--dry-run on the elements Debian ships', () => {
     const names = vm.steps.map((s) => s.name)
     expect(names.slice(0, 5)).toEqual(['prepare-aux', 'appliance', 'aux-image', 'launch', 'build-root'])
     expect(names.filter((n) => n.endsWith('.d'))).toEqual([...DIB_PHASE_ORDER])
-    expect(names.slice(-5)).toEqual(['freeze-image', 'tar-stream', 'shutdown', 'qcow2', 'checksums'])
+    expect(names.slice(-6)).toEqual(['freeze-image', 'tree-archive', 'shutdown', 'tar', 'qcow2', 'checksums'])
     expect(vm.steps.find((s) => s.name === 'qcow2')?.startsAfter).toBe('freeze-image')
     const text = runCli([
       '-B',

@@ -1,10 +1,12 @@
-// A stand-in for the Guestfs handle's streaming transfers (tarOutStream, mksquashfsStream), shaped
-// like the real ones: `stream` yields the bytes, `done` settles with the call. Like libguestfs,
-// an abort of the call's signal cancels it (AbortError), and a reader that goes away makes it
-// fail (EPIPE). For unit tests of the code that consumes guest streams: errors can be injected
-// at any point of the stream.
+// A stand-in for the Guestfs handle's transfers, shaped like the real ones: the guest's tar
+// writing an archive onto the export drive (shOutside), and streaming transfers (tarOutStream):
+// `stream` yields the bytes, `done` settles with the call. Like libguestfs, an abort of the
+// call's signal cancels it (AbortError), and a reader that goes away makes it fail (EPIPE). For
+// unit tests of the code that consumes guest archives: errors can be injected at any point.
+import { createWriteStream } from 'node:fs'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 
 import { BuildContext } from '../../src/engine/context.js'
 import type { BuildOptions, OutputFormatName } from '../../src/api/options.js'
@@ -88,10 +90,34 @@ export function fakeTransfer(op: string, o: FakeTransferOptions, signal?: AbortS
 /** A fake handle with the transfers the export steps use; records every transfer started. */
 export class FakeGuest {
   readonly transfers: FakeTransfer[] = []
+  /** The host file behind /dev/disk/guestfs/export (where the guest's tar writes). */
+  exportDrive: string | undefined
   constructor(
     private readonly o: FakeTransferOptions,
     private readonly lsResult: string[] = ['entry'],
   ) {}
+
+  /**
+   * The guest's tar onto the export drive (`tar … -cf /dev/disk/guestfs/export --totals .`): the
+   * chunks are written to {@link exportDrive}; the output has tar's total. Other commands: no-op.
+   */
+  async shOutside(script: string, c: { signal?: AbortSignal } = {}): Promise<string> {
+    if (!script.includes("'-cf' '/dev/disk/guestfs/export'")) return ''
+    if (this.exportDrive === undefined) throw new Error('FakeGuest: no export drive set')
+    const t = fakeTransfer('debug', this.o, c.signal)
+    this.transfers.push(t)
+    const out = createWriteStream(this.exportDrive, { flags: 'w' })
+    t.stream.on('error', () => undefined) // a failed call destroys its stream: `done` says why
+    t.stream.pipe(out)
+    try {
+      await t.done
+    } catch (e) {
+      out.destroy()
+      throw e
+    }
+    await finished(out)
+    return `Total bytes written: ${t.sent()} (fake)\n`
+  }
 
   tarOutStream(_dir: string, _o: unknown, c: { signal?: AbortSignal } = {}): FakeTransfer {
     const t = fakeTransfer('tar_out', this.o, c.signal)

@@ -1,8 +1,8 @@
-// The export steps against a fake guest stream and the real sinks (files, gzip, host tar, a
-// docker client): a failure on either side stops the whole stream at once, rejects with one
-// clear error, leaves no process and (after cleanup) no file behind, and never rejects unhandled.
+// The export steps against a fake guest (its tar writing the export drive) and the real host side
+// (files, gzip, host tar, a docker client): a failure on either side rejects with one clear error,
+// leaves no process and (after cleanup) no file behind, and never rejects unhandled.
 import { execFileSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
@@ -10,13 +10,19 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 
 import type { BuildContext } from '../../../src/engine/context.js'
-import { exportChecksums, exportExtraData, exportTarStream } from '../../../src/engine/export.js'
+import {
+  archiveFile,
+  exportArchiveFormat,
+  exportChecksums,
+  exportExtraData,
+  exportTar,
+  exportTreeArchive,
+} from '../../../src/engine/export.js'
 import { HostToolError, VirtDibError } from '../../../src/errors.js'
 import { GuestfsError } from '../../../src/guestfs/errors.js'
 import { findExecutable } from '../../../src/host/which.js'
-import { squashfs } from '../../../src/outputs/squashfs.js'
 import { FakeGuest, openExportContext, randomChunks } from '../../helpers/fake-guest.js'
-import { allProcesses, alive, waitFor } from '../../helpers/processes.js'
+import { allProcesses } from '../../helpers/processes.js'
 import { tempDir } from '../../helpers/temp.js'
 
 const isRoot = process.getuid?.() === 0
@@ -72,110 +78,105 @@ function ourTars(): number[] {
     .map((p) => p.pid)
 }
 
-describe('the tar stream into tar, tgz and docker', () => {
-  it('happy path: every sink gets every byte, checksums of what was written', async () => {
+/**
+ * What the engine does with the image root's archive: the guest writes it onto the export drive
+ * (the staged tar itself when tar is asked), then tar is cut to its length and the other formats
+ * are made from it on the host, together.
+ */
+async function exportArchive(ctx: BuildContext, guest: FakeGuest): Promise<void> {
+  const tar = ctx.plan.formats.find((f) => f.isArchive)
+  guest.exportDrive = tar
+    ? ctx.stage(join(ctx.plan.outputDir, 'img.tar'), 'tar').temp
+    : join(ctx.workspace, 'export.raw')
+  const archive = archiveFile(guest.exportDrive, await exportTreeArchive(ctx))
+  await Promise.all(
+    ctx.plan.formats.map((f) => (f.isArchive ? exportTar(ctx, f, archive) : exportArchiveFormat(ctx, f, archive))),
+  )
+}
+
+describe('the image root’s archive into tar, tgz and docker', () => {
+  it('happy path: every output gets every byte, checksums of what was written', async () => {
     const out = tempDir('vdib-exp.')
     const tmp = tempDir('vdib-exptmp.')
     const env = slowDocker(tmp)
     const ctx = await context(out, tmp, ['docker', 'tar', 'tgz'], { dockerTarget: 'x/y:z', env })
     const chunks = [...Array(40).keys()].map((i) => Buffer.alloc(100_000, i))
-    new FakeGuest({ chunks }).attach(ctx)
-    await exportTarStream(ctx)
+    const guest = new FakeGuest({ chunks }).attach(ctx)
+    await exportArchive(ctx, guest)
+    await exportChecksums(ctx)
     const all = Buffer.concat(chunks)
     const tar = ctx.staged.find((s) => s.format === 'tar')!
     expect(readFileSync(tar.temp).equals(all)).toBe(true)
     expect(tar.digests?.sha256).toBe(createHash('sha256').update(all).digest('hex'))
-    expect(gunzipSync(readFileSync(ctx.staged.find((s) => s.format === 'tgz')!.temp)).equals(all)).toBe(true)
+    const tgz = ctx.staged.find((s) => s.format === 'tgz')!
+    expect(gunzipSync(readFileSync(tgz.temp)).equals(all)).toBe(true)
+    expect(tgz.digests?.sha256).toBe(createHash('sha256').update(readFileSync(tgz.temp)).digest('hex'))
     expect(readFileSync(join(tmp, 'docker.stdin')).equals(all)).toBe(true)
   })
 
   it.skipIf(!isRoot)(
-    'a full output directory (real ENOSPC on a 1 MiB tmpfs): one clear error, the stream cancelled, nothing left',
+    'a full output directory (real ENOSPC on a 1 MiB tmpfs): one clear error, nothing left',
     async () => {
       const out = tinyTmpfs('vdib-full.')
-      writeFileSync(join(out, 'img.tar'), 'previous build')
+      writeFileSync(join(out, 'img.tgz'), 'previous build')
       const tmp = tempDir('vdib-exptmp.')
-      const ctx = await context(out, tmp, ['tar', 'tgz'])
-      const guest = new FakeGuest({ chunks: randomChunks(256) }).attach(ctx) // 16 MiB
-      const e = await exportTarStream(ctx).catch((x: unknown) => x)
+      const ctx = await context(out, tmp, ['tgz'])
+      // 16 MiB that gzip cannot shrink (the LCG chunks compress far below 1 MiB with pigz).
+      const guest = new FakeGuest({ chunks: (i) => (i < 256 ? randomBytes(64 * 1024) : null) }).attach(ctx)
+      const e = await exportArchive(ctx, guest).catch((x: unknown) => x)
       expect(e).toBeInstanceOf(VirtDibError)
-      expect((e as Error).message).toMatch(
-        new RegExp(
-          `^out of space on the host: writing ‘${out}/img\\.(tar|tgz)’ failed: no space left on device \\(ENOSPC\\)$`,
-        ),
+      expect((e as Error).message).toBe(
+        `out of space on the host: writing ‘${out}/img.tgz’ failed: no space left on device (ENOSPC)`,
       )
       expect((e as VirtDibError).hint).toMatch(/free some space/)
-      expect(await guest.transfers[0]!.outcome).toBe('cancelled')
-      expect(guest.transfers[0]!.sent()).toBeLessThan(16 * 1024 ** 2)
       await ctx.cleanup.run()
-      expect(readdirSync(out)).toEqual(['img.tar'])
-      expect(readFileSync(join(out, 'img.tar'), 'utf8')).toBe('previous build')
+      expect(readdirSync(out)).toEqual(['img.tgz'])
+      expect(readFileSync(join(out, 'img.tgz'), 'utf8')).toBe('previous build')
     },
   )
 
-  it('a write error without root (/dev/full): the same error shape through the real file sink', async () => {
-    const out = tempDir('vdib-exp.')
-    const ctx = await context(out, tempDir('vdib-exptmp.'), ['squashfs'])
-    const guest = new FakeGuest({ chunks: randomChunks(1000) }).attach(ctx)
-    const sink = ctx.fileSink({ temp: '/dev/full', final: join(out, 'img.squash') })
-    const octx = {
-      settings: ctx.plan.outputSettings,
-      env: ctx.plan.env,
-      g: ctx.g,
-      signal: ctx.signal,
-      emit: () => undefined,
-      fileSink: () => sink,
-    }
-    const e = await squashfs.fromTree!(octx, join(out, 'img.squash')).catch((x: unknown) => x)
-    expect((e as Error).message).toBe(
-      `out of space on the host: writing ‘${out}/img.squash’ failed: no space left on device (ENOSPC)`,
-    )
-    expect(await guest.transfers[0]!.outcome).toBe('cancelled')
-  })
-
   it.skipIf(!findExecutable('docker'))(
-    'docker exiting at once (no daemon, the real client): its error, the tar stream and the tar output stopped',
+    'docker exiting at once (no daemon, the real client): its error, the other outputs removed by cleanup',
     async () => {
       const out = tempDir('vdib-exp.')
       const tmp = tempDir('vdib-exptmp.')
       const env = { ...process.env, DOCKER_HOST: `unix://${tmp}/no-daemon.sock` }
       const ctx = await context(out, tmp, ['docker', 'tar'], { dockerTarget: 'vdib/x:y', env })
-      const guest = new FakeGuest({ chunks: randomChunks(100_000) }).attach(ctx) // 6 GiB if never stopped
-      const e = await exportTarStream(ctx).catch((x: unknown) => x)
+      const guest = new FakeGuest({ chunks: randomChunks(64) }).attach(ctx)
+      const e = await exportArchive(ctx, guest).catch((x: unknown) => x)
       expect(e).toBeInstanceOf(HostToolError)
       expect((e as Error).message).toMatch(/^external command ‘docker’ exited with error 1: .*(Cannot connect|daemon)/)
-      expect(await guest.transfers[0]!.outcome).toBe('cancelled')
       await ctx.cleanup.run()
       expect(readdirSync(out)).toEqual([])
     },
   )
 
-  it('the guest failing mid-stream: its error, docker killed, the partial tarball removed by cleanup', async () => {
+  it('the guest’s tar failing mid-archive: its error, no output made, the staged tar removed by cleanup', async () => {
     const out = tempDir('vdib-exp.')
     const tmp = tempDir('vdib-exptmp.')
     const ctx = await context(out, tmp, ['docker', 'tar', 'tgz'], { dockerTarget: 'x/y:z', env: slowDocker(tmp) })
-    new FakeGuest({ chunks: randomChunks(100_000), failAfter: 50, delayMs: 1 }).attach(ctx)
-    const e = await exportTarStream(ctx).catch((x: unknown) => x)
+    const guest = new FakeGuest({ chunks: randomChunks(100_000), failAfter: 50, delayMs: 1 }).attach(ctx)
+    const e = await exportArchive(ctx, guest).catch((x: unknown) => x)
     expect(e).toBeInstanceOf(GuestfsError)
     expect((e as Error).message).toMatch(/Cannot stat: Input\/output error/)
-    const pid = Number(readFileSync(join(tmp, 'docker.pid'), 'utf8'))
-    expect(await waitFor(() => !alive(pid), 5000)).toBe(true)
+    expect(existsSync(join(tmp, 'docker.pid'))).toBe(false)
     await ctx.cleanup.run()
     expect(readdirSync(out)).toEqual([])
   })
 
-  it('an abort mid-stream: an AbortError, the transfer cancelled, docker killed', async () => {
+  it('an abort while the guest archives: an AbortError, the call cancelled, nothing started after it', async () => {
     const out = tempDir('vdib-exp.')
     const tmp = tempDir('vdib-exptmp.')
     const ac = new AbortController()
     const ctx = await context(out, tmp, ['docker', 'tar'], { dockerTarget: 'x/y:z', env: slowDocker(tmp) }, ac.signal)
     const guest = new FakeGuest({ chunks: randomChunks(100_000), delayMs: 2 }).attach(ctx)
     setTimeout(() => ac.abort(), 200)
-    const e = await exportTarStream(ctx).catch((x: unknown) => x)
+    const e = await exportArchive(ctx, guest).catch((x: unknown) => x)
     expect((e as Error).name).toBe('AbortError')
     expect(await guest.transfers[0]!.outcome).toBe('cancelled')
-    const pid = Number(readFileSync(join(tmp, 'docker.pid'), 'utf8'))
-    expect(await waitFor(() => !alive(pid), 5000)).toBe(true)
+    expect(existsSync(join(tmp, 'docker.pid'))).toBe(false)
+    await ctx.cleanup.run()
+    expect(readdirSync(out)).toEqual([])
   })
 })
 
@@ -194,26 +195,28 @@ function chunked(b: Buffer, size = 16 * 1024): Buffer[] {
   return out
 }
 
-describe('extracting $NAME.d through the host tar', () => {
+describe('extracting $NAME.d through the export drive and the host tar', () => {
+  /** The fake guest writes $NAME.d's archive to a drive file in the workspace. */
+  const onDrive = (ctx: BuildContext, guest: FakeGuest): string =>
+    (guest.exportDrive = join(ctx.workspace, 'export.raw'))
+
   it('happy path: the files land in the staged directory', async () => {
     const out = tempDir('vdib-exd.')
     const ctx = await context(out, tempDir('vdib-exdtmp.'), ['tar'])
-    new FakeGuest({ chunks: chunked(tarball({ 'manifest.txt': 'elements: a b\n' })) }).attach(ctx)
-    expect(await exportExtraData(ctx)).toBe(join(out, 'img.d'))
+    const guest = new FakeGuest({ chunks: chunked(tarball({ 'manifest.txt': 'elements: a b\n' })) }).attach(ctx)
+    expect(await exportExtraData(ctx, onDrive(ctx, guest))).toBe(join(out, 'img.d'))
     expect(readFileSync(join(ctx.staged[0]!.temp, 'manifest.txt'), 'utf8')).toBe('elements: a b\n')
   })
 
-  it('tar exiting early (it refuses the input at once): one line naming $NAME.d, tar_out cancelled, no tar left', async () => {
+  it('tar refusing the archive (it is not a tar): one line naming $NAME.d, no tar left, nothing left', async () => {
     const out = tempDir('vdib-exd.')
     const ctx = await context(out, tempDir('vdib-exdtmp.'), ['tar'])
-    // gzip data on a pipe: tar stops at the first block, while the guest would send 6 GiB more.
     const gz = gzipSync(Buffer.alloc(64 * 1024))
-    const more = randomChunks(100_000)
-    const guest = new FakeGuest({ chunks: (i) => (i === 0 ? gz : more(i)) }).attach(ctx)
-    const e = await exportExtraData(ctx).catch((x: unknown) => x)
+    const more = randomChunks(16)
+    const guest = new FakeGuest({ chunks: (i) => (i === 0 ? gz : more(i - 1)) }).attach(ctx)
+    const e = await exportExtraData(ctx, onDrive(ctx, guest)).catch((x: unknown) => x)
     expect(e).toBeInstanceOf(VirtDibError)
     expect((e as Error).message).toBe(`extracting ‘${out}/img.d’ failed: Archive is compressed. Use -z option`)
-    expect(await guest.transfers[0]!.outcome).toBe('cancelled')
     expect(ourTars()).toEqual([])
     await ctx.cleanup.run()
     expect(readdirSync(out)).toEqual([])
@@ -223,8 +226,8 @@ describe('extracting $NAME.d through the host tar', () => {
     const out = tinyTmpfs('vdib-exdfull.')
     const ctx = await context(out, tempDir('vdib-exdtmp.'), ['tar'])
     const big = Buffer.concat([...Array(48).keys()].map((i) => randomChunks(48)(i)!)) // 3 MiB
-    new FakeGuest({ chunks: chunked(tarball({ big, small: 'x' })) }).attach(ctx)
-    const e = await exportExtraData(ctx).catch((x: unknown) => x)
+    const guest = new FakeGuest({ chunks: chunked(tarball({ big, small: 'x' })) }).attach(ctx)
+    const e = await exportExtraData(ctx, onDrive(ctx, guest)).catch((x: unknown) => x)
     expect(e).toBeInstanceOf(VirtDibError)
     expect((e as Error).message).toMatch(
       new RegExp(
@@ -236,18 +239,16 @@ describe('extracting $NAME.d through the host tar', () => {
     expect(readdirSync(out)).toEqual([])
   })
 
-  it('an abort (SIGINT) while tar waits for data: AbortError, tar killed, the staged directory removed', async () => {
+  it('an abort (SIGINT) while the guest archives: AbortError, no host tar started, the staged directory removed', async () => {
     const out = tempDir('vdib-exd.')
     const ac = new AbortController()
     const ctx = await context(out, tempDir('vdib-exdtmp.'), ['tar'], {}, ac.signal)
-    // The header of a 1 MiB file, then the data slowly: tar keeps waiting for more.
-    const header = tarball({ big: Buffer.alloc(1024 * 1024) }).subarray(0, 512)
-    const guest = new FakeGuest({ chunks: (i) => (i === 0 ? header : Buffer.alloc(512)), delayMs: 20 }).attach(ctx)
+    const guest = new FakeGuest({ chunks: () => Buffer.alloc(512), delayMs: 20 }).attach(ctx)
     setTimeout(() => ac.abort(), 300)
-    const e = await exportExtraData(ctx).catch((x: unknown) => x)
+    const e = await exportExtraData(ctx, onDrive(ctx, guest)).catch((x: unknown) => x)
     expect((e as Error).name).toBe('AbortError')
     expect(await guest.transfers[0]!.outcome).toBe('cancelled')
-    expect(await waitFor(() => ourTars().length === 0, 5000)).toBe(true)
+    expect(ourTars()).toEqual([])
     await ctx.cleanup.run()
     expect(existsSync(join(out, 'img.d'))).toBe(false)
     expect(readdirSync(out)).toEqual([])

@@ -59,17 +59,21 @@ describe('planSteps', () => {
     expect(names({ formats: ['qcow2'] })).toEqual([...BEFORE_OUTPUTS, 'shutdown', 'qcow2'])
   })
 
-  it('tree and disk outputs: the tree is frozen, the conversions start with the first tree output', () => {
+  it('tree and disk outputs: the tree is frozen and archived while the disk converts; the rest from the archive', () => {
     const steps = planSteps(planBuild(options({ formats: ['qcow2', 'squashfs', 'tar', 'tgz', 'vhd'] })))
     expect(steps.map((s) => s.name).slice(BEFORE_OUTPUTS.length)).toEqual([
       'freeze-image',
-      'tar-stream',
-      'squashfs',
+      'tree-archive',
       'shutdown',
+      'squashfs',
+      'tar',
+      'tgz',
       'qcow2',
       'vhd',
     ])
     expect(steps.filter((s) => s.startsAfter !== undefined).map((s) => [s.name, s.startsAfter])).toEqual([
+      ['squashfs', 'tree-archive'],
+      ['tgz', 'tree-archive'],
       ['qcow2', 'freeze-image'],
       ['vhd', 'freeze-image'],
     ])
@@ -86,7 +90,12 @@ describe('planSteps', () => {
 
   it('raw alone converts nothing; checksums only when asked; extra-packages only with packages', () => {
     expect(names({ formats: ['raw'] }).slice(BEFORE_OUTPUTS.length)).toEqual(['shutdown'])
-    expect(names({ formats: ['tar'], checksum: true }).slice(-3)).toEqual(['tar-stream', 'shutdown', 'checksums'])
+    expect(names({ formats: ['tar'], checksum: true }).slice(-4)).toEqual([
+      'tree-archive',
+      'shutdown',
+      'tar',
+      'checksums',
+    ])
     const withPackages = names({ extraPackages: ['vim'] })
     expect(withPackages.slice(withPackages.indexOf('pre-install.d'), withPackages.indexOf('install.d') + 1)).toEqual([
       'pre-install.d',
