@@ -5,14 +5,14 @@
 //
 // Archives never go through the guestfs daemon: the guest's own tar writes them straight onto the
 // export drive (block I/O), and the host reads them from that file at host speed.
-import { createReadStream, mkdirSync, rmSync, statfsSync, statSync } from 'node:fs'
+import { mkdirSync, rmSync, statfsSync, statSync } from 'node:fs'
 import { truncate } from 'node:fs/promises'
 
 import * as L from '../elements/layout.js'
 import { HostToolError, VirtDibError } from '../errors.js'
 import { hashFile, writeChecksumFile } from '../host/checksums.js'
 import { runTool } from '../host/spawn.js'
-import { outputWriteError } from '../outputs/stream.js'
+import { archiveFile, outputWriteError } from '../outputs/stream.js'
 import type { ArchiveFile, OutputContext, OutputFormat } from '../outputs/types.js'
 import { TREE_EXCLUDES } from '../outputs/types.js'
 import { shellQuote } from '../util/shell-quote.js'
@@ -75,15 +75,6 @@ async function archiveToExportDrive(ctx: BuildContext, dir: string, o: GuestTarO
   const total = /Total bytes written: (\d+)/.exec(out)
   if (!total) throw new VirtDibError(`the guest's tar of ${dir} gave no length: ${out.trim().split('\n').pop() ?? ''}`)
   return Number(total[1])
-}
-
-/** The first `bytes` bytes of the export drive's file, read as often as needed. */
-export function archiveFile(path: string, bytes: number): ArchiveFile {
-  return {
-    path,
-    bytes,
-    read: () => createReadStream(path, { start: 0, end: bytes - 1, highWaterMark: 1024 * 1024 }),
-  }
 }
 
 /** Copies `$NAME.d` out of the image if elements left anything there; returns its final path. */

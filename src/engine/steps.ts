@@ -13,7 +13,6 @@ import {
   exportChecksums,
   exportDiskOutput,
   exportExtraData,
-  archiveFile,
   archiveFormats,
   exportArchiveFormat,
   exportTar,
@@ -24,6 +23,7 @@ import { createBlockDevice, finalizeImage, freezeImage, releaseImage } from './i
 import { defineStep, type AnyStep } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
 import { installTypeFile, prepareAuxTree } from './prepare-aux.js'
+import { archiveFile } from '../outputs/stream.js'
 
 export type BuildStep = AnyStep<BuildContext>
 

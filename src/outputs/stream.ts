@@ -9,13 +9,6 @@ import { describeSystemError } from '../util/system-error.js'
 import { boundedWait } from '../util/wait.js'
 import type { ArchiveFile, FileSink } from './types.js'
 
-/** A libguestfs transfer as a stream (Guestfs.tarOutStream, mksquashfsStream). */
-export interface GuestStream {
-  stream: Readable
-  /** Settles with the libguestfs call. */
-  done: Promise<void>
-}
-
 /** How long a stopped transfer may take to settle before the error is reported anyway. */
 export const SETTLE_MS = 10_000
 /**
@@ -54,64 +47,6 @@ export async function settleTogether(
   if (!failure) return
   await Promise.race([all, boundedWait(SETTLE_MS, signal, SETTLE_ON_ABORT_MS)])
   throw failure.error
-}
-
-/** After the guest stream closed without its end: how long to wait for the call's own error. */
-const CALL_ERROR_WAIT_MS = 2000
-
-/**
- * Copies a guest stream into every sink with back-pressure (the guest waits for the slowest
- * sink). The transfer must have been started with a signal that `stop` aborts, and each sink's
- * own work (a docker process) should end when that signal aborts. `signal` is the build's
- * (see {@link settleTogether}).
- */
-export async function pumpGuestStream(
-  guest: GuestStream,
-  sinks: readonly FileSink[],
-  stop: AbortController,
-  signal?: AbortSignal,
-): Promise<void> {
-  const { stream, done } = guest
-  const ended = new Promise<void>((resolve, reject) => {
-    stream.on('end', resolve)
-    stream.on('error', reject)
-    // A destroyed stream (the call failed, or we stopped) ends with 'close' and no 'end': the
-    // call's own error says why, so it is preferred when it comes soon.
-    stream.on('close', () => {
-      if (stream.readableEnded) return
-      const early = new VirtDibError('the guest stream closed before its end')
-      void Promise.race([
-        done.then(
-          () => early,
-          (e: unknown) => e,
-        ),
-        boundedWait(CALL_ERROR_WAIT_MS, undefined, 0).then(() => early),
-      ]).then(reject)
-    })
-  })
-  let waiting = 0
-  stream.on('data', (chunk: Buffer) => {
-    for (const sink of sinks) {
-      if (sink.destroyed || sink.write(chunk)) continue
-      waiting++
-      stream.pause()
-      sink.once('drain', () => {
-        if (--waiting === 0 && !stream.destroyed) stream.resume()
-      })
-    }
-  })
-  const finished = ended.then(() => {
-    for (const sink of sinks) sink.end()
-  })
-  await settleTogether(
-    [done, finished, ...sinks.map((s) => s.done)],
-    (e) => {
-      stop.abort(e)
-      stream.destroy()
-      for (const sink of sinks) sink.destroy()
-    },
-    signal,
-  )
 }
 
 /** The error for a failed write (or read) of an output file, naming the file (its final name) and the cause. */

@@ -119,18 +119,6 @@ export class FakeGuest {
     return `Total bytes written: ${t.sent()} (fake)\n`
   }
 
-  tarOutStream(_dir: string, _o: unknown, c: { signal?: AbortSignal } = {}): FakeTransfer {
-    const t = fakeTransfer('tar_out', this.o, c.signal)
-    this.transfers.push(t)
-    return t
-  }
-
-  mksquashfsStream(_path: string, _o: unknown, c: { signal?: AbortSignal } = {}): FakeTransfer {
-    const t = fakeTransfer('mksquashfs', this.o, c.signal)
-    this.transfers.push(t)
-    return t
-  }
-
   async ls(_dir: string): Promise<string[]> {
     return this.lsResult
   }

@@ -11,7 +11,6 @@ import { afterEach, describe, expect, it } from 'vitest'
 
 import type { BuildContext } from '../../../src/engine/context.js'
 import {
-  archiveFile,
   exportArchiveFormat,
   exportChecksums,
   exportExtraData,
@@ -24,6 +23,7 @@ import { findExecutable } from '../../../src/host/which.js'
 import { FakeGuest, openExportContext, randomChunks } from '../../helpers/fake-guest.js'
 import { allProcesses } from '../../helpers/processes.js'
 import { tempDir } from '../../helpers/temp.js'
+import { archiveFile } from '../../../src/outputs/stream.js'
 
 const isRoot = process.getuid?.() === 0
 if (!isRoot) console.warn('export.test: not root, the tmpfs (real ENOSPC) cases are skipped')
