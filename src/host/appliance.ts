@@ -179,6 +179,7 @@ export async function prepareAppliance(o: {
   }
 }
 
+// divergence: the original let libguestfs build and boot its bzImage appliance.
 /**
  * Builds the appliance of the prepared `dir` as a fixed appliance (`dir`/fixed: kernel, initrd,
  * root, README.fixed) booting the host kernel as an uncompressed vmlinux, and returns its path; or
