@@ -110,7 +110,12 @@ export function hasPvhNote(file: string): boolean {
  * caller then boots the bzImage as before.
  */
 export async function extractPvhKernel(image: string, target: string, signal?: AbortSignal): Promise<boolean> {
-  const payload = bzImagePayload(readFileSync(image))
+  let payload: Buffer | undefined
+  try {
+    payload = bzImagePayload(readFileSync(image))
+  } catch {
+    return false // unreadable (some distributions keep /boot/vmlinuz-* root's only)
+  }
   const xz = findExecutable('xz')
   if (!payload || !xz || !payload.subarray(0, 6).equals(XZ_MAGIC)) return false
   const tmp = `${target}.${process.pid}.tmp`

@@ -133,6 +133,7 @@ describe.skipIf(!findExecutable('xz'))('extraction', () => {
     writeFileSync(join(d, 'gzip'), bzImage(execFileSync('gzip', ['-c'], { input: elfWithNote('Xen', 18) })))
     expect(await extractPvhKernel(join(d, 'no-note'), join(d, 'out1'))).toBe(false)
     expect(await extractPvhKernel(join(d, 'gzip'), join(d, 'out2'))).toBe(false)
+    expect(await extractPvhKernel(join(d, 'missing'), join(d, 'out3'))).toBe(false)
     expect(existsSync(join(d, 'out1')) || existsSync(join(d, 'out2'))).toBe(false)
     expect(readdirSync(d).sort()).toEqual(['gzip', 'no-note'])
   })
