@@ -65,6 +65,7 @@ export async function openAppliance(ctx: BuildContext): Promise<{ disk: string; 
       stockPath,
       extraPackages: o.packages,
       cacheRoot: applianceCacheRoot(plan.env),
+      env: plan.env,
       signal: ctx.signal,
     })
     if (appliance.fresh) ctx.progress('Prepared the build appliance (first use of this package set)')
