@@ -1,6 +1,6 @@
 // Side-by-side benchmark: the original virt-dib (Debian's libguestfs-tools) and ours, on the same
 // element sets, alternating A B A B, several runs each; writes bench/RESULTS.md.
-//   node bench/run.mjs [--runs N] [--workloads 1,2,3] [--tools original,ours] [--out bench/RESULTS.md] [--prepare-only]
+//   node bench/run.mjs [--runs N] [--workloads 1,2,3,4] [--tools original,ours] [--out bench/RESULTS.md] [--prepare-only]
 // (--tools ours: our code only, e.g. before/after a refactor; no ratio is printed then)
 // Never part of the tests or CI. Needs root-free qemu (TCG here) and ~1 hour with the defaults.
 import { spawn, spawnSync } from 'node:child_process'
@@ -18,7 +18,7 @@ const opt = (name, dflt) => {
   return i === -1 ? dflt : args[i + 1]
 }
 const RUNS = Number(opt('--runs', '3'))
-const WORKLOADS = opt('--workloads', '1,2,3').split(',').map(Number)
+const WORKLOADS = opt('--workloads', '1,2,3,4').split(',').map(Number)
 const TOOLS = opt('--tools', 'original,ours').split(',')
 const RESULTS = resolve(opt('--out', join(root, 'bench', 'RESULTS.md')))
 const work = join(root, 'bench', 'out')
@@ -89,6 +89,10 @@ const WORKLOAD = {
   3: {
     title: 'ramdisk mode (a stand-in ramdisk element packs the root into an initramfs)',
     args: ['--ramdisk', '--ramdisk-element', 'mini-ramdisk', 'demo-os'],
+  },
+  4: {
+    title: "workload 2's tree to every file format: tar,tgz,squashfs,qcow2,raw,vhd --checksum",
+    args: ['--size', '3G', '--formats', 'tar,tgz,squashfs,qcow2,raw,vhd', '--checksum', 'demo-os', 'bench-data'],
   },
 }
 
@@ -222,7 +226,7 @@ function versions() {
 }
 
 async function main() {
-  if (WORKLOADS.includes(2)) ensureDataTarball()
+  if (WORKLOADS.includes(2) || WORKLOADS.includes(4)) ensureDataTarball()
   if (args.includes('--prepare-only')) return
   const results = {}
   const retries = { count: 0 }
