@@ -186,6 +186,12 @@ function breakdown(runs) {
       else continue
       seen.set(k, (seen.get(k) ?? 0) + (e.seconds ?? 0))
     }
+    // The elements' own work is their scripts' time; virt-dib's is what is left of the wall time
+    // once the launch and the scripts are taken out.
+    const scripts = r.events.filter((e) => e.kind === 'script-end').reduce((t, e) => t + e.seconds, 0)
+    const launch = r.events.find((e) => e.kind === 'step' && e.name === 'launch')?.seconds ?? 0
+    seen.set("total: the elements' own scripts", scripts)
+    seen.set("total: virt-dib's own time (wall - launch - scripts)", r.seconds - launch - scripts)
     for (const [k, v] of seen) keys.set(k, [...(keys.get(k) ?? []), v])
   }
   return [...keys].map(([k, v]) => `| ${k} | ${f1(median(v))} |`)
