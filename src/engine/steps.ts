@@ -20,7 +20,7 @@ import {
 } from './export.js'
 import { EXTRA_DATA_VIEW, hasExtraData, runExtraData } from './extra-data.js'
 import { createBlockDevice, finalizeImage, freezeImage, releaseImage } from './image.js'
-import { defineStep, type AnyStep } from './pipeline.js'
+import { defineStep, type AnyStep, type StepPart } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
 import { installTypeFile, prepareAuxTree } from './prepare-aux.js'
 import { archiveFile } from '../outputs/stream.js'
@@ -46,19 +46,29 @@ const PHASE_INPUTS = [
   'appliance',
 ] as const satisfies readonly (keyof BuildPlan)[]
 
-/** A diskimage-builder phase run in the appliance (all but extra-data.d, which has its own steps). */
-function phaseStep(hook: HookName): BuildStep {
+/** A step that needs no state and gives none: it only acts on the build. */
+function act(
+  name: string,
+  part: StepPart,
+  reads: readonly (keyof BuildPlan)[],
+  fn: (ctx: BuildContext) => Promise<unknown>,
+): BuildStep {
   return defineStep<BuildContext>({
-    name: hook,
-    part: { kind: 'phase', hook },
-    reads: PHASE_INPUTS,
+    name,
+    part,
+    reads,
     needs: [],
     gives: [],
     async run(ctx) {
-      await runPhase(ctx, phase(hook))
+      await fn(ctx)
       return {}
     },
   })
+}
+
+/** A diskimage-builder phase run in the appliance (all but extra-data.d, which has its own steps). */
+function phaseStep(hook: HookName): BuildStep {
+  return act(hook, { kind: 'phase', hook }, PHASE_INPUTS, (ctx) => runPhase(ctx, phase(hook)))
 }
 
 const prepareAux = defineStep<BuildContext, never, 'auxDir'>({
@@ -123,56 +133,32 @@ const buildRoot = defineStep<BuildContext, never, 'outDevice'>({
 })
 
 /** diskimage-builder writes DIB_DEFAULT_INSTALLTYPE's file after root.d: root.d does not see it. */
-const installType = defineStep<BuildContext>({
-  name: 'install-type',
-  part: engine,
-  reads: ['installType'],
-  needs: [],
-  gives: [],
-  async run(ctx) {
-    const file = installTypeFile(ctx)
-    await ctx.g.write(file.path, file.content)
-    return {}
-  },
+const installType = act('install-type', engine, ['installType'], async (ctx) => {
+  const file = installTypeFile(ctx)
+  await ctx.g.write(file.path, file.content)
 })
 
-const extraData = defineStep<BuildContext>({
-  name: 'extra-data.d',
-  part: { kind: 'phase', hook: 'extra-data.d' },
-  reads: [...PHASE_INPUTS, 'env', 'libPath', 'python', 'imageName', 'resolution'],
-  needs: [],
-  gives: [],
-  async run(ctx) {
-    await runExtraData(ctx)
-    return {}
-  },
-})
+const extraData = act(
+  'extra-data.d',
+  { kind: 'phase', hook: 'extra-data.d' },
+  [...PHASE_INPUTS, 'env', 'libPath', 'python', 'imageName', 'resolution'],
+  runExtraData,
+)
 
 /** Releasing the FUSE view extra-data.d ran against (only when it had scripts). */
-const extraDataUnmount = defineStep<BuildContext>({
-  name: 'extra-data-unmount',
-  part: { kind: 'phase', hook: 'extra-data.d' },
-  reads: [],
-  needs: [],
-  gives: [],
-  async run(ctx) {
-    await ctx.release(EXTRA_DATA_VIEW)
-    return {}
-  },
-})
+const extraDataUnmount = act('extra-data-unmount', { kind: 'phase', hook: 'extra-data.d' }, [], (ctx) =>
+  ctx.release(EXTRA_DATA_VIEW),
+)
 
-const extraPackagesStep = defineStep<BuildContext>({
-  name: 'extra-packages',
-  part: { kind: 'phase', hook: 'extra-packages' },
-  reads: [...PHASE_INPUTS, 'extraPackages'],
-  needs: [],
-  gives: [],
-  async run(ctx) {
+const extraPackagesStep = act(
+  'extra-packages',
+  { kind: 'phase', hook: 'extra-packages' },
+  [...PHASE_INPUTS, 'extraPackages'],
+  async (ctx) => {
     ctx.progress(extraPackagesProgress(ctx.plan.extraPackages))
     await runPhase(ctx, extraPackages)
-    return {}
   },
-})
+)
 
 const blockDeviceHooks = defineStep<BuildContext, never, 'namedDevice'>({
   name: 'block-device.d',
@@ -201,17 +187,7 @@ const extractData = defineStep<BuildContext, 'exportDrive', 'extraDataDir'>({
   run: async (ctx, { exportDrive }) => ({ extraDataDir: await exportExtraData(ctx, exportDrive) }),
 })
 
-const finalizeImageStep = defineStep<BuildContext>({
-  name: 'finalize-image',
-  part: engine,
-  reads: ['appliance'],
-  needs: [],
-  gives: [],
-  async run(ctx) {
-    await finalizeImage(ctx)
-    return {}
-  },
-})
+const finalizeImageStep = act('finalize-image', engine, ['appliance'], finalizeImage)
 
 /** Read-only image file systems: the host converts the disk while the guest still reads the tree. */
 const freezeImageStep = defineStep<BuildContext, 'layout'>({
@@ -308,17 +284,7 @@ function diskFormatStep(f: OutputFormat, startsAfter: string): BuildStep {
   })
 }
 
-const checksums = defineStep<BuildContext>({
-  name: 'checksums',
-  part: engine,
-  reads: ['checksum', 'outputDir', 'keepPartialOutputs'],
-  needs: [],
-  gives: [],
-  async run(ctx) {
-    await exportChecksums(ctx)
-    return {}
-  },
-})
+const checksums = act('checksums', engine, ['checksum', 'outputDir', 'keepPartialOutputs'], exportChecksums)
 
 /** The steps `plan` runs, in order. */
 export function planSteps(plan: BuildPlan): BuildStep[] {

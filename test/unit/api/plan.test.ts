@@ -16,22 +16,13 @@ import { elementArray, prepareAuxTree, prepareImageCache } from '../../../src/en
 import { splitShellWords } from '../../../src/blockdev/shell-words.js'
 import { BlockDeviceConfigError, ElementError, UsageError, VirtDibError } from '../../../src/errors.js'
 import { formatControlFile } from '../../../src/phases/runner/control-file.js'
-import { DIB_LIB, root } from '../../helpers/cli.js'
+import { demoOptions } from '../../helpers/demo-options.js'
 
 const MiB = 1024 ** 2
 const tmp = mkdtempSync(join(tmpdir(), 'vdib-plan.'))
 afterAll(() => rmSync(tmp, { recursive: true, force: true }))
 
-const options = (o: Partial<BuildOptions> = {}): BuildOptions => ({
-  elements: ['demo-os'],
-  libPath: DIB_LIB,
-  elementPaths: [join(root, 'examples', 'elements')],
-  skipBase: true,
-  name: join(tmp, 'img'),
-  python: 'python3',
-  env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: tmp },
-  ...o,
-})
+const options = (o: Partial<BuildOptions> = {}): BuildOptions => demoOptions(tmp, o)
 
 describe('--arch', () => {
   it('takes architecture names', () => {

@@ -13,22 +13,13 @@ import { planBuild } from '../../../src/api/plan.js'
 import { checkTable } from '../../../src/engine/pipeline.js'
 import { rootFsUuidFrom } from '../../../src/engine/plan.js'
 import { planSteps } from '../../../src/engine/steps.js'
-import { DIB_LIB, root } from '../../helpers/cli.js'
+import { demoOptions } from '../../helpers/demo-options.js'
 
 const tmp = mkdtempSync(join(tmpdir(), 'vdib-steps.'))
 afterAll(() => rmSync(tmp, { recursive: true, force: true }))
 
-const options = (o: Partial<BuildOptions> = {}): BuildOptions => ({
-  elements: ['demo-os'],
-  libPath: DIB_LIB,
-  elementPaths: [join(root, 'examples', 'elements')],
-  skipBase: true,
-  name: join(tmp, 'img'),
-  python: 'python3',
-  imageCache: join(tmp, 'cache'),
-  env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: tmp },
-  ...o,
-})
+const options = (o: Partial<BuildOptions> = {}): BuildOptions =>
+  demoOptions(tmp, { imageCache: join(tmp, 'cache'), ...o })
 
 const names = (o: Partial<BuildOptions>) => planSteps(planBuild(options(o))).map((s) => s.name)
 
