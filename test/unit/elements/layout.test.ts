@@ -76,6 +76,9 @@ describe('aux layout', () => {
       runner: 'run-phase.bash',
       fakeBin: 'host-bin',
       imageView: 'extra-data.d',
+      auxImage: 'aux.img',
+      disk: 'image.raw',
+      exportDrive: 'export.raw',
     })
   })
 })
