@@ -49,18 +49,11 @@ export function willUseTcg(env: NodeJS.ProcessEnv = process.env): boolean {
  * new addresses and is translated again: `norandmaps` makes a dynamically linked exec ~5x faster
  * (32 ms -> 6 ms here), which is most of the guest time of script phases. Everything in the
  * appliance runs as root and is thrown away, so ASLR protects nothing there; VIRT_DIB_GUEST_ASLR=1
- * keeps it. LIBGUESTFS_APPEND is kept because setting the append string replaces it. The drives
- * are scanned in order (see SCSI_SCAN_SYNC).
+ * keeps it. LIBGUESTFS_APPEND is kept because setting the append string replaces it.
  */
-export function applianceAppend(env: NodeJS.ProcessEnv = process.env): string {
+export function applianceAppend(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const user = env['LIBGUESTFS_APPEND']?.trim()
-  const aslr = env['VIRT_DIB_GUEST_ASLR'] === '1' || !willUseTcg(env) ? '' : 'norandmaps'
-  return [user, SCSI_SCAN_SYNC, aslr].filter((s) => s).join(' ')
+  const ours = env['VIRT_DIB_GUEST_ASLR'] === '1' || !willUseTcg(env) ? '' : 'norandmaps'
+  const all = [user, ours].filter((s) => s).join(' ')
+  return all === '' ? undefined : all
 }
-
-/**
- * The drives are scanned one after the other, so the kernel names them in the order they were
- * added (/dev/sda is the output disk): with the default asynchronous scan a loaded machine could
- * name them in another order, and the names an element records (IMAGE_BLOCK_DEVICE) changed.
- */
-const SCSI_SCAN_SYNC = 'scsi_mod.scan=sync'
