@@ -22,13 +22,24 @@ import type { BuildContext, BuildResult, StagedFile } from './context.js'
 /** Less free space than this after a failed write: the file system was full. */
 const FULL_BYTES = 1024 * 1024
 
-function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal = ctx.signal): OutputContext {
+/**
+ * Starts one output step: its progress line, its staged file (none for docker), and the context
+ * its format writes through.
+ */
+function startOutput(
+  ctx: BuildContext,
+  f: OutputFormat,
+  signal: AbortSignal,
+): { file: StagedFile | undefined; octx: OutputContext } {
+  ctx.progress(f.progress(ctx.plan.outputSettings))
+  const file = f.extension ? ctx.stage(ctx.outputPathFor(f), f.name) : undefined
   const staged = (target: string): StagedFile => {
-    const file = files.get(target) ?? [...files.values()].find((f) => f.temp === target)
-    if (!file) throw new Error(`${target} is not a staged output`) // a bug: the CLI says internal error
+    if (!file || (target !== file.temp && target !== file.final)) {
+      throw new Error(`${target} is not a staged output`) // a bug: the CLI says internal error
+    }
     return file
   }
-  return {
+  const octx: OutputContext = {
     settings: ctx.plan.outputSettings,
     env: ctx.plan.env,
     signal,
@@ -36,6 +47,7 @@ function outputContext(ctx: BuildContext, files: Map<string, StagedFile>, signal
     fileSink: (target) => ctx.fileSink(staged(target)),
     finalPath: (target) => staged(target).final,
   }
+  return { file, octx }
 }
 
 /** What the guest's tar puts in an archive (as guestfsd's tar_out options). */
@@ -165,15 +177,8 @@ export async function exportArchiveFormat(
   archive: ArchiveFile,
   signal = ctx.signal,
 ): Promise<void> {
-  const files = new Map<string, StagedFile>()
-  ctx.progress(f.progress(ctx.plan.outputSettings))
-  let target: string | undefined
-  if (f.extension) {
-    const s = ctx.stage(ctx.outputPathFor(f), f.name)
-    files.set(s.final, s)
-    target = s.temp
-  }
-  await f.fromArchive!(outputContext(ctx, files, signal), archive, target)
+  const { file, octx } = startOutput(ctx, f, signal)
+  await f.fromArchive!(octx, archive, file?.temp)
 }
 
 /** Formats converted from the disk file on the host (raw is the disk file itself). */
@@ -191,11 +196,8 @@ export async function exportDiskOutput(
   disk: string,
   signal = ctx.signal,
 ): Promise<void> {
-  const files = new Map<string, StagedFile>()
-  ctx.progress(f.progress(ctx.plan.outputSettings))
-  const s = ctx.stage(ctx.outputPathFor(f), f.name)
-  files.set(s.final, s)
-  await f.fromDisk!(outputContext(ctx, files, signal), disk, s.temp)
+  const { file, octx } = startOutput(ctx, f, signal)
+  await f.fromDisk!(octx, disk, file!.temp)
 }
 
 /** `.md5` and `.sha256` next to every output file, hashed while written where possible. */
