@@ -10,6 +10,7 @@ import {
   existsSync,
   mkdirSync,
   readdirSync,
+  readFileSync,
   readlinkSync,
   renameSync,
   rmSync,
@@ -82,6 +83,33 @@ function key(stockSupermin: string, packages: readonly string[]): string {
     h.update(`${f}:${st.size}:${st.mtimeMs}\n`)
   }
   return h.digest('hex').slice(0, 16)
+}
+
+/**
+ * What the step cache keys on for the appliance a build's scripts run in: virt-dib's additions,
+ * the package set with the installed version of every package in it (libguestfs's own list and
+ * ours: supermin copies them from the host, so an upgrade changes what scripts see) and the kernel.
+ * Not the appliance folder's key: that one follows mtimes, this one content.
+ */
+export function applianceCacheKey(o: { stockPath: string; extraPackages?: readonly string[]; stock: boolean }): string {
+  const h = createHash('sha256')
+  h.update(`virt-dib appliance extra:${EXTRA_VERSION} stock:${o.stock}\n`)
+  let stockList: string[] = []
+  try {
+    stockList = readFileSync(join(o.stockPath, 'supermin.d', 'packages'), 'utf8')
+      .split(/\s+/)
+      .filter(Boolean)
+  } catch {
+    h.update('no stock package list\n')
+  }
+  const packages = [
+    ...new Set([...stockList, ...(o.stock ? [] : [...DEFAULT_APPLIANCE_PACKAGES, ...(o.extraPackages ?? [])])]),
+  ].sort()
+  // Any exit status: dpkg-query exits 1 when a package is unknown and still lists the others.
+  const r = runProcessSync('dpkg-query', ['-W', '-f', '${Package} ${Version}\\n', ...packages])
+  h.update(r.stdout.split('\n').sort().join('\n'))
+  h.update(`\nkernel:${pickHostKernel()?.version ?? 'none'}\n`)
+  return h.digest('hex')
 }
 
 /**
