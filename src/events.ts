@@ -26,6 +26,12 @@ export type BuildEvent = EventBase &
     | { kind: 'appliance-log'; text: string }
     | { kind: 'step'; name: string; seconds: number }
     | { kind: 'output'; format: string; path: string; size: number; md5?: string; sha256?: string }
+    /** The step cache reused the snapshot after `steps` (first…last, in run order): they do not run. */
+    | { kind: 'cache-hit'; steps: string[]; key: string; ageSeconds: number }
+    /** `step` is not in the cache; `reason` names the first input that differs ('' if none is known). */
+    | { kind: 'cache-miss'; step: string; reason: string }
+    /** The snapshot after `step` went into the cache (`bytes` on disk, written in `seconds`). */
+    | { kind: 'cache-store'; step: string; key: string; bytes: number; seconds: number }
   )
 
 export type BuildEventKind = BuildEvent['kind']

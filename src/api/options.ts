@@ -1,4 +1,7 @@
 // The typed options of build(): what the CLI flags become, and what Node services pass.
+import { homedir } from 'node:os'
+import { isAbsolute, join } from 'node:path'
+
 import type { EnvvarSpec } from '../elements/environment.js'
 import type { OutputFormatName, OutputFormatOptions } from '../outputs/registry.js'
 
@@ -60,9 +63,29 @@ export interface BuildOptions extends OutputFormatOptions {
   stockAppliance?: boolean
   /** Environment the host phases inherit and --envvar reads (default process.env). */
   env?: NodeJS.ProcessEnv
+  /**
+   * The step cache (--cache): a snapshot after each phase, reused by later builds. Off when absent.
+   * `dir` defaults to {@link defaultCacheDir}, `maxSize` (bytes) to {@link DEFAULT_CACHE_MAX_SIZE};
+   * `maxAge` (ms): older snapshots are not reused. `false` forces it off (--no-cache): then
+   * `rebuildFrom` is moot and ignored, whereas without the cache asked for it is an error.
+   */
+  cache?: { dir?: string; maxSize?: number; maxAge?: number } | false
+  /** Do not reuse snapshots from this phase on (`install` or `install.d`); needs `cache`. */
+  rebuildFrom?: string
 }
 
 export type { BuildHooks } from '../engine/context.js'
 
 export const DEFAULT_SIZE = 5 * 1024 ** 3
 export const DEFAULT_FORMATS: OutputFormatName[] = ['qcow2']
+export const DEFAULT_CACHE_MAX_SIZE = 20 * 1024 ** 3
+
+/**
+ * The step cache's folder: `$XDG_CACHE_HOME/virt-dib/steps`, else `~/.cache/virt-dib/steps`
+ * (a relative XDG_CACHE_HOME is ignored, as the XDG spec says).
+ */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env['XDG_CACHE_HOME']
+  if (xdg !== undefined && isAbsolute(xdg)) return join(xdg, 'virt-dib', 'steps')
+  return join(env['HOME'] || homedir(), '.cache', 'virt-dib', 'steps')
+}

@@ -8,6 +8,7 @@ import { chooseConfigSource, configToGraph, DEFAULT_CONFIG } from '../blockdev/c
 import { planValues } from '../blockdev/devices.js'
 import { defaultRootLabel, MAX_LABEL, planLayout, type RootParams } from '../blockdev/layout.js'
 import { canBuildInPlace } from '../blockdev/script.js'
+import { normalizePhaseName, PHASE_STEP_NAMES } from '../cache/keys.js'
 import { splitShellWords } from '../blockdev/shell-words.js'
 import { resolveElements } from '../elements/deps.js'
 import { loadElementIndex } from '../elements/discover.js'
@@ -18,7 +19,7 @@ import { resolvePython } from '../host/python.js'
 import { freezePlan, rootFsUuidFrom, type BuildPlan, type PlanSeed } from '../engine/plan.js'
 import { resolveFormats, resolveOutputSettings } from '../outputs/registry.js'
 import { hostArch } from '../util/host-arch.js'
-import { DEFAULT_FORMATS, DEFAULT_SIZE, type BuildOptions } from './options.js'
+import { DEFAULT_CACHE_MAX_SIZE, DEFAULT_FORMATS, DEFAULT_SIZE, defaultCacheDir, type BuildOptions } from './options.js'
 
 /** Architecture names (dpkg's and the kernel's): letters, digits, _ and -, nothing else. */
 const ARCH_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
@@ -143,6 +144,7 @@ export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): Build
     })
   }
   if (options.mkfsOptions !== undefined) splitShellWords(options.mkfsOptions, '--mkfs-options')
+  const { cache, rebuildFrom } = planCache(options, env)
 
   const name = options.name ?? 'image'
   if (name === '' || name.endsWith('/')) throw new UsageError(`invalid --name ‘${name}’`)
@@ -240,7 +242,8 @@ export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): Build
     layout,
     layoutSource: source,
     overrideLayout,
-    buildInPlace: canBuildInPlace(layout),
+    // With the step cache the tree is built apart, on a drive of a fixed size: its snapshots do not depend on --size.
+    buildInPlace: cache === undefined && canBuildInPlace(layout),
     python,
     ramdisk: resolution.ramdisk,
     installType: options.installType ?? 'source',
@@ -261,5 +264,38 @@ export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): Build
     env,
     envInputs,
     warnings,
+    cache,
+    rebuildFrom,
   })
+}
+
+/** --rebuild-from as the step name the cache keys (`install` → `install.d`), or a one-line error. */
+function rebuildFromStep(name: string): string {
+  const step = normalizePhaseName(name)
+  if (step !== undefined) return step
+  throw new UsageError(
+    `--rebuild-from ‘${name}’ is not a phase: one of ${PHASE_STEP_NAMES.join(', ')} (.d may be left out)`,
+  )
+}
+
+/** `cache` and `rebuildFrom` checked and normalised (an absolute folder, a hook name). */
+function planCache(options: BuildOptions, env: NodeJS.ProcessEnv): Pick<BuildPlan, 'cache' | 'rebuildFrom'> {
+  const rebuildFrom = options.rebuildFrom === undefined ? undefined : rebuildFromStep(options.rebuildFrom)
+  const c = options.cache
+  if (c === false) return { cache: undefined, rebuildFrom: undefined } // forced off: nothing to rebuild from
+  if (c === undefined) {
+    if (rebuildFrom !== undefined) throw new UsageError('--rebuild-from needs the step cache (--cache)')
+    return { cache: undefined, rebuildFrom: undefined }
+  }
+  const maxSize = c.maxSize ?? DEFAULT_CACHE_MAX_SIZE
+  if (!Number.isSafeInteger(maxSize) || maxSize <= 0) throw new UsageError('--cache-max-size must be greater than zero')
+  if (c.maxAge !== undefined && (!Number.isSafeInteger(c.maxAge) || c.maxAge <= 0)) {
+    throw new UsageError('--cache-max-age must be greater than zero')
+  }
+  if (c.dir === '') throw new UsageError('--cache-dir must not be empty')
+  const dir = resolve(c.dir ?? defaultCacheDir(env))
+  if (existsSync(dir) && !statSync(dir).isDirectory()) {
+    throw new UsageError(`cache directory ‘${dir}’ is not a directory`)
+  }
+  return { cache: { dir, maxSize, maxAgeMs: c.maxAge }, rebuildFrom }
 }

@@ -35,6 +35,13 @@ export interface CliFlags {
   /** What the output formats' flags set (their fields of BuildOptions). */
   outputOptions: OutputFormatOptions
   appliancePackages: string[]
+  /** The step cache: --cache, --cache-dir (implies --cache), --no-cache (wins whatever the order). */
+  cache: boolean
+  noCache: boolean
+  cacheDir?: string
+  cacheMaxAge?: string
+  cacheMaxSize?: string
+  rebuildFrom?: string
   colors: boolean
   wrap: boolean
   quiet: boolean
@@ -62,6 +69,8 @@ export function defaultFlags(): CliFlags {
     deleteOnFailure: true,
     outputOptions: {},
     appliancePackages: [],
+    cache: false,
+    noCache: false,
     colors: false,
     wrap: false,
     quiet: false,
@@ -99,6 +108,25 @@ const CLI_FLAGS: readonly FlagSpec[] = [
     arg: '<path>',
     help: 'Base path of diskimage-builder library',
     apply: (f, v) => void (f.libPath = v),
+  },
+  { keys: ['--cache'], help: 'Reuse and keep a snapshot after each phase', apply: (f) => void (f.cache = true) },
+  {
+    keys: ['--cache-dir'],
+    arg: '<directory>',
+    help: 'Location of the step cache (implies --cache)',
+    apply: (f, v) => void (f.cacheDir = v),
+  },
+  {
+    keys: ['--cache-max-age'],
+    arg: '<duration>',
+    help: 'Don’t reuse older snapshots (30m, 2h, 7d, 1w)',
+    apply: (f, v) => void (f.cacheMaxAge = v),
+  },
+  {
+    keys: ['--cache-max-size'],
+    arg: '<size>',
+    help: 'Size cap of the step cache (default 20G)',
+    apply: (f, v) => void (f.cacheMaxSize = v),
   },
   { keys: ['--checksum'], help: 'Generate MD5 and SHA256 checksum files', apply: (f) => void (f.checksum = true) },
   {
@@ -186,6 +214,11 @@ const CLI_FLAGS: readonly FlagSpec[] = [
     help: 'Don’t delete output file on failure',
     apply: (f) => void (f.deleteOnFailure = false),
   },
+  {
+    keys: ['--no-cache'],
+    help: 'Don’t use the step cache (wins over --cache)',
+    apply: (f) => void (f.noCache = true),
+  },
   { keys: ['--no-network'], help: 'Disable appliance network', apply: (f) => void (f.network = false) },
   { keys: ['--python'], arg: '<python>', help: 'Set Python interpreter', apply: (f, v) => void (f.python = v) },
   { keys: ['-q', '--quiet'], help: 'Don’t print progress messages', apply: (f) => void (f.quiet = true) },
@@ -195,6 +228,12 @@ const CLI_FLAGS: readonly FlagSpec[] = [
     arg: '<name>',
     help: 'Main element for building ramdisks',
     apply: (f, v) => void (f.ramdiskElement = v),
+  },
+  {
+    keys: ['--rebuild-from'],
+    arg: '<phase>',
+    help: 'Reuse no snapshot from this phase on',
+    apply: (f, v) => void (f.rebuildFrom = v),
   },
   { keys: ['--root-label'], arg: '<label>', help: 'Label for the root fs', apply: (f, v) => void (f.rootLabel = v) },
   { keys: ['--size'], arg: '<size>', help: 'Set output disk size', apply: (f, v) => void (f.size = v) },

@@ -86,13 +86,15 @@ export function parseArgv(args: readonly string[]): ParsedArgs {
     const spellings = longs.length > 0 ? longs.map((l, i) => (i === 0 && short ? `${short}, ${l}` : l)) : [short!]
     for (const s of spellings) {
       const opt = new Option(placeholder ? `${s} ${placeholder}` : s)
-      opt.argParser((v: string) => {
-        apply(v)
-        return undefined
-      })
-      if (!placeholder) {
-        // switches: commander calls no parser for them, so record through an event instead.
-        program.on(`option:${opt.attributeName()}`, () => apply(''))
+      if (placeholder) {
+        opt.argParser((v: string) => {
+          apply(v)
+          return undefined
+        })
+      } else {
+        // A switch, by its event: by option name, since `--network` and `--no-network` share an
+        // attribute name (listening by it, `--network` turned the network off).
+        program.on(`option:${opt.name()}`, () => apply(''))
       }
       program.addOption(opt)
     }

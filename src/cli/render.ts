@@ -1,6 +1,8 @@
 // Turns build events into terminal output like the original's ([  12.3] progress lines, info in
 // magenta), plus live script output and durations; and JSON lines for --machine-readable.
+import { formatDuration } from '../cache/duration.js'
 import type { BuildEvent } from '../events.js'
+import { formatSize } from '../util/sizes.js'
 
 export interface RenderOptions {
   color: boolean
@@ -17,6 +19,11 @@ const MAGENTA = '\x1b[1;35m'
 const BLUE = '\x1b[1;34m'
 const DIM = '\x1b[2m'
 const RESET = '\x1b[0m'
+
+/** A cache key as `virt-dib cache list` shows it: its first 12 hex digits. */
+export function shortKey(key: string): string {
+  return key.slice(0, 12)
+}
 
 export function createRenderer(o: RenderOptions): (e: BuildEvent) => void {
   const paint = (code: string, text: string) => (o.color ? `${code}${text}${RESET}` : text)
@@ -68,6 +75,25 @@ export function createRenderer(o: RenderOptions): (e: BuildEvent) => void {
         break
       case 'phase-start':
         phases.add(e.hook)
+        break
+      case 'cache-hit': {
+        const steps = e.steps.length > 1 ? `${e.steps[0]} … ${e.steps.at(-1)}` : (e.steps[0] ?? '')
+        const age = formatDuration(e.ageSeconds * 1000)
+        if (!o.quiet)
+          line(paint(GREEN, `${stamp(e)}Reusing ${steps} from the cache (key ${shortKey(e.key)}, ${age} old)`))
+        break
+      }
+      case 'cache-miss':
+        // Why a step runs again is worth a line; a miss with nothing to say only in verbose mode.
+        if (e.reason !== '') {
+          if (!o.quiet) line(paint(GREEN, `${stamp(e)}Not in the cache: ${e.step} (${e.reason})`))
+        } else if (o.debug || o.verbose) line(`${stamp(e)}Not in the cache: ${e.step}`)
+        break
+      case 'cache-store':
+        if (o.debug || o.verbose) {
+          const took = e.seconds.toFixed(1)
+          line(`${stamp(e)}Stored ${e.step} in the cache (key ${shortKey(e.key)}, ${formatSize(e.bytes)}, ${took} s)`)
+        }
         break
     }
   }

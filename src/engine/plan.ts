@@ -81,6 +81,10 @@ export interface BuildPlan {
   /** The environment model's inputs (block device and host mount are added during the build). */
   readonly envInputs: EnvInputs
   readonly warnings: readonly string[]
+  /** The step cache (--cache), absolute `dir`; undefined when it is off. */
+  readonly cache: { readonly dir: string; readonly maxSize: number; readonly maxAgeMs: number | undefined } | undefined
+  /** --rebuild-from as a cached step name (`install.d`, `block-device`): no snapshot from it on is reused. */
+  readonly rebuildFrom: string | undefined
 }
 
 /** What a plan can be given besides the request. */

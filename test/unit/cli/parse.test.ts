@@ -42,6 +42,14 @@ describe('argument parsing', () => {
       expect(() => parseArgv([`--dry-run=${v}`, 'elem'])).not.toThrow(GetoptError)
     }
   })
+  it('switches that share a name with their --no- form: the last one given wins', () => {
+    // Both registered under commander's attribute name `network`, --network used to turn it off.
+    expect(parseArgv(['--network', 'x']).flags.network).toBe(true)
+    expect(parseArgv(['--no-network', 'x']).flags.network).toBe(false)
+    expect(parseArgv(['--no-network', '--network', 'x']).flags.network).toBe(true)
+    expect(parseArgv(['--network', '--no-network', 'x']).flags.network).toBe(false)
+    expect(parseArgv(['--cache', 'x']).flags).toMatchObject({ cache: true, noCache: false })
+  })
   it('stops at --', () => {
     expect(parseArgv(['--', '--name'])).toMatchObject({ elements: ['--name'] })
   })
