@@ -1,0 +1,323 @@
+// Block-level snapshots of a raw sparse disk: the clusters that changed since the parent's cluster map, as a qcow2 delta.
+import { createHash, randomBytes } from 'node:crypto'
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+
+import { BuildAbortedError, VirtDibError } from '../errors.js'
+import { abortError, runTool } from '../host/spawn.js'
+import { CLUSTER_BITS, CLUSTER_SIZE, openQcow2Delta, type Qcow2Backing } from './qcow2.js'
+
+/** Bytes of a cluster's hash kept in a map: a truncated sha256 (fastest of node:crypto here, with SHA-NI). */
+export const HASH_BYTES = 16
+/** Id of the hash in an encoded map: 1 = sha256 truncated to HASH_BYTES. */
+const HASH_ID = 1
+const MAP_MAGIC = Buffer.from('VDIBCMAP')
+const MAP_VERSION = 1
+/** magic, version, cluster bits, hash id, hash bytes, reserved, count, varint bytes */
+const MAP_HEADER = 8 + 4 + 4 + 4 + 4
+const MAP_TRAILER = 16
+/** The raw disk is read in chunks of this size (two: one read ahead while the other is hashed). */
+const READ_BYTES = 4 << 20
+
+/**
+ * What a drive held at a snapshot: the hash of every cluster with nonzero data, by ascending
+ * cluster index. Clusters not in it read as zeros.
+ */
+export class ClusterMap {
+  constructor(
+    /** Cluster indexes, strictly ascending. */
+    readonly indexes: Uint32Array,
+    /** HASH_BYTES per index, in the same order. */
+    readonly hashes: Buffer,
+  ) {
+    if (hashes.length !== indexes.length * HASH_BYTES) throw new RangeError('cluster map: hashes do not match indexes')
+  }
+
+  get size(): number {
+    return this.indexes.length
+  }
+
+  hashAt(i: number): Buffer {
+    return this.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES)
+  }
+
+  /** The hash of cluster `index`, undefined when it reads as zeros. */
+  get(index: number): Buffer | undefined {
+    let lo = 0
+    let hi = this.indexes.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      const v = this.indexes[mid]!
+      if (v === index) return this.hashAt(mid)
+      if (v < index) lo = mid + 1
+      else hi = mid - 1
+    }
+    return undefined
+  }
+}
+
+/** Appends entries in ascending order, growing by doubling. */
+class MapBuilder {
+  private indexes = new Uint32Array(1024)
+  private hashes = Buffer.allocUnsafe(1024 * HASH_BYTES)
+  private n = 0
+
+  push(index: number, hash: Buffer): void {
+    if (this.n === this.indexes.length) {
+      const ix = new Uint32Array(this.n * 2)
+      ix.set(this.indexes)
+      this.indexes = ix
+      const hs = Buffer.allocUnsafe(this.n * 2 * HASH_BYTES)
+      this.hashes.copy(hs)
+      this.hashes = hs
+    }
+    this.indexes[this.n] = index
+    hash.copy(this.hashes, this.n * HASH_BYTES, 0, HASH_BYTES)
+    this.n++
+  }
+
+  done(): ClusterMap {
+    return new ClusterMap(this.indexes.slice(0, this.n), Buffer.from(this.hashes.subarray(0, this.n * HASH_BYTES)))
+  }
+}
+
+/** A cluster map file that cannot be read back: truncated, corrupt or of another version. */
+export class CorruptMapError extends VirtDibError {
+  override name = 'CorruptMapError'
+}
+
+/**
+ * The map as bytes: header (magic, version, cluster bits, hash id and size, count), the indexes as
+ * LEB128 gaps (consecutive clusters take one byte each), the hashes, and a truncated sha256 of all that.
+ */
+export function encodeMap(map: ClusterMap): Buffer {
+  const gaps = Buffer.allocUnsafe(map.size * 5)
+  let g = 0
+  let prev = -1
+  for (const index of map.indexes) {
+    let gap = index - prev - 1
+    prev = index
+    while (gap >= 0x80) {
+      gaps[g++] = (gap & 0x7f) | 0x80
+      gap >>>= 7
+    }
+    gaps[g++] = gap
+  }
+  const out = Buffer.alloc(MAP_HEADER + g + map.hashes.length + MAP_TRAILER)
+  MAP_MAGIC.copy(out, 0)
+  out.writeUInt32BE(MAP_VERSION, 8)
+  out.writeUInt8(CLUSTER_BITS, 12)
+  out.writeUInt8(HASH_ID, 13)
+  out.writeUInt8(HASH_BYTES, 14)
+  out.writeUInt32BE(map.size, 16)
+  out.writeUInt32BE(g, 20)
+  gaps.copy(out, MAP_HEADER, 0, g)
+  map.hashes.copy(out, MAP_HEADER + g)
+  const body = out.length - MAP_TRAILER
+  createHash('sha256').update(out.subarray(0, body)).digest().copy(out, body, 0, MAP_TRAILER)
+  return out
+}
+
+/** Reads back what {@link encodeMap} wrote; throws CorruptMapError on anything else. */
+export function decodeMap(buf: Buffer): ClusterMap {
+  const bad = (why: string) => new CorruptMapError(`corrupt cluster map: ${why}`)
+  if (!buf.subarray(0, 8).equals(MAP_MAGIC)) throw bad('not a cluster map (bad magic)')
+  if (buf.length < MAP_HEADER + MAP_TRAILER) throw bad(`${buf.length} bytes is too short`)
+  const version = buf.readUInt32BE(8)
+  if (version !== MAP_VERSION) throw bad(`version ${version}, this virt-dib reads version ${MAP_VERSION}`)
+  if (buf[12] !== CLUSTER_BITS || buf[13] !== HASH_ID || buf[14] !== HASH_BYTES) {
+    throw bad(`cluster bits ${buf[12]}, hash ${buf[13]}/${buf[14]} are not the ones this virt-dib uses`)
+  }
+  const count = buf.readUInt32BE(16)
+  const g = buf.readUInt32BE(20)
+  const expected = MAP_HEADER + g + count * HASH_BYTES + MAP_TRAILER
+  if (buf.length !== expected) throw bad(`${buf.length} bytes where its header says ${expected} (truncated?)`)
+  const body = buf.length - MAP_TRAILER
+  const sum = createHash('sha256').update(buf.subarray(0, body)).digest().subarray(0, MAP_TRAILER)
+  if (!sum.equals(buf.subarray(body))) throw bad('checksum mismatch')
+  const indexes = new Uint32Array(count)
+  let p = MAP_HEADER
+  const end = MAP_HEADER + g
+  let prev = -1
+  for (let i = 0; i < count; i++) {
+    let gap = 0
+    for (let shift = 0; ; shift += 7) {
+      if (p >= end || shift > 28) throw bad('bad index encoding')
+      const b = buf[p++]!
+      gap += (b & 0x7f) * 2 ** shift
+      if (b < 0x80) break
+    }
+    prev += gap + 1
+    if (prev > 0xffffffff) throw bad('cluster index out of range')
+    indexes[i] = prev
+  }
+  if (p !== end) throw bad('bad index encoding')
+  return new ClusterMap(indexes, Buffer.from(buf.subarray(end, body)))
+}
+
+export interface SnapshotOptions {
+  /** Of the drive: its raw file has exactly this size. */
+  virtualSize: number
+  /** The parent's snapshot of the drive, as the new file's header names it. */
+  backing?: Qcow2Backing
+  signal?: AbortSignal
+  /** fdatasync the delta before resolving. */
+  sync?: boolean
+}
+
+export interface SnapshotResult {
+  /** What the drive holds now (the next snapshot's parent). */
+  map: ClusterMap
+  /** Size of the delta file. */
+  bytes: number
+  /** Of the delta file, hex. */
+  sha256: string
+  /** Clusters whose data is in the delta. */
+  changedClusters: number
+  /** Clusters the parent held that are zeros now (zero entries in the delta). */
+  zeroedClusters: number
+}
+
+/**
+ * Writes to `out` a qcow2 delta over `parent` (the map of what the backing chain holds; none for a
+ * first snapshot) with every cluster of the raw file `live` that differs from it. Reads only the
+ * file's data extents. On failure or abort `out` is removed.
+ */
+export async function snapshotDelta(
+  live: string,
+  parent: ClusterMap | undefined,
+  out: string,
+  o: SnapshotOptions,
+): Promise<SnapshotResult> {
+  const { signal } = o
+  if (signal?.aborted) throw abortError(signal)
+  const size = (await stat(live)).size
+  if (size !== o.virtualSize) {
+    throw new VirtDibError(`snapshot of ${live}: the file has ${size} bytes, the drive ${o.virtualSize}`)
+  }
+  const chunks = readChunks(await dataClusters(live, signal), Math.ceil(size / CLUSTER_SIZE))
+  const writer = await openQcow2Delta(out, { virtualSize: o.virtualSize, backing: o.backing, sync: o.sync })
+  const fh = await open(live, 'r').catch(async (e: unknown) => {
+    await writer.abort()
+    throw e
+  })
+  const map = new MapBuilder()
+  const pIndexes = parent?.indexes ?? new Uint32Array(0)
+  let p = 0
+  let changed = 0
+  let zeroed = 0
+  let ahead: Promise<Buffer> | undefined
+  const zeroUpTo = async (index: number) => {
+    for (; p < pIndexes.length && pIndexes[p]! < index; p++, zeroed++) await writer.cluster(pIndexes[p]!, null)
+  }
+  try {
+    const bufs = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)]
+    const read = (i: number) => {
+      ahead = readFull(fh, bufs[i % 2]!, chunks[i]!)
+      ahead.catch(() => undefined) // awaited below, or dropped on an earlier failure
+    }
+    if (chunks.length > 0) read(0)
+    for (let i = 0; i < chunks.length; i++) {
+      if (signal?.aborted) throw abortError(signal)
+      const buf = await ahead!
+      if (i + 1 < chunks.length) read(i + 1)
+      const [first, count] = chunks[i]!
+      for (let k = 0; k < count; k++) {
+        const index = first + k
+        await zeroUpTo(index)
+        const had = p < pIndexes.length && pIndexes[p] === index ? parent!.hashAt(p++) : undefined
+        const data = buf.subarray(k * CLUSTER_SIZE, (k + 1) * CLUSTER_SIZE)
+        if (isZero(data)) {
+          if (had) {
+            zeroed++
+            await writer.cluster(index, null)
+          }
+          continue
+        }
+        const hash = createHash('sha256').update(data).digest()
+        map.push(index, hash)
+        if (!had || had.compare(hash, 0, HASH_BYTES) !== 0) {
+          changed++
+          await writer.cluster(index, data)
+        }
+      }
+    }
+    await zeroUpTo(Infinity)
+    await fh.close()
+    if (signal?.aborted) throw abortError(signal)
+    const r = await writer.finish()
+    return { map: map.done(), bytes: r.bytes, sha256: r.sha256, changedClusters: changed, zeroedClusters: zeroed }
+  } catch (e) {
+    await ahead?.catch(() => undefined)
+    await fh.close().catch(() => undefined)
+    await writer.abort()
+    throw signal?.aborted && !(e instanceof BuildAbortedError) ? abortError(signal) : e
+  }
+}
+
+/**
+ * Flattens the qcow2 chain ending at `top` into the raw file `raw` (sparse), replacing it only once
+ * complete: written beside it under a temporary name, then renamed.
+ */
+export async function materialize(top: string, raw: string, o: { signal?: AbortSignal } = {}): Promise<void> {
+  const tmp = join(dirname(raw), `.${basename(raw)}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`)
+  try {
+    await runTool('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', top, tmp], { signal: o.signal })
+    await rename(tmp, raw)
+  } catch (e) {
+    await rm(tmp, { force: true })
+    throw e
+  }
+}
+
+interface MapExtent {
+  start: number
+  length: number
+  data: boolean
+}
+
+/** Ranges [first, end) of clusters holding data, ascending and merged, from the file's allocation (holes unread). */
+async function dataClusters(file: string, signal: AbortSignal | undefined): Promise<Array<[number, number]>> {
+  const { stdout } = await runTool('qemu-img', ['map', '--output=json', '-f', 'raw', file], { signal })
+  const ranges: Array<[number, number]> = []
+  for (const e of JSON.parse(stdout) as MapExtent[]) {
+    if (!e.data || e.length === 0) continue
+    const first = Math.floor(e.start / CLUSTER_SIZE)
+    const end = Math.ceil((e.start + e.length) / CLUSTER_SIZE)
+    const last = ranges.at(-1)
+    if (last && first <= last[1]) last[1] = Math.max(last[1], end)
+    else ranges.push([first, end])
+  }
+  return ranges
+}
+
+/** The ranges cut into reads of at most READ_BYTES: [first cluster, count]. */
+function readChunks(ranges: Array<[number, number]>, clusters: number): Array<[number, number]> {
+  const per = READ_BYTES / CLUSTER_SIZE
+  const chunks: Array<[number, number]> = []
+  for (const [first, end] of ranges) {
+    for (let c = first; c < Math.min(end, clusters); c += per) chunks.push([c, Math.min(per, end - c, clusters - c)])
+  }
+  return chunks
+}
+
+/** Reads a chunk into `buf`, zero-filling past the end of the file. */
+async function readFull(fh: FileHandle, buf: Buffer, [first, count]: [number, number]): Promise<Buffer> {
+  const len = count * CLUSTER_SIZE
+  const at = first * CLUSTER_SIZE
+  let done = 0
+  while (done < len) {
+    const { bytesRead } = await fh.read(buf, done, len - done, at + done)
+    if (bytesRead === 0) break
+    done += bytesRead
+  }
+  buf.fill(0, done, len)
+  return buf
+}
+
+const ZEROS = Buffer.alloc(CLUSTER_SIZE)
+
+function isZero(b: Buffer): boolean {
+  // A first-byte test skips the memcmp for most data clusters.
+  return b[0] === 0 && b.equals(ZEROS)
+}
