@@ -200,7 +200,8 @@ function walk(h: Hash, dir: string, rel: string, walking: readonly string[], ski
     const head = `${r}\0${(st.mode & 0o7777).toString(8)}\0${link ?? ''}`
     if (st.isDirectory()) {
       const real = realpathSync(path)
-      if (walking.includes(real)) {
+      // A link back to a folder being walked, or to one holding it (`-> /`), would never end.
+      if (walking.some((w) => w === real || w.startsWith(real === '/' ? '/' : `${real}/`))) {
         h.update(`${head}\0loop\n`)
         continue
       }
@@ -302,7 +303,15 @@ const KEY_SCHEME = 'virt-dib step key v1'
 
 /**
  * The keys of the cached steps of `steps` (the plan's table, planSteps(plan); other steps are left
- * out), in order. key(step) = sha256(canonical JSON of [previous key, step name, inputs]).
+ * out), in order. key(step) = sha256(canonical JSON of [scheme, previous key, step name, inputs]).
+ * Inputs of every cached step: `lib`, `guest-files`, `appliance`, `element-files:E` per element
+ * (every file but the phase scripts), `option:*` (arch, fs-type, network, appliance-packages,
+ * stock-appliance, elements, exclude-scripts, build-in-place). A phase adds `scripts` (its folder in
+ * run order: name, mode, content; skipped files too), `script:NAME`, its counted `env:NAME` and
+ * `option:debug`; install-type adds `option:install-type`, extra-packages `option:extra-packages`.
+ * From block-device.d on (from the first step when the tree is built in place), `disk:*`: layout,
+ * override-layout, config, size, mkfs, root-label, root-fs-uuid. Throws (a bug) on a variable the
+ * table of env-keys.ts does not classify.
  */
 export function stepKeys(
   plan: BuildPlan,

@@ -171,6 +171,17 @@ describe('step keys', () => {
     expect(changed(a, b)).toEqual([])
   })
 
+  it('unseeded plans (a random root file system UUID) share the tree keys only', () => {
+    const { tmp, elements } = elementCopy()
+    const unseeded = () =>
+      planBuild(
+        demoOptions(tmp, { elements: ['demo-os', 'demo-app'], elementPaths: [elements], imageCache: join(tmp, 'c') }),
+      )
+    const a = keys(unseeded(), { buildInPlace: false })
+    const b = keys(unseeded(), { buildInPlace: false })
+    expect(changed(a, b)).toEqual(DISK_STEPS)
+  })
+
   it('another --size keeps the tree phases and changes block-device.d and after', () => {
     const { tmp, elements } = elementCopy()
     const a = keys(plan(tmp, elements, { size: 2 * 1024 ** 3 }), { buildInPlace: false })
@@ -242,6 +253,7 @@ describe('hashTree', () => {
     symlinkSync('sub/a', join(d, 'link'))
     symlinkSync('nowhere', join(d, 'dangling'))
     symlinkSync('.', join(d, 'sub', 'loop'))
+    symlinkSync('/', join(d, 'sub', 'slash'))
     const h = hashTree(d)
     utimesSync(join(d, 'sub', 'a'), new Date(5), new Date(5))
     expect(hashTree(d)).toBe(h)
