@@ -129,7 +129,7 @@ export interface PhaseEnvKeys {
  * hashed from its DIB_* variables minus the excluded and, before the disk steps, the block-device
  * ones; for extra-data.d, the inherited DIB_* count too).
  */
-export function envInputs(
+export function envKeyInputs(
   vars: readonly EnvVar[],
   where: Where,
   disk: boolean,

@@ -21,7 +21,7 @@ import { listPhaseScripts, type HooksPlan } from '../elements/hooks.js'
 import type { BuildPlan } from '../engine/plan.js'
 import type { StepPart } from '../engine/pipeline.js'
 import { VirtDibError } from '../errors.js'
-import { envInputs, sha256 } from './env-keys.js'
+import { envKeyInputs, sha256 } from './env-keys.js'
 
 /** diskimage-builder's hook directories, in the order virt-dib runs them. */
 export const PHASE_HOOKS = [
@@ -370,7 +370,7 @@ export function stepKeys(
       if (HOOK_SET.has(hook)) Object.assign(inputs, phaseScripts(plan.hooks, hook, fileHash))
       const facts = o.phaseFacts(hook)
       if (facts === undefined) throw new Error(`cache key: no phase facts for ${hook}`)
-      const env = envInputs(phaseEnvironment(plan.envInputs, facts).vars, facts.where, disk, plan.env)
+      const env = envKeyInputs(phaseEnvironment(plan.envInputs, facts).vars, facts.where, disk, plan.env)
       if (env.unclassified.length > 0) {
         throw new Error(`cache key: ${env.unclassified.join(', ')} not classified in src/cache/env-keys.ts`)
       }

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest'
 import type { BuildOptions } from '../../../src/api/options.js'
 import { planBuild } from '../../../src/api/plan.js'
 import { DEFAULT_CONFIG } from '../../../src/blockdev/config.js'
-import { ENV_TABLE, classifyVar, envInputs, sha256 } from '../../../src/cache/env-keys.js'
+import { ENV_TABLE, classifyVar, envKeyInputs, sha256 } from '../../../src/cache/env-keys.js'
 import { phaseEnvironment, type EnvInputs, type EnvVar, type Where } from '../../../src/elements/environment.js'
 import { extraPackages } from '../../../src/phases/extra-packages.js'
 import { PHASES } from '../../../src/phases/registry.js'
@@ -92,7 +92,7 @@ describe('the table of phase variables', () => {
   })
 
   it('a variable the table lacks is reported by name, not keyed in silence', () => {
-    const r = envInputs([{ name: 'NEW_THING', value: '1', source: 'virt-dib' }], 'chroot', false, {})
+    const r = envKeyInputs([{ name: 'NEW_THING', value: '1', source: 'virt-dib' }], 'chroot', false, {})
     expect(r.unclassified).toEqual(['NEW_THING'])
     expect(r.inputs).toEqual({})
   })
@@ -118,8 +118,8 @@ describe('the table of phase variables', () => {
       { name: 'IMAGE_NAME', value: 'img', source: 'virt-dib' },
       { name: 'DIB_IMAGE_SIZE', value: '1024', source: 'virt-dib' },
     ]
-    expect(envInputs(vars, 'chroot', false, {}).inputs).toEqual({ 'env:DIB_TOKEN': sha256('secret-value') })
-    expect(Object.keys(envInputs(vars, 'chroot', true, {}).inputs).sort()).toEqual([
+    expect(envKeyInputs(vars, 'chroot', false, {}).inputs).toEqual({ 'env:DIB_TOKEN': sha256('secret-value') })
+    expect(Object.keys(envKeyInputs(vars, 'chroot', true, {}).inputs).sort()).toEqual([
       'env:DIB_IMAGE_SIZE',
       'env:DIB_TOKEN',
     ])
@@ -128,7 +128,7 @@ describe('the table of phase variables', () => {
   it('hashes DIB_ENV without the caller variables that do not count before the disk steps', () => {
     const dibEnv: EnvVar = { name: 'DIB_ENV', value: '(the value is recomputed)', source: 'virt-dib' }
     const key = (host: NodeJS.ProcessEnv, disk: boolean) =>
-      envInputs([dibEnv], 'chroot', disk, host).inputs['env:DIB_ENV']
+      envKeyInputs([dibEnv], 'chroot', disk, host).inputs['env:DIB_ENV']
     const a = { DIB_RELEASE: 'bookworm', DIB_BLOCK_DEVICE_CONFIG: 'one' }
     const b = { DIB_RELEASE: 'bookworm', DIB_BLOCK_DEVICE_CONFIG: 'two' }
     expect(key(a, false)).toBe(key(b, false))
@@ -138,8 +138,8 @@ describe('the table of phase variables', () => {
 
   it('extra-data.d inherits the caller environment: its DIB_* count, the rest does not', () => {
     const host = { DIB_MIRROR: 'm', SSH_AUTH_SOCK: '/tmp/x', PATH: '/usr/bin' }
-    const r = envInputs([], 'host', false, host)
+    const r = envKeyInputs([], 'host', false, host)
     expect(r.inputs).toEqual({ 'env:DIB_MIRROR': sha256('m') })
-    expect(envInputs([], 'chroot', false, host).inputs).toEqual({})
+    expect(envKeyInputs([], 'chroot', false, host).inputs).toEqual({})
   })
 })
