@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import { ScriptError, VirtDibError, BuildAbortedError } from '../errors.js'
+import { ScriptError, UsageError, VirtDibError, BuildAbortedError } from '../errors.js'
 import { openMachineChannel, describeSystemError, type MachineChannel } from './channel.js'
 import type { CliFlags } from './flags.js'
 import { helpText, longOptionsText, shortOptionsText } from './help.js'
@@ -11,9 +11,11 @@ import { createInterrupts, type StopSignal } from './interrupt.js'
 import { GetoptError, parseArgv } from './parse.js'
 import { toBuildOptions } from './options.js'
 import { createRenderer } from './render.js'
+import { isVerb, notAvailable } from './verbs.js'
 
 const PROG = 'virt-dib'
 const RED = '\x1b[1;31m'
+const BLUE = '\x1b[1;34m'
 const RESET = '\x1b[0m'
 /** After a second signal, exit this long after it at the latest (the cleanup is hurried meanwhile). */
 export const HARD_EXIT_MS = 5000
@@ -42,6 +44,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
   reportState = { color: process.stdout.isTTY === true, debug: false }
   let machine: MachineChannel | undefined
   try {
+    if (isVerb(argv[0])) return await verb(argv[0], argv.slice(1))
     const { flags, elements } = parseArgv(argv)
     reportState.debug = flags.verbose || flags.debug !== undefined
     if (flags.help || flags.version || flags.longOptions || flags.shortOptions) return information(flags)
@@ -57,6 +60,19 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     await machine?.close().catch(() => undefined)
     return report(e, reportState.color, reportState.debug)
   }
+}
+
+/** `virt-dib VERB …` (verbs.ts): only `cache` exists so far. */
+async function verb(name: string, args: string[]): Promise<number> {
+  const missing = notAvailable(name)
+  if (missing) throw missing
+  const { runCacheVerb } = await import('./cache-command.js')
+  const color = reportState.color
+  return runCacheVerb(args, {
+    out: process.stdout,
+    env: process.env,
+    warn: (text) => process.stdout.write(`${color ? BLUE : ''}${PROG}: warning: ${text}${color ? RESET : ''}\n`),
+  })
 }
 
 function information(flags: CliFlags): number {
@@ -80,6 +96,11 @@ async function command(
         .join('')}`,
     )
     return 0
+  }
+  if (flags.libPath === undefined && isVerb(elements[0])) {
+    throw new UsageError('-B must be specified', {
+      hint: `‘${elements[0]}’ is a verb only as the first argument: ${PROG} ${elements[0]} …`,
+    })
   }
   const options = toBuildOptions(elements, flags, argv)
   // Heavy modules load late, so --help stays fast.

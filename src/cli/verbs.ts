@@ -1,0 +1,24 @@
+// The words that, as the first argument, are verbs rather than elements (`virt-dib cache list`);
+// anywhere else they are element names (`virt-dib -B … cache` builds an element named cache).
+import { VirtDibError } from '../errors.js'
+
+/** The verbs to come, and what they will do (issues #16, #17, #19). */
+const RESERVED: Readonly<Record<string, string>> = {
+  batch: 'many builds from one file, in parallel',
+  worker: 'builds taken from a job queue',
+  submit: 'sending builds to workers',
+  boot: 'booting an image just built',
+}
+
+export const VERBS: readonly string[] = ['cache', ...Object.keys(RESERVED)]
+
+/** True if `word`, as the first argument, is a verb. */
+export function isVerb(word: string | undefined): word is string {
+  return word !== undefined && VERBS.includes(word)
+}
+
+/** The error for a verb this version does not have yet. */
+export function notAvailable(verb: string): VirtDibError | undefined {
+  const future = RESERVED[verb]
+  return future === undefined ? undefined : new VirtDibError(`‘${verb}’ (${future}) is not available in this version`)
+}
