@@ -179,9 +179,10 @@ export interface SnapshotResult {
 }
 
 /**
- * Writes to `out` a qcow2 delta over `parent` (the map of what the backing chain holds; none for a
- * first snapshot) with every cluster of the raw file `live` that differs from it. Reads only the
- * file's data extents. On failure or abort `out` is removed.
+ * Writes to `out` a qcow2 delta over `parent` (the map of what the backing chain `o.backing` holds;
+ * neither for a first snapshot) with every cluster of the raw file `live` that differs from it:
+ * data where it changed, a zero entry where the parent had data and the disk now has zeros or a
+ * hole. Reads only the file's data extents. On failure or abort `out` is removed.
  */
 export async function snapshotDelta(
   live: string,
@@ -190,6 +191,8 @@ export async function snapshotDelta(
   o: SnapshotOptions,
 ): Promise<SnapshotResult> {
   const { signal } = o
+  // The map says what the backing chain holds: one without the other would read the wrong data.
+  if (!parent !== !o.backing) throw new Error('snapshotDelta: a parent map needs a backing file and the reverse')
   if (signal?.aborted) throw abortError(signal)
   const size = (await stat(live)).size
   if (size !== o.virtualSize) {

@@ -171,6 +171,11 @@ describe('snapshotDelta + materialize', () => {
       /the file has 33554432 bytes, the drive 67108864/,
     )
     expect(existsSync(join(dir, 'c.qcow2'))).toBe(false)
+    await expect(
+      snapshotDelta(live, new ClusterMap(new Uint32Array(0), Buffer.alloc(0)), join(dir, 'c.qcow2'), {
+        virtualSize: 32 * MiB,
+      }),
+    ).rejects.toThrow(/parent map needs a backing file/)
   })
 
   it('a failed materialize leaves no temporary file and the old raw file in place', async () => {
