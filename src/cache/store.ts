@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import { VirtDibError } from '../errors.js'
 import { abortError } from '../host/spawn.js'
+import { describeSystemError } from '../util/system-error.js'
 import {
   isAlive,
   ownerRecord,
@@ -303,7 +304,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   try {
     await store.create()
   } catch (e) {
-    throw new VirtDibError(`cannot use the cache folder ${dir}: ${(e as Error).message}`, { cause: e })
+    throw new VirtDibError(`cannot use the cache folder ${dir}: ${describeSystemError(e)}`, { cause: e })
   }
   return store
 }
@@ -515,13 +516,14 @@ class Store implements StepStore {
     }
   }
 
-  /** Every valid entry meta (folders that are not valid entries are skipped). */
-  private async scan(): Promise<EntryMeta[]> {
+  /** Every valid entry meta; folders that are not valid entries are skipped (or given to `bad`). */
+  private async scan(bad?: (key: string, why: string) => void): Promise<EntryMeta[]> {
     const out: EntryMeta[] = []
     for (const name of await readdir(this.entries)) {
       if (!KEY.test(name)) continue
       const m = await this.readMeta(name)
-      if (m !== undefined && typeof m !== 'string') out.push(m)
+      if (typeof m === 'string') bad?.(name, m)
+      else if (m !== undefined) out.push(m)
     }
     return out
   }
@@ -547,7 +549,8 @@ class Store implements StepStore {
         for (;;) {
           if (signal?.aborted) throw abortError(signal)
           const now = await readOwner(lockPath)
-          if (now === undefined || (now !== null && (now.nonce !== owner.nonce || !isAlive(now)))) return
+          // Gone, another owner's, dead, or unreadable (begin takes that one over): done waiting.
+          if (now === undefined || now === null || now.nonce !== owner.nonce || !isAlive(now)) return
           if (await this.lookup(key)) return
           try {
             await sleep(pollMs, undefined, signal ? { signal } : {})
@@ -722,7 +725,13 @@ class Store implements StepStore {
   private async evictWith(options: EvictOptions, keep: Set<string>): Promise<EntryMeta[]> {
     await this.cleanTmp()
     await this.cleanLocks()
-    const metas = await this.scan()
+    // Entries whose meta is unusable would never be evicted otherwise (their size is unknown).
+    const bad: [string, string][] = []
+    const metas = await this.scan((key, why) => bad.push([key, why]))
+    for (const [key, why] of bad) {
+      this.warn(`cache entry ${shortKey(key)} is unusable: ${why}; removed`)
+      await this.removeEntry(key)
+    }
     const byKey = new Map(metas.map((m) => [m.key, m]))
     // Kept: in use, asked to keep, and their ancestors.
     const protectedKeys = new Set<string>()

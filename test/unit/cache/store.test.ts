@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -234,6 +235,18 @@ describe('damaged entries are removed with a warning and absent, never used', ()
     expect(h.warnings[0]).toMatch(/state\.json is missing/)
   })
 
+  it('eviction removes entries whose meta is unusable (their size is unknown)', async () => {
+    const h = await harness()
+    await put(h, key('a'), { f: 'x' })
+    writeFileSync(join(entryDir(h, key('a')), 'meta.json'), 'garbage')
+    mkdirSync(join(h.dir, 'v1', 'entries', 'not-a-key'))
+    expect(await h.store.evict()).toEqual([])
+    expect(h.warnings).toEqual([
+      `cache entry ${key('a').slice(0, 12)} is unusable: its meta.json does not parse; removed`,
+    ])
+    expect(readdirSync(join(h.dir, 'v1', 'entries'))).toEqual(['not-a-key'])
+  })
+
   it('a file of the right size with other contents passes lookup, fails verify', async () => {
     const h = await harness()
     await put(h, key('a'), { 'tree.qcow2': 'qcow2 bytes' })
@@ -281,6 +294,22 @@ describe('two processes, one key', () => {
     expect(all).toContain('wait')
     expect(all).toContain('hit')
     expect(readdirSync(join(dir, 'v1', 'tmp'))).toEqual([])
+  })
+
+  it('four processes race to take over a dead writer’s lock: one builds, three hit', async () => {
+    const dir = tempDir('vdib-store.')
+    await openStore(dir)
+    const k = key('stale')
+    const gone = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' })
+    await new Promise((r) => gone.on('close', r))
+    const dead = { pid: gone.pid, hostname: hostname(), startedAt: 1, nonce: 'dead' }
+    writeFileSync(join(dir, 'v1', 'locks', `${k}.lock`), JSON.stringify(dead))
+    const racers = [1, 2, 3, 4].map(() => run('build', dir, k, '300'))
+    for (const r of racers) expect(await r.done, r.err()).toBe(0)
+    const all = racers.flatMap((r) => r.lines)
+    expect(all.filter((l) => l === 'build')).toEqual(['build'])
+    expect(all.filter((l) => l === 'hit')).toHaveLength(3)
+    expect(readdirSync(join(dir, 'v1', 'locks'))).toEqual([])
   })
 
   it('the writer killed mid-write: the waiter takes the key over; the leftover is cleaned', async () => {
