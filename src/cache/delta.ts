@@ -16,8 +16,9 @@ const MAP_VERSION = 1
 /** magic, version, cluster bits, hash id, hash bytes, reserved, count, varint bytes */
 const MAP_HEADER = 8 + 4 + 4 + 4 + 4
 const MAP_TRAILER = 16
-/** The raw disk is read in chunks of this size (two: one read ahead while the other is hashed). */
+/** The raw disk is read in chunks of this size, READ_DEPTH at a time (the next ones read while one is hashed). */
 const READ_BYTES = 4 << 20
+const READ_DEPTH = 3
 
 /**
  * What a drive held at a snapshot: the hash of every cluster with nonzero data, by ascending
@@ -209,21 +210,25 @@ export async function snapshotDelta(
   let p = 0
   let changed = 0
   let zeroed = 0
-  let ahead: Promise<Buffer> | undefined
+  const reads = new Map<number, Promise<Buffer>>()
   const zeroUpTo = async (index: number) => {
     for (; p < pIndexes.length && pIndexes[p]! < index; p++, zeroed++) await writer.cluster(pIndexes[p]!, null)
   }
   try {
-    const bufs = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)]
+    const bufs = Array.from({ length: READ_DEPTH }, () => Buffer.allocUnsafe(READ_BYTES))
+    // Chunk i goes to buffer i % READ_DEPTH, started once the chunk before it in that buffer is done.
     const read = (i: number) => {
-      ahead = readFull(fh, bufs[i % 2]!, chunks[i]!)
-      ahead.catch(() => undefined) // awaited below, or dropped on an earlier failure
+      if (i >= chunks.length) return
+      const r = readFull(fh, bufs[i % READ_DEPTH]!, chunks[i]!)
+      r.catch(() => undefined) // awaited below, or dropped on an earlier failure
+      reads.set(i, r)
     }
-    if (chunks.length > 0) read(0)
+    for (let i = 0; i < READ_DEPTH - 1; i++) read(i)
     for (let i = 0; i < chunks.length; i++) {
       if (signal?.aborted) throw abortError(signal)
-      const buf = await ahead!
-      if (i + 1 < chunks.length) read(i + 1)
+      read(i + READ_DEPTH - 1)
+      const buf = await reads.get(i)!
+      reads.delete(i)
       const [first, count] = chunks[i]!
       for (let k = 0; k < count; k++) {
         const index = first + k
@@ -251,7 +256,7 @@ export async function snapshotDelta(
     const r = await writer.finish()
     return { map: map.done(), bytes: r.bytes, sha256: r.sha256, changedClusters: changed, zeroedClusters: zeroed }
   } catch (e) {
-    await ahead?.catch(() => undefined)
+    await Promise.allSettled(reads.values())
     await fh.close().catch(() => undefined)
     await writer.abort()
     throw signal?.aborted && !(e instanceof BuildAbortedError) ? abortError(signal) : e
