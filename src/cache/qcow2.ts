@@ -55,10 +55,11 @@ export interface Qcow2DeltaWriter {
   /**
    * Maps virtual cluster `index` (strictly ascending between calls) to `data` (CLUSTER_SIZE bytes; the
    * last cluster of a virtual size that is not a multiple may be shorter and is padded), or with `null`
-   * to "reads as zeros" whatever the backing chain holds. `data` is copied before the promise resolves.
+   * to "reads as zeros" whatever the backing chain holds. Await each call before the next; `data` has
+   * been copied when the promise resolves.
    */
   cluster(index: number, data: Buffer | null): Promise<void>
-  /** Writes the metadata and closes the file. */
+  /** Writes the metadata, closes the file and reads it back once for its sha256. */
   finish(): Promise<Qcow2Result>
   /** Closes and removes the file; safe to call at any time, also after a failed finish(). */
   abort(): Promise<void>
