@@ -655,7 +655,7 @@ class Store implements StepStore {
             grew = true
           }
       }
-      if (![...subtree].some((k) => users.has(k))) for (const k of subtree) await this.removeEntry(k)
+      if (![...subtree].some((k) => users.has(k))) for (const k of subtree) await this.removeEntry(k, true)
     }
     let stored = true
     try {

@@ -3,7 +3,7 @@
 // of live and dead processes), age limits and folders of other format versions.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -175,6 +175,20 @@ describe('commit, lookup, verify', () => {
     const p2 = await begin(h.store, a)
     await p2.abort()
     await p2.abort() // twice is fine
+  })
+
+  it('a commit that finds the key committed already (a lock broken by a three-way race) keeps the first', async () => {
+    const h = await harness()
+    const other = await harness()
+    const a = key('a')
+    await put(other, a, { f: 'first' })
+    const p = await begin(h.store, a)
+    writeFileSync(p.path('f'), 'second')
+    cpSync(entryDir(other, a), entryDir(h, a), { recursive: true })
+    const r = await p.commit({ step: 'install.d', parent: null, elements: [], inputs: {}, seconds: 1 })
+    expect(r.stored).toBe(false)
+    expect(readFileSync(r.entry!.path('f'), 'utf8')).toBe('first')
+    expect(readdirSync(join(h.dir, 'v1', 'tmp'))).toEqual([])
   })
 
   it('a commit whose parent is gone is not stored (its deltas would have no backing)', async () => {
