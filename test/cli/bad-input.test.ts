@@ -666,6 +666,65 @@ const rows: Row[] = [
     args: (c) => [...ok(c), 'fifo-el'],
     error: /^element ‘fifo-el’: ‘install\.d\/fifo’ is not a file, a directory or a symbolic link$/,
   },
+  // ---- the step cache (src/cli/options.ts, src/api/plan.ts) and the verbs (src/cli/verbs.ts, cache-command.ts)
+  {
+    path: 'options: --cache-max-size unparsable',
+    args: (c) => ok(c, '--cache', '--cache-max-size', '20'),
+    error: /^--cache-max-size ‘20’ is not a size \(a number and b, K, M or G: 20G\)$/,
+  },
+  {
+    path: 'options: --cache-max-age unparsable',
+    args: (c) => ok(c, '--cache', '--cache-max-age', '2 days'),
+    error: /^--cache-max-age ‘2 days’ is not a duration \(a number and s, m, h, d or w: 30m, 2h, 7d, 1w\)$/,
+  },
+  {
+    path: 'options: --cache-max-age without the cache',
+    args: (c) => ok(c, '--cache-max-age', '2h'),
+    error: /^--cache-max-age needs the step cache \(--cache\)$/,
+  },
+  {
+    path: 'plan: --rebuild-from names no phase',
+    args: (c) => ok(c, '--cache', '--rebuild-from', 'instal'),
+    error: /^--rebuild-from ‘instal’ is not a phase: one of root\.d, .*, cleanup\.d \(\.d may be left out\)$/,
+  },
+  {
+    path: 'plan: --rebuild-from without the cache',
+    args: (c) => ok(c, '--rebuild-from', 'install'),
+    error: /^--rebuild-from needs the step cache \(--cache\)$/,
+  },
+  {
+    path: 'plan: --cache-dir is a file',
+    args: (c) => ok(c, '--cache-dir', c.file),
+    error: /^cache directory ‘.*plain-file’ is not a directory$/,
+  },
+  {
+    path: 'verbs: one not in this version',
+    args: () => ['batch', 'builds.yaml'],
+    error: /^‘batch’ \(many builds from one file, in parallel\) is not available in this version$/,
+  },
+  {
+    path: 'verbs: cache without a command',
+    args: () => ['cache'],
+    error: /^cache needs a command: list or prune \(virt-dib cache --help\)$/,
+    getopt: true,
+  },
+  {
+    path: 'verbs: cache with an unknown command',
+    args: () => ['cache', '-B', DIB_LIB],
+    error: /^cache: unknown command ‘-B’ \(list or prune\)$/,
+    getopt: true,
+  },
+  {
+    path: 'verbs: cache prune --older-than unparsable',
+    args: (c) => ['cache', 'prune', '--cache-dir', join(c.tmp, 'none'), '--older-than', 'ages'],
+    error: /^--older-than ‘ages’ is not a duration/,
+  },
+  {
+    path: 'verbs: a verb after an option is an element, and -B is missing',
+    args: (c) => ['--cache-dir', join(c.tmp, 'none'), 'cache', 'list'],
+    error: /^-B must be specified$/,
+    hint: /^‘cache’ is a verb only as the first argument: virt-dib cache …$/,
+  },
   {
     path: 'discover: element-deps cannot be read',
     args: () => ['-B', DIB_LIB, '-p', badEls, '--skip-base', '--python', '/usr/bin/python3', 'deps-dir'],
