@@ -632,9 +632,21 @@ class Store implements StepStore {
       inputs: { ...c.inputs },
       seconds: c.seconds,
     }
-    const parent = c.parent === null ? undefined : await this.lookup(c.parent)
-    if (c.parent !== null && !parent) {
-      this.warn(`cache entry ${shortKey(key)} (${c.step}) not stored: its parent ${shortKey(c.parent)} is gone`)
+    // The parent is marked in use until ours is in place (marked, then looked up: an evictor
+    // moving it meanwhile sees the mark), so no entry is stored without its parent.
+    let hold: Release | undefined
+    if (c.parent !== null) hold = await this.use([c.parent]).catch(() => undefined)
+    try {
+      return await this.place(key, dir, meta, maxAgeMs)
+    } finally {
+      await hold?.()
+    }
+  }
+
+  private async place(key: string, dir: string, meta: EntryMeta, maxAgeMs: number | undefined): Promise<CommitResult> {
+    const parent = meta.parent === null ? undefined : await this.lookup(meta.parent)
+    if (meta.parent !== null && !parent) {
+      this.warn(`cache entry ${shortKey(key)} (${meta.step}) not stored: its parent ${shortKey(meta.parent)} is gone`)
       return { stored: false, meta, entry: undefined, evicted: [] }
     }
     await writeFile(join(dir, META), `${JSON.stringify(meta, null, 1)}\n`, { flush: true })
@@ -643,7 +655,12 @@ class Store implements StepStore {
     // An entry too old for this build (begin's maxAgeMs) is replaced, with what was built on it,
     // unless a build uses it.
     const old = await this.readMeta(key)
-    if (old !== undefined && typeof old !== 'string' && maxAgeMs !== undefined && now - old.createdAt > maxAgeMs) {
+    if (
+      old !== undefined &&
+      typeof old !== 'string' &&
+      maxAgeMs !== undefined &&
+      meta.createdAt - old.createdAt > maxAgeMs
+    ) {
       const users = new Set((await this.marks()).flatMap((m) => m.keys))
       const all = await this.scan()
       const subtree = new Set([key])
