@@ -33,13 +33,13 @@ prune without --max-size, --older-than or --all keeps the cache under the defaul
 /** Runs `virt-dib cache ARGS…`; the exit code, or throws a usage or store error. */
 export async function runCacheVerb(args: readonly string[], io: VerbIo): Promise<number> {
   const [sub, ...rest] = args
-  if (sub === undefined) throw new GetoptError('cache needs a command: list or prune (virt-dib cache --help)')
+  if (sub === undefined) throw usage('cache needs a command: list or prune')
   if (sub === '--help' || sub === 'help') return help(io)
   if (sub === 'list') return list(parseVerbArgs('cache list', rest, ['--cache-dir', '--machine-readable']), io)
   if (sub === 'prune') {
     return prune(parseVerbArgs('cache prune', rest, ['--cache-dir', '--max-size', '--older-than', '--all']), io)
   }
-  throw new GetoptError(`cache: unknown command ‘${sub}’ (list or prune)`)
+  throw usage(`cache: unknown command ‘${sub}’ (list or prune)`)
 }
 
 /** The options the cache verbs take; `true` for switches. */
@@ -65,16 +65,22 @@ function parseVerbArgs(name: string, args: readonly string[], allowed: readonly 
     const arg = VERB_OPTIONS[key]!
     program.option(arg === true ? key : `${key} ${arg}`)
   }
+  for (const a of args) {
+    const [key, value] = a.split(/=(.*)/s)
+    if (value !== undefined && VERB_OPTIONS[key!] === true && allowed.includes(key!)) {
+      throw usage(`${name}: option '${key}' doesn't allow an argument`)
+    }
+  }
   try {
     program.parse(args, { from: 'user' })
   } catch (e) {
     if (!(e instanceof CommanderError)) throw e
     const unknown = /unknown option '([^']+)'/.exec(e.message)
-    if (unknown) throw new GetoptError(`${name}: unrecognized option '${unknown[1]}'`)
+    if (unknown) throw usage(`${name}: unrecognized option '${unknown[1]}'`)
     const missing = /option '([^']+)' argument missing/.exec(e.message)
-    if (missing) throw new GetoptError(`${name}: option '${missing[1]!.split(' ')[0]}' requires an argument`)
-    if (e.code === 'commander.excessArguments') throw new GetoptError(`${name}: takes no arguments (${e.message})`)
-    throw new GetoptError(`${name}: ${e.message.replace(/^error: /, '')}`)
+    if (missing) throw usage(`${name}: option '${missing[1]!.split(' ')[0]}' requires an argument`)
+    if (e.code === 'commander.excessArguments') throw usage(`${name}: takes no arguments`)
+    throw usage(`${name}: ${e.message.replace(/^error: /, '')}`)
   }
   const o = program.opts<Record<string, string | true | undefined>>()
   for (const key of allowed) {
@@ -83,6 +89,13 @@ function parseVerbArgs(name: string, args: readonly string[], allowed: readonly 
   }
   if (o['help'] === true) flags['--help'] = true
   return flags
+}
+
+/** A usage error whose "Try …" line names `virt-dib cache --help`. */
+function usage(message: string): GetoptError {
+  const e = new GetoptError(message)
+  e.tryHelp = 'virt-dib cache --help'
+  return e
 }
 
 function cacheDir(flags: VerbFlags, io: VerbIo): string {

@@ -169,7 +169,7 @@ function stdoutError(e: unknown): VirtDibError {
 function report(e: unknown, color: boolean, debug: boolean): number {
   const err = (text: string) => process.stderr.write((color ? `${RED}${text}${RESET}` : text) + '\n')
   if (e instanceof GetoptError) {
-    process.stderr.write(`${PROG}: ${e.message}\nTry ‘${PROG} --help’ or consult ${PROG}(1) for more information.\n`)
+    process.stderr.write(`${PROG}: ${e.message}\nTry ‘${e.tryHelp}’ or consult ${PROG}(1) for more information.\n`)
     return 1
   }
   if (e instanceof BuildAbortedError) {

@@ -9,6 +9,8 @@ import { defaultFlags, FLAGS, type CliFlags, type FlagSpec } from './flags.js'
 /** A usage error printed getopt-style: `virt-dib: <msg>` and the "Try --help" line. */
 export class GetoptError extends UsageError {
   override name = 'GetoptError'
+  /** The command the "Try …" line names (a verb's own help). */
+  tryHelp = 'virt-dib --help'
 }
 
 const longKeys = FLAGS.flatMap((f) => f.keys.filter((k) => k.startsWith('--')))
