@@ -1,7 +1,15 @@
 // The library API: build(), planning, and the dry run.
 export { build, buildPlanned } from './build.js'
 export type { BuildResult } from '../engine/context.js'
-export { DEFAULT_FORMATS, DEFAULT_SIZE, type BuildHooks, type BuildOptions, type OutputFormatName } from './options.js'
+export {
+  DEFAULT_CACHE_MAX_SIZE,
+  DEFAULT_FORMATS,
+  DEFAULT_SIZE,
+  defaultCacheDir,
+  type BuildHooks,
+  type BuildOptions,
+  type OutputFormatName,
+} from './options.js'
 export { planBuild } from './plan.js'
 export type { BuildPlan, PlanSeed } from '../engine/plan.js'
 export { describePlan, formatDryRun, type DryRunReport } from './dry-run.js'
