@@ -2,7 +2,7 @@
 // creation, partition geometry computed for the disk of --size, mount order, fstab. Pure: the
 // appliance only carries the plan out (src/blockdev/script.ts), so every error is raised here,
 // before anything is launched.
-import { randomUUID } from 'node:crypto'
+import { createHash } from 'node:crypto'
 
 import { BlockDeviceConfigError } from '../errors.js'
 import { type Fields, type GraphEntry, isRecord, kindOf } from './config.js'
@@ -658,8 +658,18 @@ function mkfsNode(name: string, f: Fields, params: RootParams, err: (m: string) 
     ...splitShellWords(params.mkfsOptions ?? '', '--mkfs-options'),
   ]
   const opts = fOpts !== undefined ? fOpts.split(/\s+/).filter(Boolean) : isRoot ? rootOpts() : []
-  const uuid = fUuid ?? (isRoot ? params.rootFsUuid : randomUUID())
+  // The others derive from the root's: random with it, the same for the same plan seed.
+  const uuid = fUuid ?? (isRoot ? params.rootFsUuid : uuidFrom(`${params.rootFsUuid}\0${name}`))
   return { name, base, type, label, opts, uuid }
+}
+
+/** A version-4-shaped UUID derived from `seed`. */
+function uuidFrom(seed: string): string {
+  const b = createHash('sha256').update(`virt-dib fs-uuid\0${seed}`).digest()
+  b[6] = (b[6]! & 0x0f) | 0x40
+  b[8] = (b[8]! & 0x3f) | 0x80
+  const h = b.subarray(0, 16).toString('hex')
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
 }
 
 /**

@@ -224,6 +224,13 @@ export function copyTreeCommands(layout: BlockDeviceLayout, source: string, targ
   return s
 }
 
+/** Activates the image's volume groups again (a disk restored from the step cache), or undefined without LVM. */
+export function activateScript(layout: BlockDeviceLayout): string | undefined {
+  const vgs = layout.lvm.flatMap((l) => l.vgs.map((v) => v.name))
+  if (vgs.length === 0) return undefined
+  return `vgscan --mknodes >/dev/null 2>&1; vgchange -ay ${vgs.map(q).join(' ')} >/dev/null && (udevadm settle || true)`
+}
+
 /** Deactivates the image's volume groups so the disk is left consistent for its users. */
 export function deactivateScript(layout: BlockDeviceLayout): string | undefined {
   const vgs = layout.lvm.flatMap((l) => l.vgs.map((v) => v.name))

@@ -120,6 +120,8 @@ export const WORKSPACE = {
   disk: 'image.raw',
   /** The export drive when it is not the tar output itself (tar not asked, or ramdisk). */
   exportDrive: 'export.raw',
+  /** The tree's drive with the step cache on (a host file, so its snapshots can be read). */
+  treeDisk: 'tree.raw',
 } as const
 
 /** The control file of a phase: in the workspace for a host phase, else its guest path as seen from `where`. */

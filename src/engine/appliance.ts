@@ -1,10 +1,12 @@
 // The appliance of a build: created, given its drives and launched here (the only place that
 // launches), then the build root and the aux tree are set up in it. One function per step.
+import { existsSync } from 'node:fs'
 import { statfs } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
 import { filesystemDevice } from '../blockdev/devices.js'
-import { createLayoutScript } from '../blockdev/script.js'
+import type { BlockDeviceLayout } from '../blockdev/layout.js'
+import { activateScript, createLayoutScript } from '../blockdev/script.js'
 import { shellQuote } from '../util/shell-quote.js'
 import * as L from '../elements/layout.js'
 import { VirtDibError } from '../errors.js'
@@ -12,12 +14,21 @@ import { Guestfs, GuestfsError } from '../guestfs/index.js'
 import { applianceCacheRoot, prepareAppliance } from '../host/appliance.js'
 import { makeAuxImage } from '../host/aux-image.js'
 import { applianceAppend, chooseBackendSettings } from '../host/kvm.js'
+import { runTool } from '../host/spawn.js'
+import { extraPackages } from '../phases/extra-packages.js'
 import { formatSize } from '../util/sizes.js'
+import { hooksAfter, restoreDrive } from './cache.js'
 import type { BuildContext } from './context.js'
+import { writeLayoutState } from './image.js'
 
 const GiB = 1024 ** 3
 /** The aux drive's virtual size: sparse, and mke2fs -d sizes nothing; room for what elements add. */
-const AUX_IMAGE_SIZE = 16 * GiB
+export const AUX_IMAGE_SIZE = 16 * GiB
+/**
+ * The tree drive's virtual size with the step cache on: fixed, so that snapshots of the tree do
+ * not depend on --size (builds of other sizes share them); sparse, only what the tree holds is written.
+ */
+export const TREE_DISK_SIZE = 64 * GiB
 /** Drives by label: /dev/disk/guestfs/<label> inside the appliance. */
 export const DRIVE = {
   out: '/dev/disk/guestfs/out',
@@ -82,9 +93,19 @@ export async function openAppliance(ctx: BuildContext): Promise<{ disk: string; 
   const disk =
     raw && !plan.ramdisk ? ctx.stage(`${plan.outputPath}.raw`, 'raw').temp : join(ctx.workspace, L.WORKSPACE.disk)
   await checkRoomForDisk(dirname(disk), plan.size)
-  await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
-  await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe' })
-  if (!plan.buildInPlace) await g.addDriveScratch(plan.size + GiB, { label: 'build' })
+  const cache = ctx.cache
+  // Discard on the drives a snapshot reads: fstrim turns what a phase deleted into holes.
+  const discard = cache ? { discard: 'besteffort' as const } : {}
+  if (cache?.resume?.boundary.drives.includes('disk')) await restoreDrive(ctx, cache, 'disk', disk)
+  else await g.diskCreate(disk, 'raw', plan.size, { preallocation: 'sparse' })
+  await g.addDrive(disk, { format: 'raw', label: 'out', cachemode: 'unsafe', ...discard })
+  if (cache) {
+    // A host file (a scratch drive cannot be read from the host): the tree's snapshots come from it.
+    const tree = join(ctx.workspace, L.WORKSPACE.treeDisk)
+    if (cache.resume?.boundary.drives.includes('tree')) await restoreDrive(ctx, cache, 'tree', tree)
+    else await g.diskCreate(tree, 'raw', TREE_DISK_SIZE, { preallocation: 'sparse' })
+    await g.addDrive(tree, { format: 'raw', label: 'build', cachemode: 'unsafe', ...discard })
+  } else if (!plan.buildInPlace) await g.addDriveScratch(plan.size + GiB, { label: 'build' })
   // The guest's own tar writes archives here (block I/O, no daemon copy); the host reads them
   // through its page cache, so a flush-ignoring cache mode loses nothing.
   const tar = plan.formats.find((f) => f.isArchive)
@@ -101,8 +122,15 @@ export async function openAppliance(ctx: BuildContext): Promise<{ disk: string; 
 export async function addAuxDrives(ctx: BuildContext, auxDir: string): Promise<void> {
   const { g, plan } = ctx
   const auxImage = join(ctx.workspace, L.WORKSPACE.auxImage)
-  await makeAuxImage(auxDir, auxImage, AUX_IMAGE_SIZE, ctx.signal)
-  await g.addDrive(auxImage, { format: 'raw', label: 'aux', cachemode: 'unsafe' })
+  const cache = ctx.cache
+  if (cache?.resume) await restoreDrive(ctx, cache, 'aux', auxImage)
+  else await makeAuxImage(auxDir, auxImage, AUX_IMAGE_SIZE, ctx.signal)
+  await g.addDrive(auxImage, {
+    format: 'raw',
+    label: 'aux',
+    cachemode: 'unsafe',
+    ...(cache ? { discard: 'besteffort' as const } : {}),
+  })
   const drive = plan.appliance.drive
   if (drive) await g.addDrive(drive.path, { label: 'perm', ...(drive.format ? { format: drive.format } : {}) })
 }
@@ -196,6 +224,13 @@ export async function prepareBuildRoot(ctx: BuildContext): Promise<string> {
     const script = createLayoutScript(plan.layout, outDevice)
     await g.shOutside(script, { bash: true, signal: ctx.signal })
     await mountKernelDevice(ctx, filesystemDevice(plan.layout, outDevice, plan.layout.mounts[0]!.base), '/')
+  } else if (ctx.cache) {
+    // Only a build scratch: no journal (its blocks would change in every snapshot), inode tables
+    // left uninitialised and never zeroed in the background (noinit_itable), one inode per 16 KiB.
+    await g.shOutside(
+      `mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=1,nodiscard -i 16384 ${DRIVE.build} && ${mountTreeDrive()}`,
+      { signal: ctx.signal },
+    )
   } else {
     await g.mkfs('ext4', DRIVE.build)
     await g.mount(DRIVE.build, '/')
@@ -208,6 +243,77 @@ export async function prepareBuildRoot(ctx: BuildContext): Promise<string> {
   await g.mkdirP(L.PERM_LOGS)
   await g.lnSf(L.IN_TARGET_D_TARGET, L.IN_TARGET_D)
   return outDevice
+}
+
+/** Mounts the cached build's tree drive as the image root (see prepareBuildRoot for why noinit_itable). */
+function mountTreeDrive(): string {
+  return `mount -o noinit_itable ${DRIVE.build} ${L.SYSROOT}`
+}
+
+/**
+ * A build resumed from the step cache: its drives were restored before the launch. Mounts the
+ * tree (before the block-device step) or the image's layout (after it) and the aux drive, as the
+ * steps it skipped had left them, and refreshes what in the aux tree belongs to this build, not to
+ * the one that stored the snapshot: the control files (the environment has IMAGE_NAME…), the
+ * block-device plan, and `$NAME.d`'s name. Returns the output disk's kernel name.
+ */
+export async function resumeBuildRoot(
+  ctx: BuildContext,
+  o: { auxDir: string; layout: BlockDeviceLayout | undefined; disk: string },
+): Promise<string> {
+  const { g, plan } = ctx
+  const run = ctx.cache!
+  ctx.progress('Restoring the build from the step cache')
+  const outDevice = (await g.shOutside(`readlink -f ${DRIVE.out}`)).trim()
+  if (o.layout) {
+    const activate = activateScript(o.layout)
+    if (activate) await g.shOutside(activate, { signal: ctx.signal })
+    for (const m of o.layout.mounts)
+      await mountKernelDevice(ctx, filesystemDevice(o.layout, outDevice, m.base), m.mountPoint)
+  } else {
+    await g.shOutside(mountTreeDrive(), { signal: ctx.signal })
+  }
+  await mountAux(ctx, true)
+  if (ctx.plan.appliance.drive) await mountHelperDrive(ctx)
+  await g.mkdirP(L.PERM_IMAGE_CACHE)
+  await g.mkdirP(L.PERM_LOGS)
+  await refreshAux(ctx, o.auxDir)
+  const was = run.resume!.state.imageName
+  if (was !== plan.imageName) {
+    const from = shellQuote(L.inAppliance(L.outDir(was)))
+    const to = shellQuote(L.inAppliance(L.outDir(plan.imageName)))
+    await g.shOutside(`if [ -d ${from} ]; then mv ${from} ${to}; else mkdir -p ${to}; fi`, { errexit: true })
+  }
+  if (o.layout) await writeLayoutState(ctx, o.layout, outDevice, o.disk)
+  return outDevice
+}
+
+/**
+ * The aux tree of a restored build is the one stored, with what extra-data.d wrote into it; what
+ * this build's plan says there replaces it where it may differ: the scripts of the phases still to
+ * run (the stored build's own are removed first: a script deleted since must not run), the
+ * runners' control files, the extra packages' script and the block-device plan. One tar_in.
+ */
+async function refreshAux(ctx: BuildContext, auxDir: string): Promise<void> {
+  const run = ctx.cache!
+  const { state, boundary } = run.resume!
+  const later = new Set(hooksAfter(boundary.phase))
+  const stale = state.hookFiles.filter((f) => later.has(f.slice(0, f.indexOf('/'))))
+  if (stale.length > 0) {
+    const rm = stale.map((f) => shellQuote(L.inAppliance(L.guest(`${L.AUX_TREE.hooks}/${f}`))))
+    await ctx.g.shOutside(`rm -f ${rm.join(' ')}`, { errexit: true, signal: ctx.signal })
+  }
+  const paths = [
+    ...[...later].map((h) => `${L.AUX_TREE.hooks}/${h}`),
+    L.AUX_TREE.runners,
+    `${L.AUX_TREE.blockdev}/plan`,
+    L.AUX_TREE.blockdevConfig,
+    L.AUX_TREE.blockdevParams,
+    ...(extraPackages.scriptsDir !== undefined ? [extraPackages.scriptsDir] : []),
+  ].filter((p) => existsSync(L.onHost(auxDir, p)))
+  const tarball = join(ctx.workspace, 'aux-refresh.tar')
+  await runTool('tar', ['-C', auxDir, '--owner=0', '--group=0', '-cf', tarball, ...paths], { signal: ctx.signal })
+  await ctx.g.tarIn(tarball, L.AUX, {}, { signal: ctx.signal })
 }
 
 /** Mounts the aux drive (and the helper drive) into the image root mounted at /. */

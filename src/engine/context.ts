@@ -20,6 +20,7 @@ import { outputWriteError } from '../outputs/stream.js'
 import type { OutputFormat, FileSink } from '../outputs/types.js'
 import type { EventInput, PhaseContext, RunnablePhase } from '../phases/types.js'
 import { CleanupStack } from '../util/cleanup.js'
+import type { CacheRun } from './cache.js'
 import { commitStaged } from './commit.js'
 import { PlanReads } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
@@ -60,6 +61,8 @@ export class BuildContext implements PhaseContext {
   /** Which plan fields each step reads (ctx.plan is a recording view of the plan). */
   readonly planReads = new PlanReads()
   readonly plan: BuildPlan
+  /** The step cache of this build (--cache), set before the steps run. */
+  cache: CacheRun | undefined
   #g: Guestfs | undefined
   #hostFull: string | undefined
   readonly #held = new Map<string, () => Promise<void>>()

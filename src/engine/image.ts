@@ -34,18 +34,7 @@ export async function createBlockDevice(
     const script = layoutScript(layout, { disk, source: L.SYSROOT, target: FINAL })
     await g.shOutside(script, { bash: true, signal: ctx.signal })
   }
-  const values = createdValues(layout, disk, diskFile)
-  // The environment model is the one source of these values: what it gives the later phases.
-  const blockDevice = { device: values['image-block-device']!, devices: values['image-block-devices']! }
-  const { vars } = phaseEnvironment(
-    { ...plan.envInputs, blockDevice },
-    { ...phase('pre-finalise.d'), where: 'appliance' },
-  )
-  const late = vars.filter((v) => v.source === 'block-device' || v.name === 'DIB_IMAGE_SIZE')
-  const files: [string, string][] = [
-    [L.BLOCK_DEVICE_ENV, formatExtraEnv(late)],
-    ...getvalFiles(values, 'created').map(([p, c]): [string, string] => [`${L.BLOCKDEV}/${p}`, c]),
-  ]
+  const writes = layoutStateWrites(ctx, layout, disk, diskFile)
   if (copy) {
     await g.umountAll()
     // Parents first: each mount point exists on the file system mounted before it.
@@ -53,10 +42,45 @@ export async function createBlockDevice(
     await mountAux(ctx)
   }
   // fstab (in place) and the state later phases read: one round trip.
-  const writes = files.map(([p, c]) => `printf '%s' ${shellQuote(c)} > ${shellQuote(L.inAppliance(p))}`)
   const fstab = copy ? undefined : fstabScript(layout, L.SYSROOT)
   await ctx.g.shOutside([...(fstab ? [fstab] : []), ...writes].join('\n'), { errexit: true, signal: ctx.signal })
   return layout
+}
+
+/**
+ * What the phases after block-device.d read of the layout made on `disk` (the device as this
+ * appliance names it): IMAGE_BLOCK_DEVICE and friends, and the getval answers; as shell lines.
+ */
+function layoutStateWrites(ctx: BuildContext, layout: BlockDeviceLayout, disk: string, diskFile: string): string[] {
+  const values = createdValues(layout, disk, diskFile)
+  // The environment model is the one source of these values: what it gives the later phases.
+  const blockDevice = { device: values['image-block-device']!, devices: values['image-block-devices']! }
+  const { vars } = phaseEnvironment(
+    { ...ctx.plan.envInputs, blockDevice },
+    { ...phase('pre-finalise.d'), where: 'appliance' },
+  )
+  const late = vars.filter((v) => v.source === 'block-device' || v.name === 'DIB_IMAGE_SIZE')
+  const files: [string, string][] = [
+    [L.BLOCK_DEVICE_ENV, formatExtraEnv(late)],
+    ...getvalFiles(values, 'created').map(([p, c]): [string, string] => [`${L.BLOCKDEV}/${p}`, c]),
+  ]
+  return files.map(([p, c]) => `printf '%s' ${shellQuote(c)} > ${shellQuote(L.inAppliance(p))}`)
+}
+
+/**
+ * A layout restored from the step cache: the kernel may name its disk otherwise than in the
+ * build that stored it (drives are probed asynchronously), so that state is written again.
+ */
+export async function writeLayoutState(
+  ctx: BuildContext,
+  layout: BlockDeviceLayout,
+  disk: string,
+  diskFile: string,
+): Promise<void> {
+  await ctx.g.shOutside(layoutStateWrites(ctx, layout, disk, diskFile).join('\n'), {
+    errexit: true,
+    signal: ctx.signal,
+  })
 }
 
 /** Empties /tmp, truncates logs under /var/log and removes /root/*.log, like diskimage-builder. */

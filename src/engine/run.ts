@@ -7,14 +7,15 @@ import { BuildContext, type BuildHooks, type BuildResult } from './context.js'
 import { collectResult } from './export.js'
 import { runPipeline } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
-import { planSteps } from './steps.js'
+import { keyOptions, openCacheRun, planBoundaries } from './cache.js'
+import { planSteps, type BuildStep } from './steps.js'
 
 export async function runBuild(plan: BuildPlan, hooks: BuildHooks = {}): Promise<BuildResult> {
   const ctx = await BuildContext.open(plan, hooks)
   let ok = false
   try {
     announce(ctx)
-    const state = await runPipeline(ctx, planSteps(plan), ctx.planReads)
+    const state = await runPipeline(ctx, await stepTable(ctx), ctx.planReads)
     ctx.checkAborted()
     await ctx.commitOutputs()
     ok = true
@@ -33,6 +34,16 @@ export async function runBuild(plan: BuildPlan, hooks: BuildHooks = {}): Promise
     for (const f of failures) ctx.emit({ kind: 'warning', text: `cleanup of ${f.label} failed: ${String(f.error)}` })
     reportUndeclaredReads(ctx)
   }
+}
+
+/** The plan's steps; with the step cache on, less what it restores and with its snapshots. */
+async function stepTable(ctx: BuildContext): Promise<BuildStep[]> {
+  const { plan } = ctx
+  const table = planSteps(plan)
+  if (!plan.cache) return table
+  const boundaries = planBoundaries(plan, table, await keyOptions(plan))
+  ctx.cache = await openCacheRun(ctx, boundaries)
+  return planSteps(plan, { boundaries, resume: ctx.cache.resume?.boundary })
 }
 
 function announce(ctx: BuildContext): void {
@@ -68,6 +79,11 @@ function explain(ctx: BuildContext, e: unknown): unknown {
     })
   }
   if (e instanceof GuestfsAbortError) return new BuildAbortedError(undefined, { cause: e })
+  const resumable = ctx.cache?.lastGood
+  if (resumable !== undefined && e instanceof VirtDibError) {
+    const resume = `a re-run with --cache resumes after ${resumable}`
+    e.hint = e.hint === undefined ? resume : `${e.hint}; ${resume}`
+  }
   if (e instanceof GuestfsError && e.applianceDied) {
     // libguestfs explains at length how to debug it; the first line says what happened.
     return new VirtDibError(`the appliance died: ${e.message.trim().split('\n')[0]!.replace(/\.$/, '')}`, {

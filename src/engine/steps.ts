@@ -1,12 +1,24 @@
 // The steps of a build, in diskimage-builder's order: one row per step with what it belongs to,
 // the plan fields it depends on, the state it needs and gives. planSteps() picks the rows a plan
 // runs; the dry run lists exactly those, and the build runs exactly those.
+import { join } from 'node:path'
+
 import type { HookName } from '../elements/environment.js'
 import { extraPackages, extraPackagesProgress, runsExtraPackages } from '../phases/extra-packages.js'
 import { phase } from '../phases/registry.js'
 import { runPhase } from '../phases/runner/run-scripts.js'
 import type { OutputFormat } from '../outputs/types.js'
-import { addAuxDrives, launchAppliance, openAppliance, prepareBuildRoot } from './appliance.js'
+import { WORKSPACE } from '../elements/layout.js'
+import {
+  addAuxDrives,
+  AUX_IMAGE_SIZE,
+  launchAppliance,
+  openAppliance,
+  prepareBuildRoot,
+  resumeBuildRoot,
+  TREE_DISK_SIZE,
+} from './appliance.js'
+import { storeSnapshot, type Boundary, type LiveDrives } from './cache.js'
 import type { BuildContext } from './context.js'
 import {
   diskConversions,
@@ -286,8 +298,90 @@ function diskFormatStep(f: OutputFormat, startsAfter: string): BuildStep {
 
 const checksums = act('checksums', engine, ['checksum', 'outputDir', 'keepPartialOutputs'], exportChecksums)
 
-/** The steps `plan` runs, in order. */
-export function planSteps(plan: BuildPlan): BuildStep[] {
+/** A build resumed before the block-device step: the restored tree is mounted as the image root. */
+const resumeTree = defineStep<BuildContext, 'auxDir' | 'disk', 'outDevice'>({
+  name: 'resume',
+  part: engine,
+  reads: ['appliance', 'imageName'],
+  needs: ['auxDir', 'disk'],
+  gives: ['outDevice'],
+  run: async (ctx, { auxDir, disk }) => ({
+    outDevice: await resumeBuildRoot(ctx, { auxDir, disk, layout: undefined }),
+  }),
+})
+
+/** A build resumed after the block-device step: the restored disk's layout is mounted instead. */
+const resumeDisk = defineStep<BuildContext, 'auxDir' | 'disk', 'outDevice' | 'layout'>({
+  name: 'resume',
+  part: engine,
+  reads: ['appliance', 'imageName', 'layout', 'envInputs'],
+  needs: ['auxDir', 'disk'],
+  gives: ['outDevice', 'layout'],
+  async run(ctx, { auxDir, disk }) {
+    const layout = ctx.plan.layout
+    return { outDevice: await resumeBuildRoot(ctx, { auxDir, disk, layout }), layout }
+  },
+})
+
+/** Stores the build's state after a boundary step in the step cache. */
+function snapshotStep(b: Boundary): BuildStep {
+  return defineStep<BuildContext, 'disk'>({
+    name: `snapshot ${b.phase}`,
+    part: engine,
+    reads: ['imageName', 'resolution', 'hooks', 'cache', 'size'],
+    needs: ['disk'],
+    gives: [],
+    async run(ctx, { disk }) {
+      await storeSnapshot(ctx, b, liveDrives(ctx, disk))
+      return {}
+    },
+  })
+}
+
+/** The host files of the drives a snapshot reads, and their sizes. */
+function liveDrives(ctx: BuildContext, disk: string): LiveDrives {
+  return {
+    files: {
+      tree: join(ctx.workspace, WORKSPACE.treeDisk),
+      aux: join(ctx.workspace, WORKSPACE.auxImage),
+      disk,
+    },
+    sizes: { tree: TREE_DISK_SIZE, aux: AUX_IMAGE_SIZE, disk: ctx.plan.size },
+  }
+}
+
+/** Steps a resumed build still runs before its restored point: they make and start the appliance. */
+const KEPT_ON_RESUME: ReadonlySet<string> = new Set([prepareAux.name, appliance.name, auxImage.name, launch.name])
+
+/** What the step cache changes in a table: snapshots after the boundaries, and the restored steps left out. */
+export interface CacheSteps {
+  readonly boundaries: readonly Boundary[]
+  /** The boundary restored from the cache: the steps up to it are left out (bar the appliance's). */
+  readonly resume: Boundary | undefined
+}
+
+function withCache(steps: readonly BuildStep[], cache: CacheSteps): BuildStep[] {
+  const upTo = cache.resume ? steps.findIndex((s) => s.name === cache.resume!.after) : -1
+  const out: BuildStep[] = []
+  steps.forEach((s, i) => {
+    if (i <= upTo && !KEPT_ON_RESUME.has(s.name)) {
+      if (s.name === buildRoot.name) out.push(cache.resume!.drives.includes('disk') ? resumeDisk : resumeTree)
+      return
+    }
+    out.push(s)
+    const b = cache.boundaries.find((x) => x.after === s.name)
+    if (b && i > upTo) out.push(snapshotStep(b))
+  })
+  return out
+}
+
+/** The steps `plan` runs, in order; with the step cache, as `cache` changes them. */
+export function planSteps(plan: BuildPlan, cache?: CacheSteps): BuildStep[] {
+  const table = baseSteps(plan)
+  return cache ? withCache(table, cache) : table
+}
+
+function baseSteps(plan: BuildPlan): BuildStep[] {
   const steps: BuildStep[] = [
     prepareAux,
     appliance,

@@ -79,6 +79,7 @@ describe('aux layout', () => {
       auxImage: 'aux.img',
       disk: 'image.raw',
       exportDrive: 'export.raw',
+      treeDisk: 'tree.raw',
     })
   })
 })

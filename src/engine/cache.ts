@@ -1,0 +1,371 @@
+// The step cache as a build uses it (--cache): before the launch, the deepest run of phase
+// snapshots the store holds for this plan's keys is found and its drives restored; the steps it
+// covers are left out of the table; after every later phase a snapshot of the live drives is
+// stored. The store (src/cache/store.ts) knows files, the keys (src/cache/keys.ts) the inputs,
+// the deltas (src/cache/delta.ts) the disks; this file decides when and what.
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+
+import { decodeMap, encodeMap, materialize, snapshotDelta, type ClusterMap } from '../cache/delta.js'
+import { DIB_BLOCK_DEVICE_SCRIPT } from '../blockdev/getval.js'
+import { hashContents, hashTree, PHASE_STEP_NAMES, stepKeys, type StepKeyOptions } from '../cache/keys.js'
+import { listPhaseScripts } from '../elements/hooks.js'
+import { Guestfs } from '../guestfs/index.js'
+import { applianceCacheKey } from '../host/appliance.js'
+import { extraPackages, extraPackagesScript } from '../phases/extra-packages.js'
+import { PHASE_BY_HOOK } from '../phases/registry.js'
+import { formatControlFile } from '../phases/runner/control-file.js'
+import { FAKE_AWK, FAKE_SUDO, RUNNER_SCRIPT } from '../phases/runner/runner-script.js'
+import { firstDifference, openStore, type Entry, type Pending, type StepStore } from '../cache/store.js'
+import { BuildAbortedError } from '../errors.js'
+import type { BuildContext } from './context.js'
+import type { StepInfo } from './pipeline.js'
+import type { BuildPlan } from './plan.js'
+import { freezeScript, thawScript } from './snapshot-guest.js'
+
+/** A live drive whose content a snapshot keeps. */
+export type DriveName = 'tree' | 'disk' | 'aux'
+
+/** A point of the table after which the build's state is stored. */
+export interface Boundary {
+  /** The table step it follows (the last step of its phase). */
+  readonly after: string
+  /** The phase it is stored as: a hook (`install.d`) or `block-device`. */
+  readonly phase: string
+  readonly key: string
+  /** Hashes of what the key was made of, by input name (for the reason of a miss). */
+  readonly inputs: Readonly<Record<string, string>>
+  /** The drives holding the build then: the tree until the block-device step, the image's disk after. */
+  readonly drives: readonly DriveName[]
+}
+
+/** What a snapshot keeps beside the drives: the pipeline state later steps need. */
+export interface SnapshotState {
+  /** The build's image name then: `$NAME.d` in the aux tree is renamed for a build of another name. */
+  imageName: string
+  /** The elements' files in the hooks tree then (`install.d/10-x`…): a resumed build replaces the later phases'. */
+  hookFiles: string[]
+}
+
+/** The cache of one build: what was found, and what this build stores. */
+export interface CacheRun {
+  readonly store: StepStore
+  readonly boundaries: readonly Boundary[]
+  /** The deepest boundary restored, its entry and state. */
+  readonly resume: { readonly boundary: Boundary; readonly entry: Entry; readonly state: SnapshotState } | undefined
+  /** The snapshot the next one is a delta of: its key, and what each drive held. */
+  parent: { key: string; maps: Partial<Record<DriveName, ClusterMap>> } | undefined
+  /** The last phase stored or restored (a failed build's hint). */
+  lastGood: string | undefined
+  /** Set after a store failed: later phases are not stored (their deltas would have no parent). */
+  off: boolean
+  /** The right to store the next boundary, taken before its phase starts. */
+  next: Pending | undefined
+  /** When the steps of the next boundary started (ms): its entry says how long they took. */
+  since: number
+}
+
+/** The raw file of each drive a snapshot may hold, and its virtual size. */
+export interface LiveDrives {
+  readonly files: Readonly<Record<DriveName, string>>
+  readonly sizes: Readonly<Record<DriveName, number>>
+}
+
+/** The hook folders of the phases after `phase` (a boundary's), in run order. */
+export function hooksAfter(phase: string): string[] {
+  const at = PHASE_STEP_NAMES.indexOf(phase)
+  return PHASE_STEP_NAMES.slice(at + 1).filter((p) => p.endsWith('.d'))
+}
+
+/** What the keys need besides the plan: the appliance, the lib folder, virt-dib's guest-side files. */
+export async function keyOptions(plan: BuildPlan): Promise<StepKeyOptions> {
+  // A handle that is never launched: only where libguestfs's appliance is (LIBGUESTFS_PATH…).
+  const g = await Guestfs.create({ program: 'virt-dib' })
+  let stockPath: string
+  try {
+    stockPath = await g.getPath()
+  } finally {
+    await g.close()
+  }
+  return {
+    applianceKey: applianceCacheKey({
+      stockPath,
+      extraPackages: plan.appliance.packages,
+      stock: plan.appliance.stock,
+    }),
+    libHash: hashTree(plan.libPath),
+    guestFilesHash: hashContents({
+      runner: RUNNER_SCRIPT,
+      sudo: FAKE_SUDO,
+      awk: FAKE_AWK,
+      'dib-block-device': DIB_BLOCK_DEVICE_SCRIPT,
+      'extra-packages': extraPackagesScript(plan.extraPackages).content,
+      // What the runners are told and how: a change of the control file's format changes what scripts see.
+      'control-file': formatControlFile.toString(),
+    }),
+    phaseFacts: (hook) => PHASE_BY_HOOK.get(hook) ?? (hook === extraPackages.hook ? extraPackages : undefined),
+  }
+}
+
+/**
+ * The boundaries of `table` (the plan's steps without the cache): after every cached phase that
+ * runs a script, and after the block-device step. A phase without scripts changes nothing a
+ * snapshot would keep: its key still chains into the next one.
+ */
+export function planBoundaries(plan: BuildPlan, table: readonly StepInfo[], o: StepKeyOptions): Boundary[] {
+  const names = table.map((s) => s.name)
+  const layoutAt = names.indexOf('block-device')
+  return stepKeys(plan, table, o)
+    .filter((k) => k.boundary && runsScripts(plan, table, k.step))
+    .map((k) => ({
+      after: k.step,
+      phase: phaseOfStep(table, k.step),
+      key: k.key,
+      inputs: k.inputs,
+      drives:
+        names.indexOf(k.step) >= layoutAt && layoutAt >= 0 ? (['disk', 'aux'] as const) : (['tree', 'aux'] as const),
+    }))
+}
+
+/** The phase a step belongs to (extra-data-unmount is extra-data.d's), or the engine step's name. */
+function phaseOfStep(table: readonly StepInfo[], name: string): string {
+  const part = table.find((s) => s.name === name)!.part
+  return part.kind === 'phase' ? part.hook : name
+}
+
+function runsScripts(plan: BuildPlan, table: readonly StepInfo[], name: string): boolean {
+  const phase = phaseOfStep(table, name)
+  if (phase === 'block-device' || phase === extraPackages.hook) return true
+  return listPhaseScripts(plan.hooks, phase).scripts.length > 0
+}
+
+/**
+ * Finds the deepest boundary whose snapshot (with its whole chain) is in the store and intact,
+ * emitting a cache-hit for it and a cache-miss (with its reason) for the first boundary after,
+ * and takes the right to store that one. If another build is storing it right now, waits for its
+ * commit (then looks again: it is a hit) or its failure (then this build stores it).
+ */
+export async function openCacheRun(ctx: BuildContext, boundaries: readonly Boundary[]): Promise<CacheRun> {
+  const settings = ctx.plan.cache!
+  const store = await openStore(settings.dir, {
+    maxSize: settings.maxSize,
+    warn: (text) => ctx.emit({ kind: 'warning', text: `step cache: ${text}` }),
+  })
+  for (;;) {
+    const found = await deepestHit(ctx, store, boundaries)
+    const next = boundaries[found ? boundaries.indexOf(found.boundary) + 1 : 0]
+    let pending: Pending | undefined
+    if (next && !isRebuilt(ctx.plan, next, boundaries)) {
+      const got = await store.begin(next.key, maxAgeOption(ctx))
+      if (!('commit' in got)) {
+        if (got.owner) ctx.progress(`Waiting for another build that is storing ${next.phase} in the step cache`)
+        await got.wait(ctx.signal)
+        continue // committed (a hit now), or failed (ours to build): look again
+      }
+      pending = got
+      ctx.cleanup.defer(`step cache lock ${next.phase}`, () => pending!.abort())
+    }
+    const run: CacheRun = {
+      store,
+      boundaries,
+      resume: found ? { ...found, state: await readState(found.entry) } : undefined,
+      parent: undefined,
+      lastGood: found?.boundary.phase,
+      off: false,
+      next: pending,
+      since: Date.now(),
+    }
+    if (found) {
+      run.parent = { key: found.entry.meta.key, maps: await readMaps(found.entry, found.boundary.drives) }
+      const release = await store.use(found.chain)
+      ctx.cleanup.defer('step cache use', release)
+    }
+    return run
+  }
+}
+
+/** --rebuild-from: the boundaries of that phase and after it are not looked up. */
+function isRebuilt(plan: BuildPlan, b: Boundary, boundaries: readonly Boundary[]): boolean {
+  if (plan.rebuildFrom === undefined) return false
+  const at = PHASE_STEP_NAMES.indexOf(plan.rebuildFrom)
+  const phase = PHASE_STEP_NAMES.indexOf(b.phase)
+  void boundaries
+  return at >= 0 && phase >= at
+}
+
+async function deepestHit(
+  ctx: BuildContext,
+  store: StepStore,
+  boundaries: readonly Boundary[],
+): Promise<{ boundary: Boundary; entry: Entry; chain: string[] } | undefined> {
+  const maxAge = ctx.plan.cache!.maxAgeMs
+  const hits: Entry[] = []
+  for (const b of boundaries) {
+    if (isRebuilt(ctx.plan, b, boundaries)) {
+      ctx.emit({ kind: 'cache-miss', step: b.phase, reason: `--rebuild-from ${ctx.plan.rebuildFrom}` })
+      break
+    }
+    const entry = await store.lookup(b.key, maxAge !== undefined ? { maxAgeMs: maxAge } : {})
+    if (!entry) {
+      ctx.emit({ kind: 'cache-miss', step: b.phase, reason: await missReason(store, b, hits.length === 0, maxAge) })
+      break
+    }
+    hits.push(entry)
+  }
+  // The deepest hit whose every file, and its ancestors', is intact (checksums: it is read anyway).
+  while (hits.length > 0) {
+    const entry = hits[hits.length - 1]!
+    const chain = await intactChain(store, entry)
+    if (chain) {
+      const boundary = boundaries[hits.length - 1]!
+      ctx.emit({
+        kind: 'cache-hit',
+        steps: boundaries.slice(0, hits.length).map((b) => b.phase),
+        key: entry.meta.key,
+        ageSeconds: Math.max(0, (Date.now() - entry.meta.createdAt) / 1000),
+      })
+      return { boundary, entry, chain }
+    }
+    hits.pop()
+  }
+  return undefined
+}
+
+/** The keys of `entry` and its ancestors if all are there and pass their checksums. */
+async function intactChain(store: StepStore, entry: Entry): Promise<string[] | undefined> {
+  const keys: string[] = []
+  for (let e: Entry | undefined = entry; e;) {
+    if (!(await store.verify(e))) return undefined
+    keys.push(e.meta.key)
+    const parent: string | null = e.meta.parent
+    if (parent === null) return keys
+    e = await store.lookup(parent)
+    if (!e) return undefined
+  }
+  return undefined
+}
+
+async function missReason(store: StepStore, b: Boundary, first: boolean, maxAge: number | undefined): Promise<string> {
+  if (maxAge !== undefined && (await store.lookup(b.key))) return 'its snapshot is older than --cache-max-age'
+  const near = await store.nearest(b.phase, b.inputs)
+  if (!near) return first ? 'nothing cached for these elements yet' : 'not cached yet'
+  const diff = firstDifference(b.inputs, near.inputs)
+  return diff === undefined ? 'an earlier phase changed' : `${describeInput(diff)} changed`
+}
+
+/** An input's name as the user knows it. */
+function describeInput(name: string): string {
+  if (name.startsWith('env:')) return `the variable ${name.slice(4)}`
+  if (name.startsWith('option:')) return `the option ${name.slice(7)}`
+  if (name === 'scripts') return 'its scripts'
+  if (name === 'parent') return 'an earlier phase'
+  return name
+}
+
+async function readState(entry: Entry): Promise<SnapshotState> {
+  return JSON.parse(await readFile(entry.path('state.json'), 'utf8')) as SnapshotState
+}
+
+async function readMaps(entry: Entry, drives: readonly DriveName[]): Promise<Partial<Record<DriveName, ClusterMap>>> {
+  const maps: Partial<Record<DriveName, ClusterMap>> = {}
+  for (const d of drives) maps[d] = decodeMap(await readFile(entry.path(`${d}.map`)))
+  return maps
+}
+
+/** Restores `drive` of the resumed entry into `file` (a raw file of the drive's size). */
+export async function restoreDrive(ctx: BuildContext, run: CacheRun, drive: DriveName, file: string): Promise<void> {
+  await materialize(run.resume!.entry.path(`${drive}.qcow2`), file, { signal: ctx.signal })
+}
+
+/**
+ * After a boundary's step: freezes the image's file systems in the guest, writes each drive's
+ * delta against the parent snapshot, thaws, commits. A failure of the store is a warning (the
+ * build goes on, later phases uncached); an abort is not.
+ */
+export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDrives): Promise<void> {
+  const run = ctx.cache!
+  if (run.off) return
+  const t0 = Date.now()
+  const seconds = (t0 - run.since) / 1000
+  let pending = run.next?.key === b.key ? run.next : undefined
+  run.next = undefined
+  try {
+    if (!pending) {
+      const got = await run.store.begin(b.key, maxAgeOption(ctx))
+      if (!('commit' in got)) {
+        // Another build stores it (or has): the next delta builds on that entry once it is there.
+        const entry = await run.store.lookup(b.key)
+        run.parent = entry ? { key: b.key, maps: await readMaps(entry, b.drives) } : run.parent
+        if (!entry) run.off = true
+        return
+      }
+      pending = got
+    }
+    const dir = pending.dir
+    const hashes: Record<string, string> = {}
+    const maps: Partial<Record<DriveName, ClusterMap>> = {}
+    const frozen = (await ctx.g.shOutside(freezeScript(), { signal: ctx.signal })).split('\n').filter(Boolean)
+    try {
+      const failed = frozen.filter((m) => m.startsWith('!'))
+      if (failed.length > 0)
+        throw new Error(`cannot freeze ${failed.map((m) => m.slice(1)).join(' ')} in the appliance`)
+      const parent = run.parent
+      await Promise.all(
+        b.drives.map(async (d) => {
+          const backing =
+            parent?.maps[d] !== undefined
+              ? { file: `../${parent.key}/${d}.qcow2`, format: 'qcow2' as const }
+              : undefined
+          const r = await snapshotDelta(live.files[d], parent?.maps[d], join(dir, `${d}.qcow2`), {
+            virtualSize: live.sizes[d],
+            ...(backing ? { backing } : {}),
+            signal: ctx.signal,
+          })
+          maps[d] = r.map
+          hashes[`${d}.qcow2`] = r.sha256
+        }),
+      )
+    } finally {
+      await ctx.g.shOutside(thawScript(frozen.filter((m) => !m.startsWith('!'))), { signal: ctx.signal })
+    }
+    for (const d of b.drives) await writeFile(join(dir, `${d}.map`), encodeMap(maps[d]!))
+    const state: SnapshotState = { imageName: ctx.plan.imageName, hookFiles: ctx.plan.hooks.files.map((f) => f.path) }
+    await writeFile(join(dir, 'state.json'), JSON.stringify(state))
+    // The next boundary is taken before this one is released: a build waiting on us waits on.
+    const following = run.boundaries[run.boundaries.indexOf(b) + 1]
+    const next = following ? await run.store.begin(following.key, maxAgeOption(ctx)) : undefined
+    if (next && 'commit' in next) {
+      run.next = next
+      ctx.cleanup.defer(`step cache lock ${following!.phase}`, () => next.abort())
+    }
+    const parentKey = run.parent?.key ?? null
+    const done = await pending.commit({
+      step: b.phase,
+      parent: parentKey,
+      elements: ctx.plan.resolution.elements.map((e) => e.name),
+      inputs: { ...b.inputs },
+      seconds,
+      hashes,
+    })
+    if (!done.stored && !done.entry) throw new Error('its parent snapshot was evicted meanwhile')
+    run.parent = done.stored ? { key: b.key, maps } : { key: b.key, maps: await readMaps(done.entry!, b.drives) }
+    run.lastGood = b.phase
+    const bytes = done.meta.bytes
+    ctx.emit({ kind: 'cache-store', step: b.phase, key: b.key, bytes, seconds: (Date.now() - t0) / 1000 })
+  } catch (e) {
+    await pending?.abort()
+    if (ctx.signal.aborted || e instanceof BuildAbortedError) throw e
+    run.off = true
+    ctx.emit({
+      kind: 'warning',
+      text: `step cache: cannot store ${b.phase}: ${e instanceof Error ? e.message : String(e)}; the later phases are not cached`,
+    })
+  } finally {
+    run.since = Date.now()
+  }
+}
+
+function maxAgeOption(ctx: BuildContext): { maxAgeMs?: number } {
+  const maxAge = ctx.plan.cache!.maxAgeMs
+  return maxAge !== undefined ? { maxAgeMs: maxAge } : {}
+}

@@ -1,0 +1,33 @@
+// The guest's side of a phase snapshot: the image's file systems and the aux drive made
+// consistent on their disks before the host reads the raw files, and released after. The live
+// drives are raw files, so once the guest's writes have completed they are in the host's page
+// cache (qemu keeps no write cache of its own for raw, whatever the drive's cache mode): a sync
+// and a freeze are enough. fstrim first gives freed blocks back as holes, so files a phase
+// deleted (apt's downloads) are not carried in its snapshot.
+import * as L from '../elements/layout.js'
+import { shellQuote } from '../util/shell-quote.js'
+
+/** Mounts under the image root (and the aux drive) that hold build state; the helper drive is not snapshotted. */
+const LIST_MOUNTS = [
+  `awk -v root=${shellQuote(L.SYSROOT)} -v perm=${shellQuote(L.inAppliance(L.PERM))}`,
+  `'($2 == root || index($2, root "/") == 1) && $2 != perm && index($2, perm "/") != 1 && $1 ~ /^\\/dev\\// { print $2 }'`,
+  '/proc/mounts',
+].join(' ')
+
+/** Sync, trim and freeze every file system the snapshot covers; prints what it froze, one per line. */
+export function freezeScript(): string {
+  return [
+    `mounts=$(${LIST_MOUNTS} | sort -r)`,
+    'sync',
+    // A file system without discard support (or a drive without it) keeps its freed blocks: harmless.
+    'for m in $mounts; do fstrim "$m" >/dev/null 2>&1 || true; done',
+    'sync',
+    // The host thaws what is printed; a line with ! means that one could not be frozen.
+    'for m in $mounts; do if fsfreeze -f "$m"; then echo "$m"; else echo "!$m"; fi; done',
+  ].join('\n')
+}
+
+/** Thaws what freezeScript froze (every one, even if one fails). */
+export function thawScript(mounts: readonly string[]): string {
+  return ['rc=0', ...mounts.map((m) => `fsfreeze -u ${shellQuote(m)} || rc=1`), 'exit $rc'].join('\n')
+}
