@@ -26,8 +26,10 @@ const CACHE_USAGE = `virt-dib cache: list or prune the step cache (--cache)
  virt-dib cache list [--cache-dir DIR] [--machine-readable]
  virt-dib cache prune [--max-size SIZE] [--older-than DURATION] [--all] [--cache-dir DIR]
 
-prune without --max-size, --older-than or --all keeps the cache under the default
---cache-max-size (${formatSize(DEFAULT_CACHE_MAX_SIZE)}). Entries a running build uses are kept.
+prune removes the entries last used longer ago than --older-than (30m, 2h, 7d, 1w), the
+least recently used ones down to --max-size (sizes as --size takes them: 20G), or --all;
+with none of these, down to the default --cache-max-size (${formatSize(DEFAULT_CACHE_MAX_SIZE)}). Entries a running
+build uses, and those they build on, are kept.
 `
 
 /** Runs `virt-dib cache ARGS…`; the exit code, or throws a usage or store error. */
