@@ -173,7 +173,13 @@ export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): Build
     arch,
   })
   const hooks = planHooksTree(resolution.elements, options.excludeScripts ?? [])
-  const rootFsUuid = rootFsUuidFrom(seed)
+  // With the step cache, a rebuild must find the layout it stored: the file systems' UUIDs derive
+  // from the request (not its name), as if seeded; else random as the original's.
+  const cacheSeed =
+    cache === undefined
+      ? undefined
+      : `step-cache\0${JSON.stringify([resolution.elements.map((e) => e.name), size, fsType, arch, options.rootLabel ?? null])}`
+  const rootFsUuid = rootFsUuidFrom(seed ?? cacheSeed)
   const rootParams: RootParams = {
     diskSize: size,
     fsType,
