@@ -18,6 +18,7 @@ import { formatControlFile } from '../phases/runner/control-file.js'
 import { FAKE_AWK, FAKE_SUDO, RUNNER_SCRIPT } from '../phases/runner/runner-script.js'
 import { firstDifference, openStore, type Entry, type Pending, type StepStore } from '../cache/store.js'
 import { BuildAbortedError } from '../errors.js'
+import type { EventInput } from '../events.js'
 import type { BuildContext } from './context.js'
 import type { StepInfo } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
@@ -200,18 +201,33 @@ async function deepestHit(
 ): Promise<{ boundary: Boundary; entry: Entry; chain: string[] } | undefined> {
   const maxAge = ctx.plan.cache!.maxAgeMs
   const hits: Entry[] = []
+  let miss: EventInput | undefined
   for (const b of boundaries) {
     if (isRebuilt(ctx.plan, b, boundaries)) {
-      ctx.emit({ kind: 'cache-miss', step: b.phase, reason: `--rebuild-from ${ctx.plan.rebuildFrom}` })
+      miss = { kind: 'cache-miss', step: b.phase, reason: `rebuilt as asked (--rebuild-from ${ctx.plan.rebuildFrom})` }
       break
     }
     const entry = await store.lookup(b.key, maxAge !== undefined ? { maxAgeMs: maxAge } : {})
     if (!entry) {
-      ctx.emit({ kind: 'cache-miss', step: b.phase, reason: await missReason(store, b, hits.length === 0, maxAge) })
+      miss = { kind: 'cache-miss', step: b.phase, reason: await missReason(store, b, hits.length === 0, maxAge) }
       break
     }
     hits.push(entry)
   }
+  try {
+    return await deepestIntact(ctx, store, boundaries, hits)
+  } finally {
+    // After the hit's line: what is reused, then why the rest is not.
+    if (miss) ctx.emit(miss)
+  }
+}
+
+async function deepestIntact(
+  ctx: BuildContext,
+  store: StepStore,
+  boundaries: readonly Boundary[],
+  hits: Entry[],
+): Promise<{ boundary: Boundary; entry: Entry; chain: string[] } | undefined> {
   // The deepest hit whose every file, and its ancestors', is intact (checksums: it is read anyway).
   while (hits.length > 0) {
     const entry = hits[hits.length - 1]!
@@ -349,6 +365,8 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
     })
     if (!done.stored && !done.entry) throw new Error('its parent snapshot was evicted meanwhile')
     run.parent = done.stored ? { key: b.key, maps } : { key: b.key, maps: await readMaps(done.entry!, b.drives) }
+    // Kept from eviction (by other builds' commits too) until this build ends: the next delta names it.
+    ctx.cleanup.defer(`step cache use ${b.phase}`, await run.store.use([b.key]))
     run.lastGood = b.phase
     const bytes = done.meta.bytes
     ctx.emit({ kind: 'cache-store', step: b.phase, key: b.key, bytes, seconds: (Date.now() - t0) / 1000 })
