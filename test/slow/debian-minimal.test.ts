@@ -12,25 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build, type BuildEvent, type BuildResult } from '../../src/index.js'
 import { createHandle } from '../helpers/appliance.js'
 import { DIB_ELEMENTS, DIB_LIB } from '../helpers/cli.js'
+import { hostMirror } from '../helpers/mirror.js'
 
 const fixtures = resolve(import.meta.dirname, '..', 'fixtures', 'elements')
 const BOOT_TIMEOUT_S = 20 * 60
-
-/** The Debian mirror this machine uses (the appliance reaches the same one). */
-function hostMirror(): string {
-  try {
-    const sources = execFileSync(
-      'sh',
-      ['-c', 'cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null'],
-      { encoding: 'utf8' },
-    )
-    const m = /(https?:\/\/[^\s]+\/debian)\b(?!-)/.exec(sources)
-    if (m) return m[1]!
-  } catch {
-    // fall through
-  }
-  return 'http://deb.debian.org/debian'
-}
 
 describe('debian-minimal vm (bookworm, block-device-mbr, bootloader)', () => {
   const out = mkdtempSync(join(tmpdir(), 'vdib-debian.'))
