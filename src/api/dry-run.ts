@@ -5,7 +5,8 @@ import { fstabText } from '../blockdev/script.js'
 import { phaseEnvironment, type EnvSource, type Where } from '../elements/environment.js'
 import { listEnvironmentFiles, listPhaseScripts, type SkipReason } from '../elements/hooks.js'
 import { PHASES } from '../phases/registry.js'
-import type { StepPart } from '../engine/pipeline.js'
+import { forecastCache } from '../engine/cache.js'
+import type { StepInfo, StepPart } from '../engine/pipeline.js'
 import type { BuildPlan } from '../engine/plan.js'
 import { planSteps } from '../engine/steps.js'
 
@@ -29,6 +30,16 @@ export interface DryRunReport {
    * plan fields it depends on, and for a step that runs beside others, the step it starts after.
    */
   steps: { name: string; part: StepPart; reads: string[]; startsAfter?: string }[]
+  /**
+   * With --cache: the snapshots this build would store (after which step, each cached or not),
+   * what it would reuse, and why the first missing one misses. `steps` is then the cached table.
+   */
+  cache?: {
+    dir: string
+    snapshots: { phase: string; key: string; cached: boolean }[]
+    reuse: string[]
+    miss: { step: string; reason: string } | undefined
+  }
   /** The block-device layout that would be made on the --size disk. */
   blockDevice: {
     origin: string
@@ -39,6 +50,15 @@ export interface DryRunReport {
     buildInPlace: boolean
   }
   warnings: string[]
+}
+
+function listSteps(steps: readonly StepInfo[]): DryRunReport['steps'] {
+  return steps.map((s) => ({
+    name: s.name,
+    part: s.part,
+    reads: [...s.reads],
+    ...(s.startsAfter !== undefined ? { startsAfter: s.startsAfter } : {}),
+  }))
 }
 
 export function describePlan(plan: BuildPlan): DryRunReport {
@@ -72,12 +92,7 @@ export function describePlan(plan: BuildPlan): DryRunReport {
       ? [`${plan.outputPath}.d`]
       : plan.formats.map((f) => f.describeTarget(plan.outputPath, plan.outputSettings)),
     ramdisk: plan.ramdisk,
-    steps: planSteps(plan).map((s) => ({
-      name: s.name,
-      part: s.part,
-      reads: [...s.reads],
-      ...(s.startsAfter !== undefined ? { startsAfter: s.startsAfter } : {}),
-    })),
+    steps: listSteps(planSteps(plan)),
     blockDevice: {
       origin: plan.layout.origin,
       partitions: plan.layout.tables.flatMap((t) =>
@@ -106,6 +121,22 @@ const REASONS: Record<SkipReason, string> = {
   'not-executable': 'not executable',
   'not-a-file': 'not a regular file (or a broken symlink)',
   excluded: 'excluded by --exclude-script',
+}
+
+/**
+ * describePlan, and with the step cache on what the cache holds for this plan: the steps listed
+ * are then the ones the build would run (restored steps left out, snapshots in). Looks, creates nothing.
+ */
+export async function describePlanWithCache(plan: BuildPlan): Promise<DryRunReport> {
+  const report = describePlan(plan)
+  if (!plan.cache) return report
+  const f = await forecastCache(plan, planSteps(plan))
+  const reuse = f.resume ? f.all.slice(0, f.all.indexOf(f.resume) + 1).map((b) => b.phase) : []
+  return {
+    ...report,
+    steps: listSteps(planSteps(plan, { boundaries: f.all, resume: f.resume })),
+    cache: { dir: f.dir, snapshots: [...f.boundaries], reuse, miss: f.miss },
+  }
 }
 
 export function formatDryRun(r: DryRunReport): string {
@@ -139,6 +170,13 @@ export function formatDryRun(r: DryRunReport): string {
   }
   out.push('', `Outputs${r.ramdisk ? ' (ramdisk build)' : ''}:`)
   for (const o of r.outputs) out.push(`  ${o}`)
+  if (r.cache) {
+    out.push('', `Step cache (${r.cache.dir}):`)
+    for (const c of r.cache.snapshots)
+      out.push(`  ${c.phase.padEnd(16)} ${c.key.slice(0, 12)}  ${c.cached ? 'cached' : '-'}`)
+    if (r.cache.reuse.length > 0) out.push(`  reuses ${r.cache.reuse[0]} … ${r.cache.reuse.at(-1)}`)
+    if (r.cache.miss) out.push(`  not in the cache: ${r.cache.miss.step} (${r.cache.miss.reason})`)
+  }
   out.push('', 'Steps, in order:')
   for (const s of r.steps)
     out.push(

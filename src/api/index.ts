@@ -12,5 +12,5 @@ export {
 } from './options.js'
 export { planBuild } from './plan.js'
 export type { BuildPlan, PlanSeed } from '../engine/plan.js'
-export { describePlan, formatDryRun, type DryRunReport } from './dry-run.js'
+export { describePlan, describePlanWithCache, formatDryRun, type DryRunReport } from './dry-run.js'
 export { stopBuildsNow, HURRY_CLEANUP_MS } from './interrupt.js'

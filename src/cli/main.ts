@@ -106,7 +106,7 @@ async function command(
   // Heavy modules load late, so --help stays fast.
   const api = await import('../api/index.js')
   if (flags.dryRun) {
-    const report = api.describePlan(api.planBuild(options))
+    const report = await api.describePlanWithCache(api.planBuild(options))
     process.stdout.write(flags.dryRun === 'json' ? JSON.stringify(report, null, 2) + '\n' : api.formatDryRun(report))
     return 0
   }

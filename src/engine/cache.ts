@@ -3,6 +3,7 @@
 // covers are left out of the table; after every later phase a snapshot of the live drives is
 // stored. The store (src/cache/store.ts) knows files, the keys (src/cache/keys.ts) the inputs,
 // the deltas (src/cache/delta.ts) the disks; this file decides when and what.
+import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
@@ -14,9 +15,9 @@ import { Guestfs } from '../guestfs/index.js'
 import { applianceCacheKey } from '../host/appliance.js'
 import { extraPackages, extraPackagesScript } from '../phases/extra-packages.js'
 import { PHASE_BY_HOOK } from '../phases/registry.js'
-import { formatControlFile } from '../phases/runner/control-file.js'
+import { formatControlFile, type ControlOptions } from '../phases/runner/control-file.js'
 import { FAKE_AWK, FAKE_SUDO, RUNNER_SCRIPT } from '../phases/runner/runner-script.js'
-import { firstDifference, openStore, type Entry, type Pending, type StepStore } from '../cache/store.js'
+import { firstDifference, openStore, STORE_VERSION, type Entry, type Pending, type StepStore } from '../cache/store.js'
 import { BuildAbortedError } from '../errors.js'
 import type { EventInput } from '../events.js'
 import type { BuildContext } from './context.js'
@@ -78,6 +79,21 @@ export function hooksAfter(phase: string): string[] {
   return PHASE_STEP_NAMES.slice(at + 1).filter((p) => p.endsWith('.d'))
 }
 
+/** A control file of every feature, whose text stands for the format in the keys. */
+const SAMPLE_CONTROL: ControlOptions = {
+  hook: 'install.d',
+  hooksDir: '/hooks',
+  console: '/dev/console',
+  cwd: '/',
+  exclude: ['x'],
+  trace: true,
+  extraEnv: '/extra.env',
+  vars: [{ name: 'V', value: "a 'b'", source: 'virt-dib' }],
+  elementArray: '[e]=/e ',
+  scriptsDir: '/scripts',
+  where: 'chroot',
+}
+
 /** What the keys need besides the plan: the appliance, the lib folder, virt-dib's guest-side files. */
 export async function keyOptions(plan: BuildPlan): Promise<StepKeyOptions> {
   // A handle that is never launched: only where libguestfs's appliance is (LIBGUESTFS_PATH…).
@@ -102,7 +118,7 @@ export async function keyOptions(plan: BuildPlan): Promise<StepKeyOptions> {
       'dib-block-device': DIB_BLOCK_DEVICE_SCRIPT,
       'extra-packages': extraPackagesScript(plan.extraPackages).content,
       // What the runners are told and how: a change of the control file's format changes what scripts see.
-      'control-file': formatControlFile.toString(),
+      'control-file': formatControlFile(SAMPLE_CONTROL),
     }),
     phaseFacts: (hook) => PHASE_BY_HOOK.get(hook) ?? (hook === extraPackages.hook ? extraPackages : undefined),
   }
@@ -194,10 +210,14 @@ function isRebuilt(plan: BuildPlan, b: Boundary, boundaries: readonly Boundary[]
   return at >= 0 && phase >= at
 }
 
+/** What a lookup needs of the build: its plan, where events go. */
+type Lookup = Pick<BuildContext, 'plan' | 'emit'>
+
 async function deepestHit(
-  ctx: BuildContext,
+  ctx: Lookup,
   store: StepStore,
   boundaries: readonly Boundary[],
+  checksums = true,
 ): Promise<{ boundary: Boundary; entry: Entry; chain: string[] } | undefined> {
   const maxAge = ctx.plan.cache!.maxAgeMs
   const hits: Entry[] = []
@@ -215,7 +235,7 @@ async function deepestHit(
     hits.push(entry)
   }
   try {
-    return await deepestIntact(ctx, store, boundaries, hits)
+    return await deepestIntact(ctx, store, boundaries, hits, checksums)
   } finally {
     // After the hit's line: what is reused, then why the rest is not.
     if (miss) ctx.emit(miss)
@@ -223,15 +243,16 @@ async function deepestHit(
 }
 
 async function deepestIntact(
-  ctx: BuildContext,
+  ctx: Lookup,
   store: StepStore,
   boundaries: readonly Boundary[],
   hits: Entry[],
+  checksums: boolean,
 ): Promise<{ boundary: Boundary; entry: Entry; chain: string[] } | undefined> {
   // The deepest hit whose every file, and its ancestors', is intact (checksums: it is read anyway).
   while (hits.length > 0) {
     const entry = hits[hits.length - 1]!
-    const chain = await intactChain(store, entry)
+    const chain = await intactChain(store, entry, checksums)
     if (chain) {
       const boundary = boundaries[hits.length - 1]!
       ctx.emit({
@@ -248,10 +269,10 @@ async function deepestIntact(
 }
 
 /** The keys of `entry` and its ancestors if all are there and pass their checksums. */
-async function intactChain(store: StepStore, entry: Entry): Promise<string[] | undefined> {
+async function intactChain(store: StepStore, entry: Entry, checksums: boolean): Promise<string[] | undefined> {
   const keys: string[] = []
   for (let e: Entry | undefined = entry; e;) {
-    if (!(await store.verify(e))) return undefined
+    if (checksums && !(await store.verify(e))) return undefined
     keys.push(e.meta.key)
     const parent: string | null = e.meta.parent
     if (parent === null) return keys
@@ -274,7 +295,12 @@ function describeInput(name: string): string {
   if (name.startsWith('env:')) return `the variable ${name.slice(4)}`
   if (name.startsWith('option:')) return `the option ${name.slice(7)}`
   if (name === 'scripts') return 'its scripts'
-  if (name === 'parent') return 'an earlier phase'
+  if (name.startsWith('script:')) return `the script ${name.slice(7)}`
+  if (name.startsWith('element-files:')) return `the files of the element ${name.slice(14)}`
+  if (name.startsWith('disk:')) return `the disk's ${name.slice(5)}`
+  if (name === 'lib') return "diskimage-builder's lib folder (-B)"
+  if (name === 'guest-files') return "virt-dib's own guest-side files"
+  if (name === 'appliance') return 'the appliance (host packages or kernel)'
   return name
 }
 
@@ -381,6 +407,48 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
   } finally {
     run.since = Date.now()
   }
+}
+
+/** What --dry-run says of the cache: the boundaries, each cached or not, and what a build would reuse. */
+export interface CacheForecast {
+  readonly dir: string
+  readonly boundaries: readonly { phase: string; key: string; cached: boolean }[]
+  /** The boundary a build would resume after (entries' checksums are checked only when it runs). */
+  readonly resume: Boundary | undefined
+  readonly all: readonly Boundary[]
+  readonly miss: { step: string; reason: string } | undefined
+}
+
+/** The cache lookup of a build, without a build: creates nothing (a missing folder: nothing cached). */
+export async function forecastCache(plan: BuildPlan, table: readonly StepInfo[]): Promise<CacheForecast> {
+  const settings = plan.cache!
+  const boundaries = planBoundaries(plan, table, await keyOptions(plan))
+  const events: EventInput[] = []
+  const found = existsSync(join(settings.dir, `v${STORE_VERSION}`))
+    ? await deepestHit({ plan, emit: (e) => events.push(e) }, await openStore(settings.dir), boundaries, false)
+    : undefined
+  const missed = events.find((e) => e.kind === 'cache-miss')
+  const upTo = found ? boundaries.indexOf(found.boundary) : -1
+  return {
+    dir: settings.dir,
+    boundaries: boundaries.map((b, i) => ({ phase: b.phase, key: b.key, cached: i <= upTo })),
+    resume: found?.boundary,
+    all: boundaries,
+    miss:
+      missed?.kind === 'cache-miss'
+        ? { step: missed.step, reason: missed.reason }
+        : found || boundaries.length === 0
+          ? undefined
+          : { step: boundaries[0]!.phase, reason: 'nothing cached yet' },
+  }
+}
+
+/** Stores nothing more in this build, saying why once. */
+export function stopCaching(ctx: BuildContext, why: string): void {
+  const run = ctx.cache!
+  if (run.off) return
+  run.off = true
+  ctx.emit({ kind: 'warning', text: `step cache: ${why}; the later phases are not cached` })
 }
 
 function maxAgeOption(ctx: BuildContext): { maxAgeMs?: number } {

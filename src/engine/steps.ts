@@ -18,7 +18,7 @@ import {
   resumeBuildRoot,
   TREE_DISK_SIZE,
 } from './appliance.js'
-import { storeSnapshot, type Boundary, type LiveDrives } from './cache.js'
+import { stopCaching, storeSnapshot, type Boundary, type LiveDrives } from './cache.js'
 import type { BuildContext } from './context.js'
 import {
   diskConversions,
@@ -311,27 +311,43 @@ const resumeTree = defineStep<BuildContext, 'auxDir' | 'disk', 'outDevice'>({
 })
 
 /** A build resumed after the block-device step: the restored disk's layout is mounted instead. */
-const resumeDisk = defineStep<BuildContext, 'auxDir' | 'disk', 'outDevice' | 'layout'>({
+const resumeDisk = defineStep<BuildContext, 'auxDir' | 'disk', 'outDevice' | 'layout' | 'namedDevice'>({
   name: 'resume',
   part: engine,
   reads: ['appliance', 'imageName', 'layout', 'envInputs'],
   needs: ['auxDir', 'disk'],
-  gives: ['outDevice', 'layout'],
+  gives: ['outDevice', 'layout', 'namedDevice'],
   async run(ctx, { auxDir, disk }) {
     const layout = ctx.plan.layout
-    return { outDevice: await resumeBuildRoot(ctx, { auxDir, disk, layout }), layout }
+    // Only builds whose layout is on the output disk store snapshots after the block-device step.
+    return { outDevice: await resumeBuildRoot(ctx, { auxDir, disk, layout }), layout, namedDevice: undefined }
   },
 })
 
 /** Stores the build's state after a boundary step in the step cache. */
 function snapshotStep(b: Boundary): BuildStep {
-  return defineStep<BuildContext, 'disk'>({
+  if (!b.drives.includes('disk')) {
+    return defineStep<BuildContext, 'disk'>({
+      name: `snapshot ${b.phase}`,
+      part: engine,
+      reads: ['imageName', 'resolution', 'hooks', 'cache', 'size'],
+      needs: ['disk'],
+      gives: [],
+      async run(ctx, { disk }) {
+        await storeSnapshot(ctx, b, liveDrives(ctx, disk))
+        return {}
+      },
+    })
+  }
+  return defineStep<BuildContext, 'disk' | 'namedDevice'>({
     name: `snapshot ${b.phase}`,
     part: engine,
     reads: ['imageName', 'resolution', 'hooks', 'cache', 'size'],
-    needs: ['disk'],
+    needs: ['disk', 'namedDevice'],
     gives: [],
-    async run(ctx, { disk }) {
+    async run(ctx, { disk, namedDevice }) {
+      // A device a block-device.d script named is not a drive of the build: nothing to snapshot.
+      if (namedDevice !== undefined) stopCaching(ctx, `the layout is on ${namedDevice}, which block-device.d named`)
       await storeSnapshot(ctx, b, liveDrives(ctx, disk))
       return {}
     },

@@ -104,7 +104,7 @@ describe('the step cache in the step table', () => {
   it('resumed after the block-device step: the layout is mounted (the resume gives it), no copy again', () => {
     const { steps, names } = cachedTable({}, 'block-device')
     expect(names.slice(4, 8)).toEqual(['resume', 'pre-finalise.d', 'finalise.d', 'snapshot finalise.d'])
-    expect(steps.find((s) => s.name === 'resume')!.gives).toEqual(['outDevice', 'layout'])
+    expect(steps.find((s) => s.name === 'resume')!.gives).toEqual(['outDevice', 'layout', 'namedDevice'])
   })
 
   it('resumed after cleanup.d: nothing runs but the appliance and the outputs', () => {
