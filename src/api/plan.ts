@@ -174,11 +174,12 @@ export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): Build
   })
   const hooks = planHooksTree(resolution.elements, options.excludeScripts ?? [])
   // With the step cache, a rebuild must find the layout it stored: the file systems' UUIDs derive
-  // from the request (not its name), as if seeded; else random as the original's.
+  // from the request (not its name, nor its size: builds of other sizes share the tree, which may
+  // have seen DIB_IMAGE_ROOT_FS_UUID), as if seeded; else random as the original's.
   const cacheSeed =
     cache === undefined
       ? undefined
-      : `step-cache\0${JSON.stringify([resolution.elements.map((e) => e.name), size, fsType, arch, options.rootLabel ?? null])}`
+      : `step-cache\0${JSON.stringify([resolution.elements.map((e) => e.name), fsType, arch, options.rootLabel ?? null])}`
   const rootFsUuid = rootFsUuidFrom(seed ?? cacheSeed)
   const rootParams: RootParams = {
     diskSize: size,

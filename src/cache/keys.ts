@@ -237,6 +237,11 @@ export function hashContents(files: Readonly<Record<string, string | Buffer>>): 
   return hashJson(Object.fromEntries(Object.entries(files).map(([k, v]) => [k, sha256(v)])))
 }
 
+/** Python's byte code beside an element's modules: written by running them, not by the user. */
+function isBytecode(rel: string): boolean {
+  return rel.split('/').includes('__pycache__') || rel.endsWith('.pyc')
+}
+
 /** An element file that is one of a phase's scripts (or a skipped file in a phase folder): keyed per phase. */
 function isPhaseFile(rel: string, kind: TreeEntryKind): boolean {
   const slash = rel.indexOf('/')
@@ -345,7 +350,9 @@ export function stepKeys(
     'option:build-in-place': sha256(String(plan.buildInPlace)),
   }
   for (const el of plan.resolution.elements) {
-    common[`element-files:${el.name}`] = hashTree(el.dir, { skip: isPhaseFile })
+    common[`element-files:${el.name}`] = hashTree(el.dir, {
+      skip: (rel, kind) => isPhaseFile(rel, kind) || isBytecode(rel),
+    })
   }
   const diskInputs: Record<string, string> = {
     'disk:layout': hashJson(plan.layout),

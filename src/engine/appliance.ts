@@ -29,6 +29,12 @@ export const AUX_IMAGE_SIZE = 16 * GiB
  * not depend on --size (builds of other sizes share them); sparse, only what the tree holds is written.
  */
 export const TREE_DISK_SIZE = 64 * GiB
+/**
+ * The tree drive's file system: only a build scratch, so no journal (its blocks would change in
+ * every snapshot), inode tables left uninitialised (and mounted noinit_itable: never zeroed in the
+ * background), one inode per 16 KiB.
+ */
+export const TREE_MKFS = 'mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=1,nodiscard -i 16384'
 /** Drives by label: /dev/disk/guestfs/<label> inside the appliance. */
 export const DRIVE = {
   out: '/dev/disk/guestfs/out',
@@ -225,12 +231,7 @@ export async function prepareBuildRoot(ctx: BuildContext): Promise<string> {
     await g.shOutside(script, { bash: true, signal: ctx.signal })
     await mountKernelDevice(ctx, filesystemDevice(plan.layout, outDevice, plan.layout.mounts[0]!.base), '/')
   } else if (ctx.cache) {
-    // Only a build scratch: no journal (its blocks would change in every snapshot), inode tables
-    // left uninitialised and never zeroed in the background (noinit_itable), one inode per 16 KiB.
-    await g.shOutside(
-      `mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=1,nodiscard -i 16384 ${DRIVE.build} && ${mountTreeDrive()}`,
-      { signal: ctx.signal },
-    )
+    await g.shOutside(`${TREE_MKFS} ${DRIVE.build} && ${mountTreeDrive()}`, { signal: ctx.signal })
   } else {
     await g.mkfs('ext4', DRIVE.build)
     await g.mount(DRIVE.build, '/')

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
-import { decodeMap, encodeMap, materialize, snapshotDelta, type ClusterMap } from '../cache/delta.js'
+import { CorruptMapError, decodeMap, encodeMap, materialize, snapshotDelta, type ClusterMap } from '../cache/delta.js'
 import { DIB_BLOCK_DEVICE_SCRIPT } from '../blockdev/getval.js'
 import { hashContents, hashTree, PHASE_STEP_NAMES, stepKeys, type StepKeyOptions } from '../cache/keys.js'
 import { listPhaseScripts } from '../elements/hooks.js'
@@ -17,9 +17,19 @@ import { extraPackages, extraPackagesScript } from '../phases/extra-packages.js'
 import { PHASE_BY_HOOK } from '../phases/registry.js'
 import { formatControlFile, type ControlOptions } from '../phases/runner/control-file.js'
 import { FAKE_AWK, FAKE_SUDO, RUNNER_SCRIPT } from '../phases/runner/runner-script.js'
-import { firstDifference, openStore, STORE_VERSION, type Entry, type Pending, type StepStore } from '../cache/store.js'
-import { BuildAbortedError } from '../errors.js'
+import {
+  EntryGoneError,
+  firstDifference,
+  openStore,
+  STORE_VERSION,
+  type Release,
+  type Entry,
+  type Pending,
+  type StepStore,
+} from '../cache/store.js'
+import { BuildAbortedError, VirtDibError } from '../errors.js'
 import type { EventInput } from '../events.js'
+import { AUX_IMAGE_SIZE, TREE_DISK_SIZE, TREE_MKFS } from './appliance.js'
 import type { BuildContext } from './context.js'
 import type { StepInfo } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
@@ -116,7 +126,10 @@ export async function keyOptions(plan: BuildPlan): Promise<StepKeyOptions> {
       sudo: FAKE_SUDO,
       awk: FAKE_AWK,
       'dib-block-device': DIB_BLOCK_DEVICE_SCRIPT,
-      'extra-packages': extraPackagesScript(plan.extraPackages).content,
+      // The template only: the packages are extra-packages' own input.
+      'extra-packages': extraPackagesScript([]).content,
+      // How the tree's drive is made.
+      'tree-drive': `${TREE_DISK_SIZE} ${AUX_IMAGE_SIZE} ${TREE_MKFS}`,
       // What the runners are told and how: a change of the control file's format changes what scripts see.
       'control-file': formatControlFile(SAMPLE_CONTROL),
     }),
@@ -164,50 +177,64 @@ function runsScripts(plan: BuildPlan, table: readonly StepInfo[], name: string):
  */
 export async function openCacheRun(ctx: BuildContext, boundaries: readonly Boundary[]): Promise<CacheRun> {
   const settings = ctx.plan.cache!
-  const store = await openStore(settings.dir, {
-    maxSize: settings.maxSize,
-    warn: (text) => ctx.emit({ kind: 'warning', text: `step cache: ${text}` }),
-  })
-  for (;;) {
-    const found = await deepestHit(ctx, store, boundaries)
-    const next = boundaries[found ? boundaries.indexOf(found.boundary) + 1 : 0]
-    let pending: Pending | undefined
-    if (next && !isRebuilt(ctx.plan, next, boundaries)) {
-      const got = await store.begin(next.key, maxAgeOption(ctx))
-      if (!('commit' in got)) {
-        if (got.owner) ctx.progress(`Waiting for another build that is storing ${next.phase} in the step cache`)
-        await got.wait(ctx.signal)
-        continue // committed (a hit now), or failed (ours to build): look again
+  try {
+    const store = await openStore(settings.dir, {
+      maxSize: settings.maxSize,
+      warn: (text) => ctx.emit({ kind: 'warning', text: `step cache: ${text}` }),
+    })
+    for (;;) {
+      const found = await deepestHit(ctx, store, boundaries)
+      if (found) ctx.cleanup.defer('step cache use', found.release)
+      const next = boundaries[found ? boundaries.indexOf(found.boundary) + 1 : 0]
+      let pending: Pending | undefined
+      if (next) {
+        const got = await store.begin(next.key, beginOptions(ctx, next))
+        if (!('commit' in got)) {
+          if (got.owner) ctx.progress(`Waiting for another build that is storing ${next.phase} in the step cache`)
+          await got.wait(ctx.signal)
+          continue // committed (a hit now), or failed (ours to build): look again
+        }
+        pending = got
+        ctx.cleanup.defer(`step cache lock ${next.phase}`, () => pending!.abort())
       }
-      pending = got
-      ctx.cleanup.defer(`step cache lock ${next.phase}`, () => pending!.abort())
+      return {
+        store,
+        boundaries,
+        resume: found ? { boundary: found.boundary, entry: found.entry, state: found.state } : undefined,
+        parent: found ? { key: found.entry.meta.key, maps: found.maps } : undefined,
+        lastGood: found?.boundary.phase,
+        off: false,
+        next: pending,
+        since: Date.now(),
+      }
     }
-    const run: CacheRun = {
+  } catch (e) {
+    if (ctx.signal.aborted || e instanceof BuildAbortedError) throw e
+    // The cache is an optimisation: a folder it cannot use makes an uncached build, said once.
+    ctx.emit({ kind: 'warning', text: `step cache: ${errorText(e)}; building without it` })
+    const store = await openStore(join(ctx.workspace, 'no-cache'))
+    return {
       store,
       boundaries,
-      resume: found ? { ...found, state: await readState(found.entry) } : undefined,
+      resume: undefined,
       parent: undefined,
-      lastGood: found?.boundary.phase,
-      off: false,
-      next: pending,
+      lastGood: undefined,
+      off: true,
+      next: undefined,
       since: Date.now(),
     }
-    if (found) {
-      run.parent = { key: found.entry.meta.key, maps: await readMaps(found.entry, found.boundary.drives) }
-      const release = await store.use(found.chain)
-      ctx.cleanup.defer('step cache use', release)
-    }
-    return run
   }
 }
 
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e)
+}
+
 /** --rebuild-from: the boundaries of that phase and after it are not looked up. */
-function isRebuilt(plan: BuildPlan, b: Boundary, boundaries: readonly Boundary[]): boolean {
+function isRebuilt(plan: BuildPlan, b: Boundary): boolean {
   if (plan.rebuildFrom === undefined) return false
   const at = PHASE_STEP_NAMES.indexOf(plan.rebuildFrom)
-  const phase = PHASE_STEP_NAMES.indexOf(b.phase)
-  void boundaries
-  return at >= 0 && phase >= at
+  return at >= 0 && PHASE_STEP_NAMES.indexOf(b.phase) >= at
 }
 
 /** What a lookup needs of the build: its plan, where events go. */
@@ -218,12 +245,12 @@ async function deepestHit(
   store: StepStore,
   boundaries: readonly Boundary[],
   checksums = true,
-): Promise<{ boundary: Boundary; entry: Entry; chain: string[] } | undefined> {
+): Promise<Found | undefined> {
   const maxAge = ctx.plan.cache!.maxAgeMs
   const hits: Entry[] = []
   let miss: EventInput | undefined
   for (const b of boundaries) {
-    if (isRebuilt(ctx.plan, b, boundaries)) {
+    if (isRebuilt(ctx.plan, b)) {
       miss = { kind: 'cache-miss', step: b.phase, reason: `rebuilt as asked (--rebuild-from ${ctx.plan.rebuildFrom})` }
       break
     }
@@ -248,27 +275,50 @@ async function deepestIntact(
   boundaries: readonly Boundary[],
   hits: Entry[],
   checksums: boolean,
-): Promise<{ boundary: Boundary; entry: Entry; chain: string[] } | undefined> {
+): Promise<Found | undefined> {
   // The deepest hit whose every file, and its ancestors', is intact (checksums: it is read anyway).
+  // Marked in use before it is checked, so another build's eviction cannot take it meanwhile.
   while (hits.length > 0) {
     const entry = hits[hits.length - 1]!
-    const chain = await intactChain(store, entry, checksums)
-    if (chain) {
-      const boundary = boundaries[hits.length - 1]!
-      ctx.emit({
-        kind: 'cache-hit',
-        steps: boundaries.slice(0, hits.length).map((b) => b.phase),
-        key: entry.meta.key,
-        ageSeconds: Math.max(0, (Date.now() - entry.meta.createdAt) / 1000),
-      })
-      return { boundary, entry, chain }
+    const boundary = boundaries[hits.length - 1]!
+    let release: Release | undefined
+    try {
+      release = await store.use([entry.meta.key, ...entry.chain])
+      if (await intactChain(store, entry, checksums)) {
+        const state = await readState(entry)
+        const maps = await readMaps(entry, boundary.drives)
+        ctx.emit({
+          kind: 'cache-hit',
+          steps: boundaries.slice(0, hits.length).map((b) => b.phase),
+          key: entry.meta.key,
+          ageSeconds: Math.max(0, (Date.now() - entry.meta.createdAt) / 1000),
+        })
+        return { boundary, entry, state, maps, release }
+      }
+    } catch (e) {
+      // Gone or damaged meanwhile (evicted, a truncated map): a shallower hit, or none.
+      if (!(e instanceof EntryGoneError || e instanceof CorruptMapError || isMissingFile(e))) throw e
     }
+    await release?.()
     hits.pop()
   }
   return undefined
 }
 
-/** The keys of `entry` and its ancestors if all are there and pass their checksums. */
+/** A hit, marked in use (`release` ends that), with what its snapshot kept beside the drives. */
+interface Found {
+  boundary: Boundary
+  entry: Entry
+  state: SnapshotState
+  maps: Partial<Record<DriveName, ClusterMap>>
+  release: Release
+}
+
+function isMissingFile(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+}
+
+/** Whether `entry` and its ancestors are all there and (with `checksums`) pass them. */
 async function intactChain(store: StepStore, entry: Entry, checksums: boolean): Promise<string[] | undefined> {
   const keys: string[] = []
   for (let e: Entry | undefined = entry; e;) {
@@ -322,7 +372,7 @@ export async function restoreDrive(ctx: BuildContext, run: CacheRun, drive: Driv
 /**
  * After a boundary's step: freezes the image's file systems in the guest, writes each drive's
  * delta against the parent snapshot, thaws, commits. A failure of the store is a warning (the
- * build goes on, later phases uncached); an abort is not.
+ * build goes on, later phases uncached); an abort, or a file system that cannot be thawed, is not.
  */
 export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDrives): Promise<void> {
   const run = ctx.cache!
@@ -333,12 +383,14 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
   run.next = undefined
   try {
     if (!pending) {
-      const got = await run.store.begin(b.key, maxAgeOption(ctx))
+      const got = await run.store.begin(b.key, beginOptions(ctx, b))
       if (!('commit' in got)) {
         // Another build stores it (or has): the next delta builds on that entry once it is there.
         const entry = await run.store.lookup(b.key)
-        run.parent = entry ? { key: b.key, maps: await readMaps(entry, b.drives) } : run.parent
-        if (!entry) run.off = true
+        if (!entry) return await stopCaching(ctx, `another build is storing ${b.phase}`)
+        ctx.cleanup.defer(`step cache use ${b.phase}`, await run.store.use([b.key]))
+        run.parent = { key: b.key, maps: await readMaps(entry, b.drives) }
+        run.lastGood = b.phase
         return
       }
       pending = got
@@ -346,13 +398,9 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
     const dir = pending.dir
     const hashes: Record<string, string> = {}
     const maps: Partial<Record<DriveName, ClusterMap>> = {}
-    const frozen = (await ctx.g.shOutside(freezeScript(), { signal: ctx.signal })).split('\n').filter(Boolean)
-    try {
-      const failed = frozen.filter((m) => m.startsWith('!'))
-      if (failed.length > 0)
-        throw new Error(`cannot freeze ${failed.map((m) => m.slice(1)).join(' ')} in the appliance`)
+    await frozen(ctx, async () => {
       const parent = run.parent
-      await Promise.all(
+      const deltas = await Promise.allSettled(
         b.drives.map(async (d) => {
           const backing =
             parent?.maps[d] !== undefined
@@ -367,45 +415,76 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
           hashes[`${d}.qcow2`] = r.sha256
         }),
       )
-    } finally {
-      await ctx.g.shOutside(thawScript(frozen.filter((m) => !m.startsWith('!'))), { signal: ctx.signal })
-    }
+      // Every delta has ended (none still writes into the folder) before the first failure is said.
+      for (const d of deltas) if (d.status === 'rejected') throw d.reason
+    })
     for (const d of b.drives) await writeFile(join(dir, `${d}.map`), encodeMap(maps[d]!))
     const state: SnapshotState = { imageName: ctx.plan.imageName, hookFiles: ctx.plan.hooks.files.map((f) => f.path) }
     await writeFile(join(dir, 'state.json'), JSON.stringify(state))
     // The next boundary is taken before this one is released: a build waiting on us waits on.
     const following = run.boundaries[run.boundaries.indexOf(b) + 1]
-    const next = following ? await run.store.begin(following.key, maxAgeOption(ctx)) : undefined
+    const next = following ? await run.store.begin(following.key, beginOptions(ctx, following)) : undefined
     if (next && 'commit' in next) {
       run.next = next
       ctx.cleanup.defer(`step cache lock ${following!.phase}`, () => next.abort())
     }
-    const parentKey = run.parent?.key ?? null
     const done = await pending.commit({
       step: b.phase,
-      parent: parentKey,
+      parent: run.parent?.key ?? null,
       elements: ctx.plan.resolution.elements.map((e) => e.name),
       inputs: { ...b.inputs },
       seconds,
       hashes,
     })
     if (!done.stored && !done.entry) throw new Error('its parent snapshot was evicted meanwhile')
-    run.parent = done.stored ? { key: b.key, maps } : { key: b.key, maps: await readMaps(done.entry!, b.drives) }
     // Kept from eviction (by other builds' commits too) until this build ends: the next delta names it.
     ctx.cleanup.defer(`step cache use ${b.phase}`, await run.store.use([b.key]))
+    run.parent = done.stored ? { key: b.key, maps } : { key: b.key, maps: await readMaps(done.entry!, b.drives) }
     run.lastGood = b.phase
-    const bytes = done.meta.bytes
-    ctx.emit({ kind: 'cache-store', step: b.phase, key: b.key, bytes, seconds: (Date.now() - t0) / 1000 })
+    if (done.stored) {
+      ctx.emit({
+        kind: 'cache-store',
+        step: b.phase,
+        key: b.key,
+        bytes: done.meta.bytes,
+        seconds: (Date.now() - t0) / 1000,
+      })
+    }
   } catch (e) {
-    await pending?.abort()
-    if (ctx.signal.aborted || e instanceof BuildAbortedError) throw e
-    run.off = true
-    ctx.emit({
-      kind: 'warning',
-      text: `step cache: cannot store ${b.phase}: ${e instanceof Error ? e.message : String(e)}; the later phases are not cached`,
-    })
+    await pending?.abort().catch(() => undefined)
+    if (ctx.signal.aborted || e instanceof BuildAbortedError || e instanceof ThawError) throw e
+    await stopCaching(ctx, `cannot store ${b.phase}: ${errorText(e)}`)
   } finally {
     run.since = Date.now()
+  }
+}
+
+/** A file system left frozen would hang the next phase: the build stops instead. */
+class ThawError extends VirtDibError {
+  override name = 'ThawError'
+}
+
+/**
+ * Runs `fn` while the guest's file systems are frozen (or, those that cannot be, such as vfat,
+ * synced: the guest is idle between phases), and thaws them whatever happens.
+ */
+async function frozen(ctx: BuildContext, fn: () => Promise<void>): Promise<void> {
+  const lines = (await ctx.g.shOutside(freezeScript(), { signal: ctx.signal })).split('\n').filter(Boolean)
+  const held = lines.filter((m) => !m.startsWith('!') && !m.startsWith('~'))
+  try {
+    const failed = lines.filter((m) => m.startsWith('!'))
+    if (failed.length > 0) throw new Error(`cannot freeze ${failed.map((m) => m.slice(1)).join(' ')} in the appliance`)
+    await fn()
+  } finally {
+    try {
+      // Not cancellable: an abort still kills the appliance, which releases them anyway.
+      await ctx.g.shOutside(thawScript(held))
+    } catch (e) {
+      if (!ctx.signal.aborted) {
+        // eslint-disable-next-line no-unsafe-finally -- the thaw's failure outranks the snapshot's
+        throw new ThawError(`cannot thaw the image's file systems after a snapshot: ${errorText(e)}`, { cause: e })
+      }
+    }
   }
 }
 
@@ -444,14 +523,19 @@ export async function forecastCache(plan: BuildPlan, table: readonly StepInfo[])
 }
 
 /** Stores nothing more in this build, saying why once. */
-export function stopCaching(ctx: BuildContext, why: string): void {
+export async function stopCaching(ctx: BuildContext, why: string): Promise<void> {
   const run = ctx.cache!
   if (run.off) return
   run.off = true
+  // A build waiting for the next phase must not wait for the end of this one.
+  await run.next?.abort().catch(() => undefined)
+  run.next = undefined
   ctx.emit({ kind: 'warning', text: `step cache: ${why}; the later phases are not cached` })
 }
 
-function maxAgeOption(ctx: BuildContext): { maxAgeMs?: number } {
+/** --cache-max-age; and a phase --rebuild-from rebuilds replaces its old entry (age 0: every one is too old). */
+function beginOptions(ctx: BuildContext, b: Boundary): { maxAgeMs?: number } {
+  if (isRebuilt(ctx.plan, b)) return { maxAgeMs: 0 }
   const maxAge = ctx.plan.cache!.maxAgeMs
   return maxAge !== undefined ? { maxAgeMs: maxAge } : {}
 }

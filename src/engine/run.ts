@@ -65,8 +65,21 @@ function reportUndeclaredReads(ctx: BuildContext): void {
   }
 }
 
-/** Aborts become BuildAbortedError; an appliance killed by us is not reported as a crash. */
+/**
+ * Aborts become BuildAbortedError; an appliance killed by us is not reported as a crash. With the
+ * step cache, a failure also says where a re-run would resume.
+ */
 function explain(ctx: BuildContext, e: unknown): unknown {
+  const err = explainFailure(ctx, e)
+  const resumable = ctx.cache?.lastGood
+  if (resumable !== undefined && err instanceof VirtDibError && !(err instanceof BuildAbortedError)) {
+    const resume = `a re-run with the same cache options resumes after ${resumable}`
+    err.hint = err.hint === undefined ? resume : `${err.hint}; ${resume}`
+  }
+  return err
+}
+
+function explainFailure(ctx: BuildContext, e: unknown): unknown {
   if (ctx.signal.aborted) {
     const reason: unknown = ctx.signal.reason
     if (reason instanceof BuildAbortedError) return reason
@@ -79,11 +92,6 @@ function explain(ctx: BuildContext, e: unknown): unknown {
     })
   }
   if (e instanceof GuestfsAbortError) return new BuildAbortedError(undefined, { cause: e })
-  const resumable = ctx.cache?.lastGood
-  if (resumable !== undefined && e instanceof VirtDibError) {
-    const resume = `a re-run with --cache resumes after ${resumable}`
-    e.hint = e.hint === undefined ? resume : `${e.hint}; ${resume}`
-  }
   if (e instanceof GuestfsError && e.applianceDied) {
     // libguestfs explains at length how to debug it; the first line says what happened.
     return new VirtDibError(`the appliance died: ${e.message.trim().split('\n')[0]!.replace(/\.$/, '')}`, {

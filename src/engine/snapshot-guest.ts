@@ -10,11 +10,12 @@ import { shellQuote } from '../util/shell-quote.js'
 /** Mounts under the image root (and the aux drive) that hold build state; the helper drive is not snapshotted. */
 const LIST_MOUNTS = [
   `awk -v root=${shellQuote(L.SYSROOT)} -v perm=${shellQuote(L.inAppliance(L.PERM))}`,
-  `'($2 == root || index($2, root "/") == 1) && $2 != perm && index($2, perm "/") != 1 && $1 ~ /^\\/dev\\// { print $2 }'`,
+  // One mount per device: a second freeze of the same file system (a bind mount, a btrfs subvolume) fails.
+  `'($2 == root || index($2, root "/") == 1) && $2 != perm && index($2, perm "/") != 1 && $1 ~ /^\\/dev\\// && !seen[$1]++ { print $2 }'`,
   '/proc/mounts',
 ].join(' ')
 
-/** Sync, trim and freeze every file system the snapshot covers; prints what it froze, one per line. */
+/** Sync, trim and freeze every file system the snapshot covers; prints each, one per line (see the marks below). */
 export function freezeScript(): string {
   return [
     `mounts=$(${LIST_MOUNTS} | sort -r)`,
@@ -22,8 +23,9 @@ export function freezeScript(): string {
     // A file system without discard support (or a drive without it) keeps its freed blocks: harmless.
     'for m in $mounts; do fstrim "$m" >/dev/null 2>&1 || true; done',
     'sync',
-    // The host thaws what is printed; a line with ! means that one could not be frozen.
-    'for m in $mounts; do if fsfreeze -f "$m"; then echo "$m"; else echo "!$m"; fi; done',
+    // The host thaws what is printed. A file system that cannot freeze (vfat has no freeze) is
+    // synced instead (~): nothing writes between phases. ! means neither worked.
+    'for m in $mounts; do if fsfreeze -f "$m" 2>/dev/null; then echo "$m"; elif sync -f "$m"; then echo "~$m"; else echo "!$m"; fi; done',
   ].join('\n')
 }
 

@@ -347,7 +347,8 @@ function snapshotStep(b: Boundary): BuildStep {
     gives: [],
     async run(ctx, { disk, namedDevice }) {
       // A device a block-device.d script named is not a drive of the build: nothing to snapshot.
-      if (namedDevice !== undefined) stopCaching(ctx, `the layout is on ${namedDevice}, which block-device.d named`)
+      if (namedDevice !== undefined)
+        await stopCaching(ctx, `the layout is on ${namedDevice}, which block-device.d named`)
       await storeSnapshot(ctx, b, liveDrives(ctx, disk))
       return {}
     },

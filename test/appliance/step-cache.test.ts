@@ -165,7 +165,7 @@ describe('the step cache: cold, warm under another name, a finalise.d edit, inst
     const r = runs['failed']!
     expect(r.error).toBeInstanceOf(ScriptError)
     expect((r.error as ScriptError).hook).toBe('install.d')
-    expect((r.error as ScriptError).hint).toMatch(/a re-run with --cache resumes after pre-install\.d/)
+    expect((r.error as ScriptError).hint).toMatch(/a re-run with the same cache options resumes after pre-install\.d/)
     expect(hit('failed')!.kind === 'cache-hit' && hit('failed')!.steps.at(-1)).toBe('pre-install.d')
     expect(r.events.some((e) => e.kind === 'cache-store')).toBe(false)
     expect(installEntriesAfterFailure).toBe(1) // the cold build's
