@@ -33,7 +33,7 @@ import { AUX_IMAGE_SIZE, TREE_DISK_SIZE, TREE_MKFS } from './appliance.js'
 import type { BuildContext } from './context.js'
 import type { StepInfo } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
-import { freezeScript, thawScript } from './snapshot-guest.js'
+import { freezeScript, frozenMounts, thawScript } from './snapshot-guest.js'
 
 /** A live drive whose content a snapshot keeps. */
 export type DriveName = 'tree' | 'disk' | 'aux'
@@ -469,11 +469,10 @@ class ThawError extends VirtDibError {
  * synced: the guest is idle between phases), and thaws them whatever happens.
  */
 async function frozen(ctx: BuildContext, fn: () => Promise<void>): Promise<void> {
-  const lines = (await ctx.g.shOutside(freezeScript(), { signal: ctx.signal })).split('\n').filter(Boolean)
-  const held = lines.filter((m) => !m.startsWith('!') && !m.startsWith('~'))
+  const { frozen: held, synced, failed } = frozenMounts(await ctx.g.shOutside(freezeScript(), { signal: ctx.signal }))
+  if (synced.length > 0) ctx.emit({ kind: 'debug', text: `step cache: synced, not frozen: ${synced.join(' ')}` })
   try {
-    const failed = lines.filter((m) => m.startsWith('!'))
-    if (failed.length > 0) throw new Error(`cannot freeze ${failed.map((m) => m.slice(1)).join(' ')} in the appliance`)
+    if (failed.length > 0) throw new Error(`cannot freeze or sync ${failed.join(' ')} in the appliance`)
     await fn()
   } finally {
     try {

@@ -23,10 +23,19 @@ export function freezeScript(): string {
     // A file system without discard support (or a drive without it) keeps its freed blocks: harmless.
     'for m in $mounts; do fstrim "$m" >/dev/null 2>&1 || true; done',
     'sync',
-    // The host thaws what is printed. A file system that cannot freeze (vfat has no freeze) is
-    // synced instead (~): nothing writes between phases. ! means neither worked.
-    'for m in $mounts; do if fsfreeze -f "$m" 2>/dev/null; then echo "$m"; elif sync -f "$m"; then echo "~$m"; else echo "!$m"; fi; done',
+    // The host thaws what is printed. A file system that cannot freeze (vfat has no freeze; one
+    // frozen already through another mount) is synced instead (~): nothing writes between phases.
+    // ! means neither worked.
+    // Its messages go to /dev/null: the host reads only the marked lines (sh's stderr is merged).
+    'for m in $mounts; do if fsfreeze -f "$m" 2>/dev/null; then echo "$m"; elif sync -f "$m" 2>/dev/null; then echo "~$m"; else echo "!$m"; fi; done',
   ].join('\n')
+}
+
+/** The mounts freezeScript printed, by what it did; any other output (a stray message) is ignored. */
+export function frozenMounts(output: string): { frozen: string[]; synced: string[]; failed: string[] } {
+  const lines = output.split('\n')
+  const marked = (mark: string) => lines.filter((l) => l.startsWith(`${mark}/`)).map((l) => l.slice(mark.length))
+  return { frozen: marked(''), synced: marked('~'), failed: marked('!') }
 }
 
 /** Thaws what freezeScript froze (every one, even if one fails). */

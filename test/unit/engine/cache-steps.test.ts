@@ -11,6 +11,7 @@ import { planBuild } from '../../../src/api/plan.js'
 import type { StepKeyOptions } from '../../../src/cache/keys.js'
 import { hooksAfter, planBoundaries, type Boundary } from '../../../src/engine/cache.js'
 import { checkTable } from '../../../src/engine/pipeline.js'
+import { frozenMounts } from '../../../src/engine/snapshot-guest.js'
 import { planSteps } from '../../../src/engine/steps.js'
 import { PHASE_BY_HOOK } from '../../../src/phases/registry.js'
 import { extraPackages } from '../../../src/phases/extra-packages.js'
@@ -136,5 +137,21 @@ describe('the step cache in the step table', () => {
     ])
     expect(hooksAfter('block-device')).toEqual(['pre-finalise.d', 'finalise.d', 'cleanup.d'])
     expect(hooksAfter('cleanup.d')).toEqual([])
+  })
+
+  it("reads the guest's freeze report by its marks, whatever else sh printed (its stderr is merged)", () => {
+    const out = [
+      '/sysroot/tmp/in_target.aux',
+      'fsfreeze: /sysroot/boot/efi: freeze failed: Operation not supported',
+      '~/sysroot/boot/efi',
+      '!/sysroot/x',
+      '/sysroot',
+      '',
+    ].join('\n')
+    expect(frozenMounts(out)).toEqual({
+      frozen: ['/sysroot/tmp/in_target.aux', '/sysroot'],
+      synced: ['/sysroot/boot/efi'],
+      failed: ['/sysroot/x'],
+    })
   })
 })
