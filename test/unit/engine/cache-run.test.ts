@@ -604,6 +604,35 @@ describe('what a build resumes from', () => {
   })
 })
 
+describe('an entry the build must not reuse, stored by another build', () => {
+  // Known bug (src/engine/cache.ts storeSnapshot, the lookup after a busy begin): it looks the key
+  // up without the age begin used, so an entry --rebuild-from (or --cache-max-age) excludes is
+  // taken as the parent and as the last good phase. Flip to it() once fixed.
+  it.fails('--rebuild-from: an old entry of a key another build holds is not reused', async () => {
+    const cacheDir = cacheDirIn()
+    await coldBuild(cacheDir)
+    await sleep(5)
+    const other = await openStore(cacheDir)
+    const held = await other.begin(B[1].key, { maxAgeMs: 0 }) // a build rebuilding install.d too
+    if (!('commit' in held)) throw new Error('the test could not take the key')
+    const release = await other.use([B[1].key]) // a third build resumed from the old install.d
+    try {
+      const b = await openBuild(cacheDir, { rebuildFrom: 'root.d' })
+      const run = await start(b)
+      expect(run.resume).toBeUndefined()
+      firstPhase(b)
+      await storeSnapshot(b.ctx, B[0], b.live)
+      secondPhase(b)
+      await storeSnapshot(b.ctx, B[1], b.live)
+      expect(run.lastGood).not.toBe('install.d')
+      expect(warnings(b)).toContain('step cache: another build is storing install.d; the later phases are not cached')
+    } finally {
+      await release()
+      await held.abort()
+    }
+  })
+})
+
 describe('a cache folder it cannot use', () => {
   const cases: [string, (dir: string) => void][] = [
     ['a file where the folder should be', (dir) => writeFileSync(dir, 'not a folder')],
