@@ -261,9 +261,18 @@ async function deepestHit(
     }
     hits.push(entry)
   }
+  const looked = hits.length
   try {
     return await deepestIntact(ctx, store, boundaries, hits, checksums)
   } finally {
+    // deepestIntact pops the hits it drops: the first dropped one is what misses.
+    if (hits.length < looked) {
+      miss = {
+        kind: 'cache-miss',
+        step: boundaries[hits.length]!.phase,
+        reason: 'its snapshot was damaged (removed; rebuilt now)',
+      }
+    }
     // After the hit's line: what is reused, then why the rest is not.
     if (miss) ctx.emit(miss)
   }
@@ -386,7 +395,7 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
       const got = await run.store.begin(b.key, beginOptions(ctx, b))
       if (!('commit' in got)) {
         // Another build stores it (or has): the next delta builds on that entry once it is there.
-        const entry = await run.store.lookup(b.key)
+        const entry = await run.store.lookup(b.key, beginOptions(ctx, b))
         if (!entry) return await stopCaching(ctx, `another build is storing ${b.phase}`)
         ctx.cleanup.defer(`step cache use ${b.phase}`, await run.store.use([b.key]))
         run.parent = { key: b.key, maps: await readMaps(entry, b.drives) }
