@@ -7,7 +7,8 @@ import { BuildContext, type BuildHooks, type BuildResult } from './context.js'
 import { collectResult } from './export.js'
 import { runPipeline } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
-import { keyOptions, openCacheRun, planBoundaries } from './cache.js'
+import { keyOptions, planBoundaries } from './cache-boundaries.js'
+import { openCacheRun } from './cache-run.js'
 import { planSteps, type BuildStep } from './steps.js'
 
 export async function runBuild(plan: BuildPlan, hooks: BuildHooks = {}): Promise<BuildResult> {

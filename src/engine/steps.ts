@@ -18,7 +18,9 @@ import {
   resumeBuildRoot,
   TREE_DISK_SIZE,
 } from './appliance.js'
-import { stopCaching, storeSnapshot, type Boundary, type LiveDrives } from './cache.js'
+import type { Boundary } from './cache-boundaries.js'
+import { stopCaching } from './cache-run.js'
+import { storeSnapshot, type LiveDrives } from './snapshot.js'
 import type { BuildContext } from './context.js'
 import {
   diskConversions,

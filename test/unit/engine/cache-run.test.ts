@@ -20,16 +20,9 @@ import { afterEach, describe, expect, it } from 'vitest'
 
 import { openStore, type EntryMeta } from '../../../src/cache/store.js'
 import { materialize } from '../../../src/cache/delta.js'
-import {
-  openCacheRun,
-  restoreDrive,
-  stopCaching,
-  storeSnapshot,
-  type Boundary,
-  type CacheRun,
-  type DriveName,
-  type LiveDrives,
-} from '../../../src/engine/cache.js'
+import type { Boundary, DriveName } from '../../../src/engine/cache-boundaries.js'
+import { openCacheRun, stopCaching, type CacheRun } from '../../../src/engine/cache-run.js'
+import { restoreDrive, storeSnapshot, type LiveDrives } from '../../../src/engine/snapshot.js'
 import { BuildContext } from '../../../src/engine/context.js'
 import type { BuildPlan } from '../../../src/engine/plan.js'
 import { freezeScript, thawScript } from '../../../src/engine/snapshot-guest.js'
