@@ -566,9 +566,7 @@ describe('what a build resumes from', () => {
     expect(entries(cacheDir)).toEqual([])
   })
 
-  // Known bug (src/engine/cache.ts deepestHit): the miss is decided from the lookups, before a
-  // damaged hit is dropped, so it names the boundary after the undamaged depth (block-device,
-  // "not cached yet") while the build reruns install.d. Flip to it() once fixed.
+  // The miss is the first hit dropped as damaged, not the boundary after the lookups' depth.
   it('a dropped damaged hit: the miss names the phase that is rebuilt', async () => {
     const cacheDir = cacheDirIn()
     await coldBuild(cacheDir)
@@ -607,9 +605,8 @@ describe('what a build resumes from', () => {
 })
 
 describe('an entry the build must not reuse, stored by another build', () => {
-  // Known bug (src/engine/cache.ts storeSnapshot, the lookup after a busy begin): it looks the key
-  // up without the age begin used, so an entry --rebuild-from (or --cache-max-age) excludes is
-  // taken as the parent and as the last good phase. Flip to it() once fixed.
+  // After a busy begin, the key is looked up with the age begin used: an entry --rebuild-from
+  // (or --cache-max-age) excludes is never the parent nor the last good phase.
   it('--rebuild-from: an old entry of a key another build holds is not reused', async () => {
     const cacheDir = cacheDirIn()
     await coldBuild(cacheDir)
