@@ -164,6 +164,8 @@ export interface SnapshotOptions {
   signal?: AbortSignal
   /** fdatasync the delta before resolving. */
   sync?: boolean
+  /** Deflate the clusters that shrink (qcow2 compressed clusters). */
+  compress?: boolean
 }
 
 export interface SnapshotResult {
@@ -200,7 +202,12 @@ export async function snapshotDelta(
     throw new VirtDibError(`snapshot of ${live}: the file has ${size} bytes, the drive ${o.virtualSize}`)
   }
   const chunks = readChunks(await dataClusters(live, signal), Math.ceil(size / CLUSTER_SIZE))
-  const writer = await openQcow2Delta(out, { virtualSize: o.virtualSize, backing: o.backing, sync: o.sync })
+  const writer = await openQcow2Delta(out, {
+    virtualSize: o.virtualSize,
+    backing: o.backing,
+    sync: o.sync,
+    compress: o.compress,
+  })
   const fh = await open(live, 'r').catch(async (e: unknown) => {
     await writer.abort()
     throw e

@@ -7,6 +7,14 @@
 // The header and L1 are written last, in place; the sha256 of the result is then read back once
 // (sha256 is sequential and the header, at offset 0, is known only at the end).
 import { createHash } from 'node:crypto'
+import { promisify } from 'node:util'
+import { deflateRaw as deflateRawCb, type ZlibOptions } from 'node:zlib'
+
+const deflateRaw = promisify<Buffer, ZlibOptions, Buffer>(deflateRawCb)
+/** Clusters being deflated at once (on libuv's pool threads), their order kept. */
+const DEFLATE_AHEAD = 16
+/** Data deflated before the writer decides whether deflating this file pays. */
+const TRIAL_BYTES = 16 << 20
 import { open, rm, type FileHandle } from 'node:fs/promises'
 
 import { VirtDibError } from '../errors.js'
@@ -24,6 +32,10 @@ const EXT_END = 0
 const COPIED_HI = 0x80000000
 /** L2 entry: reads as zeros, not from the backing file (bit 0, v3). */
 const ZERO_LO = 1
+/** High word of a compressed cluster's descriptor (bit 62). */
+const COMPRESSED_HI = 0x40000000
+/** Bits of a compressed descriptor's host offset: 62 - (cluster_bits - 8). */
+const COMPRESSED_OFFSET_BITS = 62 - (CLUSTER_BITS - 8)
 /** qemu reads backing names of at most 1023 bytes. */
 const MAX_BACKING_NAME = 1023
 /** Data is written in batches of this many bytes (two buffers: one filling while the other is written). */
@@ -41,6 +53,11 @@ export interface Qcow2DeltaOptions {
   backing?: Qcow2Backing
   /** fdatasync the file before finish() resolves. */
   sync?: boolean
+  /**
+   * Stores clusters deflated (raw deflate, 4 KiB window: what qemu's zlib reader expects) where that
+   * saves at least a sector; several share a host cluster and may run into the next one.
+   */
+  compress?: boolean
 }
 
 export interface Qcow2Result {
@@ -100,6 +117,20 @@ class Writer implements Qcow2DeltaWriter {
   private stagedAt: number
   private inflight: Promise<void> = Promise.resolve()
   private failure: Error | undefined
+  /** Compressed data not yet appended: the host cluster it starts in, and its bytes so far. */
+  private packed: Buffer | undefined
+  private packedFill = 0
+  private packedAt = 0
+  /** Host clusters holding compressed data, by index: how many compressed clusters touch each (refcount). */
+  private readonly shared = new Map<number, number>()
+  /** Deflating is tried on the first data, and kept while it pays (see judge()). */
+  private deflating = true
+  private tried = 0
+  private saved = 0
+  /** Clusters queued for deflating, in index order. */
+  private readonly ahead: { index: number; data: Buffer | null; deflated: Promise<Buffer | undefined> }[] = []
+  /** The staging buffer filled up while the packed run spilled into it: flush before the next append. */
+  private pendingFlush = false
 
   constructor(
     readonly path: string,
@@ -125,6 +156,37 @@ class Writer implements Qcow2DeltaWriter {
       }
     }
     this.last = index
+    if (!this.o.compress) return this.place(index, data, undefined)
+    // Deflated ahead on the pool's threads, placed in order.
+    // A full cluster even at the end: qemu inflates a compressed cluster to exactly a cluster's size.
+    const copy = data ? Buffer.concat([data, Buffer.alloc(CLUSTER_SIZE - data.length)]) : null
+    const deflated =
+      copy && this.deflating ? deflateRaw(copy, { level: 1, windowBits: 12 }) : Promise.resolve(undefined)
+    deflated.catch(() => undefined) // awaited in order below
+    this.ahead.push({ index, data: copy, deflated })
+    while (this.ahead.length >= DEFLATE_AHEAD) await this.placeNext()
+  }
+
+  /**
+   * After the first TRIAL_BYTES of data: keeps deflating only if it saved at least a tenth (a drive of
+   * packed or random data costs the deflate time for nothing).
+   */
+  private judge(raw: number, deflated: number): void {
+    this.tried += raw
+    this.saved += Math.max(0, raw - deflated)
+    if (this.deflating && this.tried >= TRIAL_BYTES && this.saved < this.tried / 10) this.deflating = false
+  }
+
+  private async placeNext(): Promise<void> {
+    const next = this.ahead.shift()!
+    await this.place(next.index, next.data, await next.deflated)
+  }
+
+  private async place(index: number, data: Buffer | null, deflated: Buffer | undefined): Promise<void> {
+    if (this.pendingFlush) {
+      this.pendingFlush = false
+      await this.flush()
+    }
     const l1i = Math.floor(index / L2_ENTRIES)
     if (l1i !== this.l2Index) {
       await this.closeL2()
@@ -132,7 +194,16 @@ class Writer implements Qcow2DeltaWriter {
       this.l2Index = l1i
     }
     const at = (index % L2_ENTRIES) * 8
-    if (data) {
+    if (deflated) this.judge(data!.length, deflated.length)
+    if (data && deflated && deflated.length <= CLUSTER_SIZE - 512) {
+      const offset = this.pack(deflated)
+      const sectors = Math.floor((offset + deflated.length - 1) / 512) - Math.floor(offset / 512)
+      const hi = COMPRESSED_HI + sectors * 2 ** (COMPRESSED_OFFSET_BITS - 32) + Math.floor(offset / 2 ** 32)
+      this.l2!.writeUInt32BE(hi >>> 0, at)
+      this.l2!.writeUInt32BE(offset % 2 ** 32, at + 4)
+      if (this.packedFill === CLUSTER_SIZE) await this.closePacked()
+    } else if (data) {
+      await this.closePacked()
       const host = this.next * CLUSTER_SIZE
       this.l2!.writeUInt32BE((COPIED_HI | Math.floor(host / 2 ** 32)) >>> 0, at)
       this.l2!.writeUInt32BE(host % 2 ** 32, at + 4)
@@ -146,6 +217,7 @@ class Writer implements Qcow2DeltaWriter {
   async finish(): Promise<Qcow2Result> {
     this.check('finish')
     this.state = 'finishing'
+    while (this.ahead.length > 0) await this.placeNext()
     await this.closeL2()
 
     // Refcount blocks and table cover themselves too: grow until they do.
@@ -165,7 +237,7 @@ class Writer implements Qcow2DeltaWriter {
     for (let b = 0; b < blocks; b++) {
       const block = Buffer.alloc(CLUSTER_SIZE)
       const n = Math.min(REFBLOCK_ENTRIES, total - b * REFBLOCK_ENTRIES)
-      for (let i = 0; i < n; i++) block.writeUInt16BE(1, i * 2)
+      for (let i = 0; i < n; i++) block.writeUInt16BE(this.shared.get(b * REFBLOCK_ENTRIES + i) ?? 1, i * 2)
       writeU64(table, b * 8, this.next * CLUSTER_SIZE)
       await this.append(block)
     }
@@ -189,6 +261,7 @@ class Writer implements Qcow2DeltaWriter {
 
   async abort(): Promise<void> {
     if (this.state === 'aborted') return
+    this.ahead.length = 0 // their deflates end on their own; nothing is placed
     const wasDone = this.state === 'done'
     this.state = 'aborted'
     await this.inflight
@@ -227,10 +300,60 @@ class Writer implements Qcow2DeltaWriter {
 
   private async closeL2(): Promise<void> {
     if (!this.l2) return
+    await this.closePacked()
     this.l1[this.l2Index] = this.next * CLUSTER_SIZE
     const l2 = this.l2
     this.l2 = undefined
     await this.append(l2)
+  }
+
+  /**
+   * Adds compressed bytes to the packed run and returns their file offset. The run is the host
+   * clusters from `next` on; nothing else is appended until closePacked(). Only full clusters of it
+   * are appended here (its last, partial one stays in `packed`).
+   */
+  private pack(bytes: Buffer): number {
+    if (!this.packed) {
+      this.packed = Buffer.alloc(CLUSTER_SIZE)
+      this.packedFill = 0
+      this.packedAt = this.next
+    }
+    const offset = this.packedAt * CLUSTER_SIZE + this.packedFill
+    const first = Math.floor(offset / CLUSTER_SIZE)
+    const last = Math.floor((offset + bytes.length - 1) / CLUSTER_SIZE)
+    for (let c = first; c <= last; c++) this.shared.set(c, (this.shared.get(c) ?? 0) + 1)
+    let done = 0
+    while (done < bytes.length) {
+      const n = Math.min(bytes.length - done, CLUSTER_SIZE - this.packedFill)
+      bytes.copy(this.packed, this.packedFill, done, done + n)
+      this.packedFill += n
+      done += n
+      if (this.packedFill === CLUSTER_SIZE && done < bytes.length) this.spillPacked()
+    }
+    return offset
+  }
+
+  /** A full packed cluster goes to the staging buffer (synchronously: the run must stay contiguous). */
+  private spillPacked(): void {
+    this.next++
+    this.packed!.copy(this.staging, this.staged)
+    this.staged += CLUSTER_SIZE
+    this.packedAt++
+    this.packedFill = 0
+    this.packed!.fill(0)
+    if (this.staged === STAGING_BYTES) this.pendingFlush = true
+  }
+
+  /** Appends the packed run's last cluster (padded): the next data or table starts on a cluster. */
+  private async closePacked(): Promise<void> {
+    if (this.pendingFlush) {
+      this.pendingFlush = false
+      await this.flush()
+    }
+    if (!this.packed) return
+    const last = this.packed
+    this.packed = undefined
+    if (this.packedFill > 0) await this.append(last)
   }
 
   /** Appends one cluster (padded with zeros) to the file. */

@@ -62,6 +62,8 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
           const r = await snapshotDelta(live.files[d], parent?.maps[d], join(dir, `${d}.qcow2`), {
             virtualSize: live.sizes[d],
             ...(backing ? { backing } : {}),
+            // Binaries and text deflate to about a third; the writer stops trying on data that does not shrink.
+            compress: true,
             signal: ctx.signal,
           })
           maps[d] = r.map

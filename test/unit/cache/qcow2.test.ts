@@ -1,5 +1,6 @@
 // The qcow2 delta writer against the real qemu-img: check finds no errors or leaks, the data reads back.
 import { execFileSync, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -66,6 +67,61 @@ describe('qcow2 delta writer', () => {
       .filter((e) => e.data)
       .flatMap((e) => Array.from({ length: e.length / CLUSTER_SIZE }, (_, k) => e.start / CLUSTER_SIZE + k))
     expect(data).toEqual(indexes)
+  })
+
+  it('compressed: packed runs across host clusters, over a backing file and among plain clusters, check clean and read back', async () => {
+    const dir = tempDir('vdib-qcow2z.')
+    const size = 8192 * 3 * CLUSTER_SIZE + 4096 // three L2 tables and a short last cluster
+    const clusters = size / CLUSTER_SIZE
+    const base = join(dir, 'base.qcow2')
+    const b = await openQcow2Delta(base, { virtualSize: size })
+    for (let i = 0; i < clusters; i += 97)
+      await b.cluster(i, fill(0xee, Math.min(CLUSTER_SIZE, size - i * CLUSTER_SIZE)))
+    await b.finish()
+    const expected = Buffer.alloc(size)
+    for (let i = 0; i < clusters; i += 97) expected.fill(0xee, i * CLUSTER_SIZE, Math.min(size, (i + 1) * CLUSTER_SIZE))
+    const file = join(dir, 'z.qcow2')
+    const w = await openQcow2Delta(file, {
+      virtualSize: size,
+      compress: true,
+      backing: { file: 'base.qcow2', format: 'qcow2' },
+    })
+    let plain = 0
+    for (let i = 0; i < clusters; i += 3) {
+      const n = Math.min(CLUSTER_SIZE, size - i * CLUSTER_SIZE)
+      let data: Buffer | null
+      if (i % 11 === 0)
+        data = null // zero over whatever the backing holds
+      else if (i % 7 === 0)
+        data = randomBytes(n) // does not shrink: stored as is
+      else {
+        // text-like: shrinks to a few KiB, several per host cluster, some runs across a boundary
+        data = Buffer.from(`cluster ${i} `.repeat(Math.ceil(n / 8))).subarray(0, n)
+        randomBytes(1500 + (i % 5) * 3000).copy(data, 64)
+      }
+      if (data) plain++
+      if (data) data.copy(expected, i * CLUSTER_SIZE)
+      else expected.fill(0, i * CLUSTER_SIZE, i * CLUSTER_SIZE + n)
+      await w.cluster(i, data)
+    }
+    const r = await w.finish()
+    expectCleanCheck(file)
+    expect(r.sha256).toBe(await sha256File(file))
+    expect(r.bytes).toBeLessThan((plain * CLUSTER_SIZE) / 2)
+    expect(flatten(file, dir).equals(expected)).toBe(true)
+  })
+
+  it('compressed: data that does not shrink stops being deflated after a trial, and stays readable', async () => {
+    const dir = tempDir('vdib-qcow2r.')
+    const file = join(dir, 'r.qcow2')
+    const n = 1024 // 64 MiB of random data
+    const w = await openQcow2Delta(file, { virtualSize: n * CLUSTER_SIZE, compress: true })
+    const expected = randomBytes(n * CLUSTER_SIZE)
+    for (let i = 0; i < n; i++) await w.cluster(i, expected.subarray(i * CLUSTER_SIZE, (i + 1) * CLUSTER_SIZE))
+    const r = await w.finish()
+    expectCleanCheck(file)
+    expect(r.bytes).toBeGreaterThanOrEqual(n * CLUSTER_SIZE)
+    expect(flatten(file, dir).equals(expected)).toBe(true)
   })
 
   it('names the backing file and its format; a zero entry hides what the backing file holds', async () => {
