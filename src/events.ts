@@ -30,8 +30,11 @@ export type BuildEvent = EventBase &
     | { kind: 'cache-hit'; steps: string[]; key: string; ageSeconds: number }
     /** `step` is not in the cache; `reason` names the first input that differs ('' if none is known). */
     | { kind: 'cache-miss'; step: string; reason: string }
-    /** The snapshot after `step` went into the cache (`bytes` on disk, written in `seconds`). */
-    | { kind: 'cache-store'; step: string; key: string; bytes: number; seconds: number }
+    /**
+     * The snapshot after `step` went into the cache: `bytes` on disk; the build waited `seconds` for it
+     * (its drives read while frozen), then it was written and committed in `writeSeconds` beside the next steps.
+     */
+    | { kind: 'cache-store'; step: string; key: string; bytes: number; seconds: number; writeSeconds: number }
   )
 
 export type BuildEventKind = BuildEvent['kind']

@@ -193,33 +193,78 @@ export async function snapshotDelta(
   out: string,
   o: SnapshotOptions,
 ): Promise<SnapshotResult> {
-  const { signal } = o
   // The map says what the backing chain holds: one without the other would read the wrong data.
   if (!parent !== !o.backing) throw new Error('snapshotDelta: a parent map needs a backing file and the reverse')
+  const captured = await captureDelta(live, parent, {
+    virtualSize: o.virtualSize,
+    signal: o.signal,
+    spool: `${out}.spool`,
+  })
+  try {
+    const r = await captured.write(out, o)
+    return {
+      map: captured.map,
+      changedClusters: captured.changedClusters,
+      zeroedClusters: captured.zeroedClusters,
+      ...r,
+    }
+  } finally {
+    await captured.discard()
+  }
+}
+
+export interface CaptureOptions {
+  /** Of the drive: its raw file has exactly this size. */
+  virtualSize: number
+  signal?: AbortSignal
+  /** Where changed data beyond what is kept in memory goes until the delta is written (removed by discard()). */
+  spool: string
+  /** Bytes of changed data kept in memory before the spool file is used. */
+  memoryBytes?: number
+}
+
+/**
+ * What a drive held at a snapshot, read while it was consistent: its map, and the clusters that
+ * differ from the parent's, held (in memory, then in a spool file) until written as a delta. The
+ * drive may change once the capture has resolved.
+ */
+export interface CapturedDelta {
+  /** What the drive holds (the next snapshot's parent). */
+  readonly map: ClusterMap
+  readonly changedClusters: number
+  readonly zeroedClusters: number
+  /** Writes the delta to `out` (over `o.backing`, the parent's file). On failure or abort `out` is removed. */
+  write(out: string, o: Omit<SnapshotOptions, 'virtualSize'>): Promise<{ bytes: number; sha256: string }>
+  /** Frees the memory and removes the spool file; safe to call twice. */
+  discard(): Promise<void>
+}
+
+/** Changed data kept in memory by default before a capture spills to its spool file. */
+const CAPTURE_MEMORY = 64 << 20
+
+/** Reads `live` and keeps every cluster that differs from `parent` (see {@link snapshotDelta}). */
+export async function captureDelta(
+  live: string,
+  parent: ClusterMap | undefined,
+  o: CaptureOptions,
+): Promise<CapturedDelta> {
+  const { signal } = o
   if (signal?.aborted) throw abortError(signal)
   const size = (await stat(live)).size
   if (size !== o.virtualSize) {
     throw new VirtDibError(`snapshot of ${live}: the file has ${size} bytes, the drive ${o.virtualSize}`)
   }
   const chunks = readChunks(await dataClusters(live, signal), Math.ceil(size / CLUSTER_SIZE))
-  const writer = await openQcow2Delta(out, {
-    virtualSize: o.virtualSize,
-    backing: o.backing,
-    sync: o.sync,
-    compress: o.compress,
-  })
-  const fh = await open(live, 'r').catch(async (e: unknown) => {
-    await writer.abort()
-    throw e
-  })
+  const spool = new Spool(o.spool, o.memoryBytes ?? CAPTURE_MEMORY)
+  const fh = await open(live, 'r')
   const map = new MapBuilder()
   const pIndexes = parent?.indexes ?? new Uint32Array(0)
   let p = 0
   let changed = 0
   let zeroed = 0
   const reads = new Map<number, Promise<Buffer>>()
-  const zeroUpTo = async (index: number) => {
-    for (; p < pIndexes.length && pIndexes[p]! < index; p++, zeroed++) await writer.cluster(pIndexes[p]!, null)
+  const zeroUpTo = (index: number) => {
+    for (; p < pIndexes.length && pIndexes[p]! < index; p++, zeroed++) spool.zero(pIndexes[p]!)
   }
   try {
     const bufs = Array.from({ length: READ_DEPTH }, () => Buffer.allocUnsafe(READ_BYTES))
@@ -239,13 +284,13 @@ export async function snapshotDelta(
       const [first, count] = chunks[i]!
       for (let k = 0; k < count; k++) {
         const index = first + k
-        await zeroUpTo(index)
+        zeroUpTo(index)
         const had = p < pIndexes.length && pIndexes[p] === index ? parent!.hashAt(p++) : undefined
         const data = buf.subarray(k * CLUSTER_SIZE, (k + 1) * CLUSTER_SIZE)
         if (isZero(data)) {
           if (had) {
             zeroed++
-            await writer.cluster(index, null)
+            spool.zero(index)
           }
           continue
         }
@@ -253,20 +298,147 @@ export async function snapshotDelta(
         map.push(index, hash)
         if (!had || had.compare(hash, 0, HASH_BYTES) !== 0) {
           changed++
-          await writer.cluster(index, data)
+          await spool.data(index, data)
         }
       }
     }
-    await zeroUpTo(Infinity)
+    zeroUpTo(Infinity)
+    await spool.seal()
     await fh.close()
-    if (signal?.aborted) throw abortError(signal)
-    const r = await writer.finish()
-    return { map: map.done(), bytes: r.bytes, sha256: r.sha256, changedClusters: changed, zeroedClusters: zeroed }
   } catch (e) {
     await Promise.allSettled(reads.values())
     await fh.close().catch(() => undefined)
-    await writer.abort()
+    await spool.discard()
     throw signal?.aborted && !(e instanceof BuildAbortedError) ? abortError(signal) : e
+  }
+  if (signal?.aborted) {
+    await spool.discard()
+    throw abortError(signal)
+  }
+  return {
+    map: map.done(),
+    changedClusters: changed,
+    zeroedClusters: zeroed,
+    async write(out, w) {
+      if (w.signal?.aborted) throw abortError(w.signal)
+      const writer = await openQcow2Delta(out, {
+        virtualSize: o.virtualSize,
+        backing: w.backing,
+        sync: w.sync,
+        compress: w.compress,
+      })
+      try {
+        for await (const [index, data] of spool.clusters()) {
+          if (w.signal?.aborted) throw abortError(w.signal)
+          await writer.cluster(index, data)
+        }
+        if (w.signal?.aborted) throw abortError(w.signal)
+        return await writer.finish()
+      } catch (e) {
+        await writer.abort()
+        throw w.signal?.aborted && !(e instanceof BuildAbortedError) ? abortError(w.signal) : e
+      }
+    },
+    discard: () => spool.discard(),
+  }
+}
+
+/**
+ * The clusters of a capture, in ascending order: zero entries as indexes, data copied into memory
+ * up to a budget, then appended to a file (read back in order).
+ */
+class Spool {
+  /** Cluster index, negated minus one for a zero entry. */
+  private entries = new Float64Array(1024)
+  private n = 0
+  private readonly memory: Buffer[] = []
+  private file: FileHandle | undefined
+  private fileClusters = 0
+  private staged = Buffer.allocUnsafe(0)
+  private stagedClusters = 0
+  private gone = false
+
+  constructor(
+    private readonly path: string,
+    private readonly memoryBytes: number,
+  ) {}
+
+  zero(index: number): void {
+    this.push(-index - 1)
+  }
+
+  async data(index: number, data: Buffer): Promise<void> {
+    this.push(index)
+    if ((this.memory.length + 1) * CLUSTER_SIZE <= this.memoryBytes) {
+      this.memory.push(Buffer.from(data))
+      return
+    }
+    if (this.staged.length === 0) this.staged = Buffer.allocUnsafe(READ_BYTES)
+    data.copy(this.staged, this.stagedClusters * CLUSTER_SIZE)
+    this.stagedClusters++
+    if (this.stagedClusters * CLUSTER_SIZE === this.staged.length) await this.flush()
+  }
+
+  async seal(): Promise<void> {
+    await this.flush()
+  }
+
+  async *clusters(): AsyncGenerator<[number, Buffer | null]> {
+    let m = 0
+    let f = 0
+    const buf = Buffer.allocUnsafe(READ_BYTES)
+    let bufFirst = 0
+    let bufCount = 0
+    for (let i = 0; i < this.n; i++) {
+      const e = this.entries[i]!
+      if (e < 0) {
+        yield [-e - 1, null]
+      } else if (m < this.memory.length) {
+        yield [e, this.memory[m++]!]
+      } else {
+        if (f >= bufFirst + bufCount) {
+          bufFirst = f
+          bufCount = Math.min(READ_BYTES / CLUSTER_SIZE, this.fileClusters - f)
+          await readFull(this.file!, buf, [f, bufCount])
+        }
+        yield [e, buf.subarray((f - bufFirst) * CLUSTER_SIZE, (f - bufFirst + 1) * CLUSTER_SIZE)]
+        f++
+      }
+    }
+  }
+
+  async discard(): Promise<void> {
+    if (this.gone) return
+    this.gone = true
+    this.memory.length = 0
+    const fh = this.file
+    this.file = undefined
+    if (fh) {
+      await fh.close().catch(() => undefined)
+      await rm(this.path, { force: true })
+    }
+  }
+
+  private push(v: number): void {
+    if (this.n === this.entries.length) {
+      const grown = new Float64Array(this.n * 2)
+      grown.set(this.entries)
+      this.entries = grown
+    }
+    this.entries[this.n++] = v
+  }
+
+  private async flush(): Promise<void> {
+    if (this.stagedClusters === 0) return
+    this.file ??= await open(this.path, 'w+')
+    const len = this.stagedClusters * CLUSTER_SIZE
+    const at = this.fileClusters * CLUSTER_SIZE
+    for (let done = 0; done < len;) {
+      const { bytesWritten } = await this.file.write(this.staged, done, len - done, at + done)
+      done += bytesWritten
+    }
+    this.fileClusters += this.stagedClusters
+    this.stagedClusters = 0
   }
 }
 

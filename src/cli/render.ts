@@ -91,8 +91,8 @@ export function createRenderer(o: RenderOptions): (e: BuildEvent) => void {
         break
       case 'cache-store':
         if (o.debug || o.verbose) {
-          const took = e.seconds.toFixed(1)
-          line(`${stamp(e)}Stored ${e.step} in the cache (key ${shortKey(e.key)}, ${formatSize(e.bytes)}, ${took} s)`)
+          const took = `${e.seconds.toFixed(1)} s, written in ${e.writeSeconds.toFixed(1)} s beside the build`
+          line(`${stamp(e)}Stored ${e.step} in the cache (key ${shortKey(e.key)}, ${formatSize(e.bytes)}, ${took})`)
         }
         break
     }

@@ -47,6 +47,8 @@ export interface CacheRun {
   next: Pending | undefined
   /** When the steps of the next boundary started (ms): its entry says how long they took. */
   since: number
+  /** The snapshots being written and committed, in order (snapshot.ts); never rejects. */
+  writing: Promise<void>
 }
 
 /**
@@ -86,6 +88,7 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
         off: false,
         next: pending,
         since: Date.now(),
+        writing: Promise.resolve(),
       }
     }
   } catch (e) {
@@ -102,6 +105,7 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
       off: true,
       next: undefined,
       since: Date.now(),
+      writing: Promise.resolve(),
     }
   }
 }

@@ -9,6 +9,7 @@ import { runPipeline } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
 import { keyOptions, planBoundaries } from './cache-boundaries.js'
 import { openCacheRun } from './cache-run.js'
+import { drainSnapshots } from './snapshot.js'
 import { planSteps, type BuildStep } from './steps.js'
 
 export async function runBuild(plan: BuildPlan, hooks: BuildHooks = {}): Promise<BuildResult> {
@@ -17,6 +18,8 @@ export async function runBuild(plan: BuildPlan, hooks: BuildHooks = {}): Promise
   try {
     announce(ctx)
     const state = await runPipeline(ctx, await stepTable(ctx), ctx.planReads)
+    // The last snapshots were written beside the outputs: the build ends with them committed.
+    await drainSnapshots(ctx)
     ctx.checkAborted()
     await ctx.commitOutputs()
     ok = true
@@ -25,6 +28,8 @@ export async function runBuild(plan: BuildPlan, hooks: BuildHooks = {}): Promise
     ctx.progress('Done')
     return result
   } catch (e) {
+    // A failed build keeps what it snapshotted before: its error says where a re-run resumes.
+    await drainSnapshots(ctx)
     throw explain(ctx, e)
   } finally {
     if (!ok && plan.keepPartialOutputs) {

@@ -7,25 +7,36 @@
 import * as L from '../elements/layout.js'
 import { shellQuote } from '../util/shell-quote.js'
 
-/** Mounts under the image root (and the aux drive) that hold build state; the helper drive is not snapshotted. */
+/**
+ * Sets `mounts` to the mounts under the image root that hold build state, deepest first (the helper
+ * drive is not snapshotted). Shell builtins only: each program started costs tens of milliseconds
+ * in an emulated guest, and this runs after every phase.
+ */
 const LIST_MOUNTS = [
-  `awk -v root=${shellQuote(L.SYSROOT)} -v perm=${shellQuote(L.inAppliance(L.PERM))}`,
+  `root=${shellQuote(L.SYSROOT)} perm=${shellQuote(L.inAppliance(L.PERM))} mounts= seen=' '`,
+  'while read -r dev mnt rest; do',
+  '  case $dev in /dev/*) ;; *) continue ;; esac',
+  '  case $mnt in "$root" | "$root"/*) ;; *) continue ;; esac',
+  '  case $mnt in "$perm" | "$perm"/*) continue ;; esac',
   // One mount per device: a second freeze of the same file system (a bind mount, a btrfs subvolume) fails.
-  `'($2 == root || index($2, root "/") == 1) && $2 != perm && index($2, perm "/") != 1 && $1 ~ /^\\/dev\\// && !seen[$1]++ { print $2 }'`,
-  '/proc/mounts',
-].join(' ')
+  '  case $seen in *" $dev "*) continue ;; esac',
+  '  seen="$seen$dev "',
+  // /proc/mounts lists a mount after the one it is under.
+  '  mounts="$mnt $mounts"',
+  'done < /proc/mounts',
+].join('\n')
 
 /** Sync, trim and freeze every file system the snapshot covers; prints each, one per line (see the marks below). */
 export function freezeScript(): string {
   return [
-    `mounts=$(${LIST_MOUNTS} | sort -r)`,
+    LIST_MOUNTS,
+    // Blocks freed since the last journal commit are trimmable only once committed.
     'sync',
     // A file system without discard support (or a drive without it) keeps its freed blocks: harmless.
     'for m in $mounts; do fstrim "$m" >/dev/null 2>&1 || true; done',
-    'sync',
-    // The host thaws what is printed. A file system that cannot freeze (vfat has no freeze; one
-    // frozen already through another mount) is synced instead (~): nothing writes between phases.
-    // ! means neither worked.
+    // The host thaws what is printed; a freeze syncs its file system first. A file system that cannot
+    // freeze (vfat has no freeze; one frozen already through another mount) is synced instead (~):
+    // nothing writes between phases. ! means neither worked.
     // Its messages go to /dev/null: the host reads only the marked lines (sh's stderr is merged).
     'for m in $mounts; do if fsfreeze -f "$m" 2>/dev/null; then echo "$m"; elif sync -f "$m" 2>/dev/null; then echo "~$m"; else echo "!$m"; fi; done',
   ].join('\n')

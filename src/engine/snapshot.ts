@@ -1,10 +1,12 @@
-// Phase snapshots of a cached build: after a boundary, the guest's file systems frozen, a qcow2
-// delta of each live drive against the parent snapshot written and committed; before the launch,
-// a resumed build's drives restored from its entry. A failure of the store is a warning.
+// Phase snapshots of a cached build: after a boundary, the guest's file systems frozen while what
+// each live drive changed since the parent snapshot is read; its qcow2 delta then written and
+// committed beside the next steps, one snapshot at a time. Before the launch, a resumed build's
+// drives restored from its entry. A failure of the store is a warning.
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
-import { encodeMap, materialize, snapshotDelta, type ClusterMap } from '../cache/delta.js'
+import { captureDelta, encodeMap, materialize, type CapturedDelta, type ClusterMap } from '../cache/delta.js'
+import type { Pending } from '../cache/store.js'
 import { BuildAbortedError, VirtDibError } from '../errors.js'
 import type { Boundary, DriveName } from './cache-boundaries.js'
 import { beginOptions, errorText, readMaps, stopCaching, type CacheRun, type SnapshotState } from './cache-run.js'
@@ -23,9 +25,10 @@ export async function restoreDrive(ctx: BuildContext, run: CacheRun, drive: Driv
 }
 
 /**
- * After a boundary's step: freezes the image's file systems in the guest, writes each drive's
- * delta against the parent snapshot, thaws, commits. A failure of the store is a warning (the
- * build goes on, later phases uncached); an abort, or a file system that cannot be thawed, is not.
+ * After a boundary's step: freezes the image's file systems in the guest, captures what each drive
+ * changed since the parent snapshot, thaws; the deltas are then written and committed beside the
+ * build's next steps (see {@link drainSnapshots}). A failure of the store is a warning (the build
+ * goes on, later phases uncached); an abort, or a file system that cannot be thawed, is not.
  */
 export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDrives): Promise<void> {
   const run = ctx.cache!
@@ -34,6 +37,8 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
   const seconds = (t0 - run.since) / 1000
   let pending = run.next?.key === b.key ? run.next : undefined
   run.next = undefined
+  const captured: Partial<Record<DriveName, CapturedDelta>> = {}
+  const parent = run.parent
   try {
     if (!pending) {
       const got = await run.store.begin(b.key, beginOptions(ctx, b))
@@ -49,69 +54,126 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
       pending = got
     }
     const dir = pending.dir
-    const hashes: Record<string, string> = {}
-    const maps: Partial<Record<DriveName, ClusterMap>> = {}
     await frozen(ctx, async () => {
-      const parent = run.parent
-      const deltas = await Promise.allSettled(
+      const got = await Promise.allSettled(
         b.drives.map(async (d) => {
-          const backing =
-            parent?.maps[d] !== undefined
-              ? { file: `../${parent.key}/${d}.qcow2`, format: 'qcow2' as const }
-              : undefined
-          const r = await snapshotDelta(live.files[d], parent?.maps[d], join(dir, `${d}.qcow2`), {
+          captured[d] = await captureDelta(live.files[d], parent?.maps[d], {
             virtualSize: live.sizes[d],
-            ...(backing ? { backing } : {}),
-            // Binaries and text deflate to about a third; the writer stops trying on data that does not shrink.
-            compress: true,
+            spool: join(dir, `.${d}.spool`),
             signal: ctx.signal,
           })
-          maps[d] = r.map
-          hashes[`${d}.qcow2`] = r.sha256
         }),
       )
-      // Every delta has ended (none still writes into the folder) before the first failure is said.
-      for (const d of deltas) if (d.status === 'rejected') throw d.reason
+      // Every capture has ended (none still reads a drive) before the first failure is said.
+      for (const d of got) if (d.status === 'rejected') throw d.reason
     })
-    for (const d of b.drives) await writeFile(join(dir, `${d}.map`), encodeMap(maps[d]!))
-    const state: SnapshotState = { imageName: ctx.plan.imageName, hookFiles: ctx.plan.hooks.files.map((f) => f.path) }
-    await writeFile(join(dir, 'state.json'), JSON.stringify(state))
+    const maps: Partial<Record<DriveName, ClusterMap>> = {}
+    for (const d of b.drives) maps[d] = captured[d]!.map
+    // The next capture diffs against this one, whose entry is still being written.
+    run.parent = { key: b.key, maps }
     // The next boundary is taken before this one is released: a build waiting on us waits on.
     const following = run.boundaries[run.boundaries.indexOf(b) + 1]
     const next = following ? await run.store.begin(following.key, beginOptions(ctx, following)) : undefined
     if (next && 'commit' in next) {
-      run.next = next
       ctx.cleanup.defer(`step cache lock ${following!.phase}`, () => next.abort())
+      // The previous snapshot's commit may have stopped caching meanwhile: nobody should wait on this one.
+      if (run.off) await next.abort()
+      else run.next = next
     }
+  } catch (e) {
+    await discardAll(captured)
+    await pending?.abort().catch(() => undefined)
+    if (ctx.signal.aborted || e instanceof BuildAbortedError || e instanceof ThawError) throw e
+    return await stopCaching(ctx, `cannot store ${b.phase}: ${errorText(e)}`)
+  } finally {
+    run.since = Date.now()
+  }
+  const job: SnapshotJob = { boundary: b, pending, captured, parent, seconds, waited: (Date.now() - t0) / 1000 }
+  // One at a time, in order: an entry is committed only after its parent.
+  run.writing = run.writing.then(() => writeSnapshot(ctx, job))
+}
+
+/** Waits until every snapshot taken so far is committed (or given up); never rejects. */
+export async function drainSnapshots(ctx: BuildContext): Promise<void> {
+  await ctx.cache?.writing
+}
+
+/** A snapshot captured, to be written and committed. */
+interface SnapshotJob {
+  readonly boundary: Boundary
+  readonly pending: Pending
+  readonly captured: Partial<Record<DriveName, CapturedDelta>>
+  /** The snapshot its deltas are over. */
+  readonly parent: CacheRun['parent']
+  /** How long the steps since the previous boundary took. */
+  readonly seconds: number
+  /** How long the build waited for the capture. */
+  readonly waited: number
+}
+
+async function writeSnapshot(ctx: BuildContext, job: SnapshotJob): Promise<void> {
+  const run = ctx.cache!
+  const { boundary: b, pending, captured, parent } = job
+  const t0 = Date.now()
+  try {
+    // Caching stopped after the capture (a failed parent, an abort): nothing more is committed.
+    if (run.off || ctx.signal.aborted) return await pending.abort()
+    const hashes: Record<string, string> = {}
+    const writes = await Promise.allSettled(
+      b.drives.map(async (d) => {
+        const backing =
+          parent?.maps[d] !== undefined ? { file: `../${parent.key}/${d}.qcow2`, format: 'qcow2' as const } : undefined
+        const r = await captured[d]!.write(join(pending.dir, `${d}.qcow2`), {
+          ...(backing ? { backing } : {}),
+          // Binaries and text deflate to about a third; the writer stops trying on data that does not shrink.
+          compress: true,
+          signal: ctx.signal,
+        })
+        hashes[`${d}.qcow2`] = r.sha256
+      }),
+    )
+    await discardAll(captured)
+    // Every delta has ended (none still writes into the folder) before the first failure is said.
+    for (const w of writes) if (w.status === 'rejected') throw w.reason
+    for (const d of b.drives) await writeFile(join(pending.dir, `${d}.map`), encodeMap(captured[d]!.map))
+    const state: SnapshotState = { imageName: ctx.plan.imageName, hookFiles: ctx.plan.hooks.files.map((f) => f.path) }
+    await writeFile(join(pending.dir, 'state.json'), JSON.stringify(state))
     const done = await pending.commit({
       step: b.phase,
-      parent: run.parent?.key ?? null,
+      parent: parent?.key ?? null,
       elements: ctx.plan.resolution.elements.map((e) => e.name),
       inputs: { ...b.inputs },
-      seconds,
+      seconds: job.seconds,
       hashes,
     })
     if (!done.stored && !done.entry) throw new Error('its parent snapshot was evicted meanwhile')
     // Kept from eviction (by other builds' commits too) until this build ends: the next delta names it.
     ctx.cleanup.defer(`step cache use ${b.phase}`, await run.store.use([b.key]))
-    run.parent = done.stored ? { key: b.key, maps } : { key: b.key, maps: await readMaps(done.entry!, b.drives) }
-    run.lastGood = b.phase
-    if (done.stored) {
-      ctx.emit({
-        kind: 'cache-store',
-        step: b.phase,
-        key: b.key,
-        bytes: done.meta.bytes,
-        seconds: (Date.now() - t0) / 1000,
-      })
+    // The entry of that key holds other blocks than the ones the next capture was diffed against.
+    if (!done.stored) {
+      return await stopCaching(
+        ctx,
+        `another snapshot of ${b.phase} is in the cache (another build stored it, or uses it)`,
+      )
     }
+    run.lastGood = b.phase
+    ctx.emit({
+      kind: 'cache-store',
+      step: b.phase,
+      key: b.key,
+      bytes: done.meta.bytes,
+      seconds: job.waited,
+      writeSeconds: (Date.now() - t0) / 1000,
+    })
   } catch (e) {
-    await pending?.abort().catch(() => undefined)
-    if (ctx.signal.aborted || e instanceof BuildAbortedError || e instanceof ThawError) throw e
-    await stopCaching(ctx, `cannot store ${b.phase}: ${errorText(e)}`)
-  } finally {
-    run.since = Date.now()
+    await discardAll(captured)
+    await pending.abort().catch(() => undefined)
+    if (!ctx.signal.aborted) await stopCaching(ctx, `cannot store ${b.phase}: ${errorText(e)}`)
   }
+}
+
+async function discardAll(captured: Partial<Record<DriveName, CapturedDelta>>): Promise<void> {
+  await Promise.all(Object.values(captured).map((c) => c.discard()))
 }
 
 /** A file system left frozen would hang the next phase: the build stops instead. */

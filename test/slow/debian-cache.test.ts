@@ -2,7 +2,7 @@
 // --cache, then again with one finalise.d script changed: everything up to the block-device step
 // comes from the cache. Both times are printed for the notes; the targets are the bench's, not here.
 import { execFileSync } from 'node:child_process'
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -26,6 +26,8 @@ describe('debian-minimal vm with --cache: cold, then one finalise.d script chang
   const stamp = join(out, 'elements', 'finalise-stamp')
   const script = join(stamp, 'finalise.d', '95-finalise-stamp')
   const runs: Record<string, Timed> = {}
+  let cacheBytes = 0
+  let treeBytes = 0
 
   const options = (name: string): BuildOptions => {
     const mirror = hostMirror()
@@ -66,7 +68,12 @@ describe('debian-minimal vm with --cache: cold, then one finalise.d script chang
     cpSync(join(fixtures, 'finalise-stamp'), stamp, { recursive: true })
     await timed('cold')
     const store = await openStore(join(out, 'steps'))
-    console.log(`cache after the cold build: ${((await store.totalBytes()) / 1024 ** 2).toFixed(0)} MiB`)
+    cacheBytes = await store.totalBytes()
+    // The tar output is the tree (with its headers): the size the cache is measured against.
+    treeBytes = statSync(join(out, 'cold.tar')).size
+    console.log(
+      `cache after the cold build: ${(cacheBytes / 1024 ** 2).toFixed(0)} MiB, the tree ${(treeBytes / 1024 ** 2).toFixed(0)} MiB (${(cacheBytes / treeBytes).toFixed(2)}×)`,
+    )
     writeFileSync(script, readFileSync(script, 'utf8').replace('stamp one', 'stamp two'))
     await timed('edited')
   }, 150 * 60_000)
@@ -80,6 +87,11 @@ describe('debian-minimal vm with --cache: cold, then one finalise.d script chang
     const stored = runs['cold']!.events.flatMap((e) => (e.kind === 'cache-store' ? [e.step] : []))
     expect(stored).toEqual(expect.arrayContaining(['root.d', 'install.d', 'block-device', 'finalise.d']))
     expect(tarFile('cold', './etc/finalise-stamp')).toBe('stamp one\n')
+  })
+
+  it("a cold build's cache holds at most twice the tree's size", () => {
+    expect(cacheBytes).toBeGreaterThan(0)
+    expect(cacheBytes).toBeLessThanOrEqual(2 * treeBytes)
   })
 
   it('the edited build reuses everything up to the block-device step; its image has the change and the same root', () => {

@@ -11,6 +11,7 @@ import {
   CorruptMapError,
   decodeMap,
   encodeMap,
+  captureDelta,
   HASH_BYTES,
   materialize,
   snapshotDelta,
@@ -55,6 +56,35 @@ const punch = (file: string, at: number, len: number) =>
 
 /** File size of a delta holding `data` clusters in `l2` L2 tables (one L1 cluster, one refcount block). */
 const deltaBytes = (data: number, l2: number) => (1 + 1 + data + l2 + 2) * C
+
+describe('captureDelta', () => {
+  it('holds what the drive had when captured, past its memory in a spool file; the delta is written later over its parent', async () => {
+    const dir = tempDir('vdib-capture.')
+    const live = join(dir, 'live.raw')
+    const size = 64 * MiB
+    sparse(live, size)
+    writeAt(live, 0, randomBytes(8 * C))
+    const s1 = await snapshotDelta(live, undefined, join(dir, 's1.qcow2'), { virtualSize: size })
+    writeAt(live, 2 * C, randomBytes(30 * C)) // clusters 2-31 change or appear
+    writeAt(live, 0, Buffer.alloc(C)) // cluster 0 zeroed
+    const then = join(dir, 'then.raw')
+    execFileSync('cp', ['--sparse=always', live, then])
+    const spool = join(dir, 'live.spool')
+    const c = await captureDelta(live, s1.map, { virtualSize: size, spool, memoryBytes: 4 * C })
+    expect(existsSync(spool)).toBe(true) // 30 changed clusters, 4 kept in memory
+    expect({ changed: c.changedClusters, zeroed: c.zeroedClusters }).toEqual({ changed: 30, zeroed: 1 })
+    // The drive moves on before the delta is written: the delta is of the capture.
+    writeAt(live, 0, randomBytes(40 * C))
+    const out = join(dir, 's2.qcow2')
+    await c.write(out, { backing: { file: 's1.qcow2', format: 'qcow2' }, compress: true })
+    await c.discard()
+    expect(existsSync(spool)).toBe(false)
+    expectCleanCheck(out)
+    const flat = join(dir, 'flat.raw')
+    await materialize(out, flat)
+    expectSameRaw(flat, then)
+  })
+})
 
 describe('snapshotDelta + materialize', () => {
   it('a chain of three deltas over a changing disk flattens back to the disk at each step', async () => {

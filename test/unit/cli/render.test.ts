@@ -34,7 +34,8 @@ const store: BuildEvent = {
   step: 'install.d',
   key: KEY,
   bytes: 120 * 1024 ** 2,
-  seconds: 3.21,
+  seconds: 0.41,
+  writeSeconds: 3.21,
 }
 
 describe('cache events on the terminal', () => {
@@ -55,7 +56,8 @@ describe('cache events on the terminal', () => {
 
   it('a store is a verbose or debug line', () => {
     expect(render([store]).out).toBe('')
-    const line = '[  95.0] Stored install.d in the cache (key 3f2a9c01b4e7, 120M, 3.2 s)\n'
+    const line =
+      '[  95.0] Stored install.d in the cache (key 3f2a9c01b4e7, 120M, 0.4 s, written in 3.2 s beside the build)\n'
     expect(render([store], { verbose: true }).out).toBe(line)
     expect(render([store], { debug: true }).out).toBe(line)
   })

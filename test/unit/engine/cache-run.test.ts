@@ -22,7 +22,7 @@ import { openStore, type EntryMeta } from '../../../src/cache/store.js'
 import { materialize } from '../../../src/cache/delta.js'
 import type { Boundary, DriveName } from '../../../src/engine/cache-boundaries.js'
 import { openCacheRun, stopCaching, type CacheRun } from '../../../src/engine/cache-run.js'
-import { restoreDrive, storeSnapshot, type LiveDrives } from '../../../src/engine/snapshot.js'
+import { drainSnapshots, restoreDrive, storeSnapshot, type LiveDrives } from '../../../src/engine/snapshot.js'
 import { BuildContext } from '../../../src/engine/context.js'
 import type { BuildPlan } from '../../../src/engine/plan.js'
 import { freezeScript, thawScript } from '../../../src/engine/snapshot-guest.js'
@@ -81,8 +81,17 @@ interface Build {
 
 const open: BuildContext[] = []
 afterEach(async () => {
-  for (const ctx of open.splice(0)) await ctx.cleanup.run()
+  for (const ctx of open.splice(0)) {
+    await drainSnapshots(ctx)
+    await ctx.cleanup.run()
+  }
 })
+
+/** A snapshot as the build takes it, and (as the tests check the store) waited for until committed. */
+async function snap(ctx: BuildContext, b: Boundary, live: LiveDrives): Promise<void> {
+  await storeSnapshot(ctx, b, live)
+  await drainSnapshots(ctx)
+}
 
 /** A BuildContext with only what the cache reads of a plan, a fake guest, and sparse live drives of SIZES. */
 async function openBuild(cacheDir: string, o: { rebuildFrom?: string } = {}): Promise<Build> {
@@ -113,6 +122,7 @@ async function openBuild(cacheDir: string, o: { rebuildFrom?: string } = {}): Pr
 /** Ends a build as run.ts does: its cleanups release its locks and in-use marks. */
 async function end(b: Build): Promise<void> {
   open.splice(open.indexOf(b.ctx), 1)
+  await drainSnapshots(b.ctx)
   await b.ctx.cleanup.run()
 }
 
@@ -187,12 +197,12 @@ async function coldBuild(cacheDir: string, upTo = 2): Promise<Build> {
   const a = await openBuild(cacheDir)
   await start(a)
   firstPhase(a)
-  await storeSnapshot(a.ctx, B[0], a.live)
+  await snap(a.ctx, B[0], a.live)
   secondPhase(a)
-  if (upTo >= 2) await storeSnapshot(a.ctx, B[1], a.live)
+  if (upTo >= 2) await snap(a.ctx, B[1], a.live)
   if (upTo >= 3) {
     writeAt(a.live.files.disk, MiB, randomBytes(MiB))
-    await storeSnapshot(a.ctx, B[2], a.live)
+    await snap(a.ctx, B[2], a.live)
   }
   expect(stored(a).map((e) => e.step)).toEqual(B.slice(0, upTo).map((b) => b.phase))
   await end(a)
@@ -215,9 +225,9 @@ describe('storeSnapshot and openCacheRun', () => {
       },
     ])
     firstPhase(a)
-    await storeSnapshot(a.ctx, B[0], a.live)
+    await snap(a.ctx, B[0], a.live)
     secondPhase(a)
-    await storeSnapshot(a.ctx, B[1], a.live)
+    await snap(a.ctx, B[1], a.live)
     expect(stored(a).map((e) => [e.step, e.key])).toEqual([
       ['root.d', B[0].key],
       ['install.d', B[1].key],
@@ -273,7 +283,7 @@ describe('storeSnapshot and openCacheRun', () => {
     sameContent(b.live.files.tree, a.live.files.tree)
     // The resumed build's next snapshot builds on the restored one.
     writeAt(b.live.files.disk, 0, randomBytes(MiB))
-    await storeSnapshot(b.ctx, B[2], b.live)
+    await snap(b.ctx, B[2], b.live)
     expect(meta(cacheDir, B[2].key).parent).toBe(B[1].key)
     expect(qemuInfo(entryFile(cacheDir, B[2].key, 'disk.qcow2'))['backing-filename']).toBeUndefined()
     expect(qemuInfo(entryFile(cacheDir, B[2].key, 'aux.qcow2'))['backing-filename']).toBe(`../${B[1].key}/aux.qcow2`)
@@ -285,7 +295,7 @@ describe('storeSnapshot and openCacheRun', () => {
     const run = await start(a)
     a.guest.freeze = ['/sysroot/boot', '!/sysroot']
     firstPhase(a)
-    await storeSnapshot(a.ctx, B[0], a.live)
+    await snap(a.ctx, B[0], a.live)
     expect(warnings(a)).toEqual([
       expect.stringMatching(
         /^step cache: cannot store root\.d: cannot freeze or sync \/sysroot in the appliance; the later phases are not cached$/,
@@ -297,7 +307,7 @@ describe('storeSnapshot and openCacheRun', () => {
     expect(stored(a)).toEqual([])
     expect(run).toMatchObject({ off: true, next: undefined, lastGood: undefined })
     // Later snapshots do nothing: no freeze, no second warning.
-    await storeSnapshot(a.ctx, B[1], a.live)
+    await snap(a.ctx, B[1], a.live)
     expect(a.guest.freezes).toBe(1)
     expect(warnings(a)).toHaveLength(1)
     // Another build is not kept waiting for this one.
@@ -331,7 +341,7 @@ describe('storeSnapshot and openCacheRun', () => {
       '/sysroot',
     ]
     firstPhase(a)
-    await storeSnapshot(a.ctx, B[0], a.live)
+    await snap(a.ctx, B[0], a.live)
     expect(stored(a).map((e) => e.key)).toEqual([B[0].key])
     expect(warnings(a)).toEqual([])
     expect(a.guest.thaws).toEqual([thawScript(['/sysroot/boot', '/sysroot'])])
@@ -358,29 +368,60 @@ describe('storeSnapshot and openCacheRun', () => {
     expect(await lockFree(cacheDir, B[0].key)).toBe(true)
   })
 
-  it('an abort during the delta rejects with the abort; nothing committed, no writer folder left', async () => {
+  it('an abort while the drives are read rejects with the abort; thawed, nothing committed, no writer folder left', async () => {
     const cacheDir = cacheDirIn()
     const a = await openBuild(cacheDir)
-    const run = await start(a)
+    await start(a)
     writeAt(a.live.files.tree, 0, randomBytes(24 * MiB))
-    // Aborted once the tree's delta file exists: while it reads and writes the clusters.
-    const delta = join(run.next!.dir, 'tree.qcow2')
-    let abortedIn = false
-    a.guest.onFreeze = () => {
-      const poll = () => {
-        if (!existsSync(delta)) return void setImmediate(poll)
-        abortedIn = true
-        a.ac.abort()
-      }
-      poll()
-    }
+    a.guest.onFreeze = () => a.ac.abort()
     await expect(storeSnapshot(a.ctx, B[0], a.live)).rejects.toBeInstanceOf(BuildAbortedError)
-    expect(abortedIn).toBe(true)
     expect(a.guest.thaws).toHaveLength(1) // thawed all the same
+    await drainSnapshots(a.ctx)
     expect(entries(cacheDir)).toEqual([])
     expect(tmpLeft(cacheDir)).toEqual([])
     expect(stored(a)).toEqual([])
     expect(warnings(a)).toEqual([])
+  })
+
+  it('the drives are thawed before the delta is written: the build goes on while it is; an abort then stops the write', async () => {
+    const cacheDir = cacheDirIn()
+    const a = await openBuild(cacheDir)
+    const run = await start(a)
+    writeAt(a.live.files.tree, 0, randomBytes(24 * MiB))
+    const dir = run.next!.dir
+    await storeSnapshot(a.ctx, B[0], a.live)
+    expect(a.guest.thaws).toHaveLength(1)
+    // The next phase changes the drive at once: the snapshot holds what it had when frozen.
+    const had = readFileSync(a.live.files.tree).subarray(0, 24 * MiB)
+    writeAt(a.live.files.tree, 0, randomBytes(MiB))
+    await drainSnapshots(a.ctx)
+    expect(stored(a).map((e) => e.step)).toEqual(['root.d'])
+    expect(stored(a)[0]!.writeSeconds).toBeGreaterThanOrEqual(0)
+    const flat = join(a.ctx.workspace, 'tree.flat')
+    await materialize(entryFile(cacheDir, B[0].key, 'tree.qcow2'), flat)
+    expect(
+      readFileSync(flat)
+        .subarray(0, 24 * MiB)
+        .equals(had),
+    ).toBe(true)
+    expect(readdirSync(entryFile(cacheDir, B[0].key, '.'))).not.toContain('.tree.spool')
+
+    // Aborted once the next delta's file exists: the write stops, nothing is committed or left.
+    writeAt(a.live.files.tree, 0, randomBytes(24 * MiB))
+    const next = join(run.next!.dir, 'tree.qcow2')
+    await storeSnapshot(a.ctx, B[1], a.live)
+    await new Promise<void>((done) => {
+      const poll = () => (existsSync(next) ? done() : void setImmediate(poll))
+      poll()
+    })
+    a.ac.abort()
+    await end(a)
+    expect(stored(a).map((e) => e.step)).toEqual(['root.d'])
+    expect(entries(cacheDir)).toEqual([B[0].key])
+    expect(existsSync(dir)).toBe(false)
+    expect(tmpLeft(cacheDir)).toEqual([])
+    expect(warnings(a)).toEqual([])
+    expect(run.lastGood).toBe('root.d')
   })
 
   it('a delta that fails (a drive of another size than stated): a warning, the build goes on uncached', async () => {
@@ -389,7 +430,7 @@ describe('storeSnapshot and openCacheRun', () => {
     const run = await start(a)
     firstPhase(a)
     const live: LiveDrives = { files: a.live.files, sizes: { ...a.live.sizes, tree: SIZES.tree + 64 * 1024 } }
-    await storeSnapshot(a.ctx, B[0], live)
+    await snap(a.ctx, B[0], live)
     expect(warnings(a)).toEqual([
       `step cache: cannot store root.d: snapshot of ${a.live.files.tree}: the file has ${SIZES.tree} bytes, the drive ${SIZES.tree + 64 * 1024}; the later phases are not cached`,
     ])
@@ -405,11 +446,11 @@ describe('storeSnapshot and openCacheRun', () => {
     const a = await openBuild(cacheDir)
     const run = await start(a)
     firstPhase(a)
-    await storeSnapshot(a.ctx, B[0], a.live)
+    await snap(a.ctx, B[0], a.live)
     expect(run.next?.key).toBe(B[1].key)
     execFileSync('rm', ['-rf', join(cacheDir, 'v1', 'entries', B[0].key)]) // by hand: no eviction takes an entry in use
     secondPhase(a)
-    await storeSnapshot(a.ctx, B[1], a.live)
+    await snap(a.ctx, B[1], a.live)
     expect(warnings(a).join('\n')).toMatch(/not stored: its parent [0-9a-f]{12} is gone/)
     expect(warnings(a).at(-1)).toBe(
       'step cache: cannot store install.d: its parent snapshot was evicted meanwhile; the later phases are not cached',
@@ -431,10 +472,10 @@ describe('another build', () => {
       const a = await openBuild(cacheDir)
       const run = await start(a)
       firstPhase(a)
-      await storeSnapshot(a.ctx, B[0], a.live)
+      await snap(a.ctx, B[0], a.live)
       expect(run.next).toBeUndefined() // install.d is the other build's
       const t0 = Date.now()
-      await storeSnapshot(a.ctx, B[1], a.live)
+      await snap(a.ctx, B[1], a.live)
       expect(Date.now() - t0).toBeLessThan(2000)
       expect(a.guest.freezes).toBe(1)
       expect(warnings(a)).toEqual(['step cache: another build is storing install.d; the later phases are not cached'])
@@ -452,7 +493,7 @@ describe('another build', () => {
     const a = await openBuild(cacheDir)
     const run = await start(a)
     firstPhase(a)
-    await storeSnapshot(a.ctx, B[0], a.live)
+    await snap(a.ctx, B[0], a.live)
     expect(run.next).toBeUndefined()
     await blocker.abort()
     // The other build resumes after root.d and stores install.d first.
@@ -461,16 +502,16 @@ describe('another build', () => {
     expect(runO.resume?.boundary).toBe(B[0])
     for (const d of ['tree', 'aux'] as const) cpSync(a.live.files[d], o.live.files[d])
     secondPhase(o)
-    await storeSnapshot(o.ctx, B[1], o.live)
+    await snap(o.ctx, B[1], o.live)
     expect(stored(o).map((e) => e.key)).toEqual([B[1].key])
     await end(o)
 
-    await storeSnapshot(a.ctx, B[1], a.live)
+    await snap(a.ctx, B[1], a.live)
     expect(a.guest.freezes).toBe(1) // nothing frozen, nothing written
     expect(stored(a).map((e) => e.key)).toEqual([B[0].key])
     expect(run).toMatchObject({ off: false, lastGood: 'install.d', parent: { key: B[1].key } })
     writeAt(a.live.files.disk, 0, randomBytes(MiB))
-    await storeSnapshot(a.ctx, B[2], a.live)
+    await snap(a.ctx, B[2], a.live)
     expect(meta(cacheDir, B[2].key).parent).toBe(B[1].key)
     const flat = join(a.ctx.workspace, 'aux.flat')
     await materialize(entryFile(cacheDir, B[2].key, 'aux.qcow2'), flat)
@@ -496,7 +537,7 @@ describe('openCacheRun and a build storing the next boundary', () => {
       }),
     )
     firstPhase(o)
-    await storeSnapshot(o.ctx, B[0], o.live)
+    await snap(o.ctx, B[0], o.live)
     await end(o) // releases install.d, which it had taken next
     const run = await opening
     expect(hits(a)).toMatchObject([{ steps: ['root.d'], key: B[0].key }])
@@ -591,7 +632,7 @@ describe('what a build resumes from', () => {
     await restoreDrive(b.ctx, run, 'tree', b.live.files.tree)
     await restoreDrive(b.ctx, run, 'aux', b.live.files.aux)
     secondPhase(b)
-    await storeSnapshot(b.ctx, B[1], b.live)
+    await snap(b.ctx, B[1], b.live)
     expect(stored(b).map((e) => e.key)).toEqual([B[1].key])
     const now = meta(cacheDir, B[1].key)
     expect(now.createdAt).toBeGreaterThan(old.createdAt)
@@ -620,11 +661,14 @@ describe('an entry the build must not reuse, stored by another build', () => {
       const run = await start(b)
       expect(run.resume).toBeUndefined()
       firstPhase(b)
-      await storeSnapshot(b.ctx, B[0], b.live)
+      await snap(b.ctx, B[0], b.live)
       secondPhase(b)
-      await storeSnapshot(b.ctx, B[1], b.live)
+      await snap(b.ctx, B[1], b.live)
       expect(run.lastGood).not.toBe('install.d')
-      expect(warnings(b)).toContain('step cache: another build is storing install.d; the later phases are not cached')
+      // The old root.d stays (a build uses what was built on it): the install.d captured over ours is not stored.
+      expect(warnings(b)).toEqual([
+        'step cache: another snapshot of root.d is in the cache (another build stored it, or uses it); the later phases are not cached',
+      ])
     } finally {
       await release()
       await held.abort()
@@ -659,7 +703,7 @@ describe('a cache folder it cannot use', () => {
     expect(run).toMatchObject({ off: true, resume: undefined, next: undefined, lastGood: undefined })
     expect(run.store.dir).toBe(join(a.ctx.workspace, 'no-cache'))
     firstPhase(a)
-    await storeSnapshot(a.ctx, B[0], a.live)
+    await snap(a.ctx, B[0], a.live)
     expect(a.guest.freezes).toBe(0)
     expect(warnings(a)).toHaveLength(1)
   })
