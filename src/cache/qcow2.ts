@@ -6,7 +6,6 @@
 //   come in ascending order, so one L2 table is in memory at a time) · refcount blocks · refcount table.
 // The header and L1 are written last, in place; the sha256 of the result is then read back once
 // (sha256 is sequential and the header, at offset 0, is known only at the end).
-import { createHash } from 'node:crypto'
 import { promisify } from 'node:util'
 import { deflateRaw as deflateRawCb, type ZlibOptions } from 'node:zlib'
 
@@ -18,6 +17,7 @@ const TRIAL_BYTES = 16 << 20
 import { open, rm, type FileHandle } from 'node:fs/promises'
 
 import { VirtDibError } from '../errors.js'
+import { hashFile } from './file-hash.js'
 
 export const CLUSTER_BITS = 16
 export const CLUSTER_SIZE = 1 << CLUSTER_BITS
@@ -256,7 +256,7 @@ class Writer implements Qcow2DeltaWriter {
     if (this.o.sync) await this.fh.datasync()
     await this.fh.close()
     this.state = 'done'
-    return { bytes: total * CLUSTER_SIZE, sha256: await sha256File(this.path) }
+    return { bytes: total * CLUSTER_SIZE, sha256: (await hashFile(this.path)).sha256 }
   }
 
   async abort(): Promise<void> {
@@ -407,22 +407,4 @@ function writeU64(b: Buffer, at: number, v: number, hiFlags = 0): void {
 
 function align8(n: number): number {
   return (n + 7) & ~7
-}
-
-/** sha256 of a file, hex. */
-export async function sha256File(path: string): Promise<string> {
-  const fh = await open(path, 'r')
-  try {
-    const h = createHash('sha256')
-    const buf = Buffer.allocUnsafe(STAGING_BYTES)
-    for (let at = 0; ;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, at)
-      if (bytesRead === 0) break
-      h.update(buf.subarray(0, bytesRead))
-      at += bytesRead
-    }
-    return h.digest('hex')
-  } finally {
-    await fh.close()
-  }
 }

@@ -8,6 +8,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'nod
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { VirtDibError } from '../errors.js'
+import { hashFile } from './file-hash.js'
 import { abortError } from '../host/spawn.js'
 import { describeSystemError } from '../util/system-error.js'
 import {
@@ -263,25 +264,6 @@ function parseMeta(text: string, key: string): EntryMeta | string {
   return m as EntryMeta
 }
 
-async function sha256File(path: string, sync = false): Promise<{ sha256: string; bytes: number }> {
-  const fh = await open(path, 'r')
-  try {
-    if (sync) await fh.sync()
-    const hash = createHash('sha256')
-    const buf = Buffer.allocUnsafe(1 << 20)
-    let bytes = 0
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null)
-      if (bytesRead === 0) break
-      hash.update(buf.subarray(0, bytesRead))
-      bytes += bytesRead
-    }
-    return { sha256: hash.digest('hex'), bytes }
-  } finally {
-    await fh.close()
-  }
-}
-
 async function syncPath(path: string): Promise<void> {
   const fh = await open(path, 'r')
   try {
@@ -422,7 +404,7 @@ class Store implements StepStore {
     for (const f of entry.meta.files) {
       let got: { sha256: string; bytes: number }
       try {
-        got = await sha256File(entry.path(f.name))
+        got = await hashFile(entry.path(f.name))
       } catch (e) {
         if (!isErrno(e, 'ENOENT')) throw e
         await this.removeUnusable(entry.meta.key, entry.meta, `${f.name} is missing`)
@@ -614,7 +596,7 @@ class Store implements StepStore {
         await syncPath(path)
         files.push({ name: d.name, bytes: (await stat(path)).size, sha256: given })
       } else {
-        files.push({ name: d.name, ...(await sha256File(path, true)) })
+        files.push({ name: d.name, ...(await hashFile(path, { sync: true })) })
       }
     }
     files.sort((a, b) => a.name.localeCompare(b.name))

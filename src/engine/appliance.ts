@@ -284,7 +284,7 @@ export async function resumeBuildRoot(
   if (was !== plan.imageName) {
     const from = shellQuote(L.inAppliance(L.outDir(was)))
     const to = shellQuote(L.inAppliance(L.outDir(plan.imageName)))
-    await g.shOutside(`if [ -d ${from} ]; then mv ${from} ${to}; else mkdir -p ${to}; fi`, { errexit: true })
+    await g.shOutside(`if [ -d ${from} ]; then mv -T ${from} ${to}; else mkdir -p ${to}; fi`, { errexit: true })
   }
   if (o.layout) await writeLayoutState(ctx, o.layout, outDevice, o.disk)
   return outDevice

@@ -170,7 +170,8 @@ async function deepestIntact(
     let release: Release | undefined
     try {
       release = await store.use([entry.meta.key, ...entry.chain])
-      if (await intactChain(store, entry, checksums)) {
+      // lookup found its ancestors; their checksums are read only when it is used.
+      if (!checksums || (await store.verify(entry, { chain: true }))) {
         const state = await readState(entry)
         const maps = await readMaps(entry, boundary.drives)
         ctx.emit({
@@ -202,16 +203,6 @@ interface Found {
 
 function isMissingFile(e: unknown): boolean {
   return (e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
-}
-
-/** Whether `entry` and its ancestors are all there and (with `checksums`) pass them. */
-async function intactChain(store: StepStore, entry: Entry, checksums: boolean): Promise<boolean> {
-  for (let e: Entry | undefined = entry; e !== undefined;) {
-    if (checksums && !(await store.verify(e))) return false
-    if (e.meta.parent === null) return true
-    e = await store.lookup(e.meta.parent)
-  }
-  return false
 }
 
 async function missReason(store: StepStore, b: Boundary, first: boolean, maxAge: number | undefined): Promise<string> {
