@@ -160,6 +160,13 @@ export class EntryGoneError extends VirtDibError {
   }
 }
 
+export interface VerifyOptions {
+  /** The ancestors' files too. */
+  chain?: boolean
+  /** Of the ancestors, only the files this accepts (those a restore reads through the chain). */
+  ancestorFiles?: (name: string) => boolean
+}
+
 export interface StepStore {
   /** The cache dir given to openStore. */
   readonly dir: string
@@ -170,7 +177,7 @@ export interface StepStore {
    * Checks every file's sha256 (reading them), with `chain` also the ancestors'; a mismatch removes
    * the entry (and what is built on it) with a warning and says false.
    */
-  verify(entry: Entry, options?: { chain?: boolean }): Promise<boolean>
+  verify(entry: Entry, options?: VerifyOptions): Promise<boolean>
   /** Takes the right to write `key` (exactly one writer per key across processes), or says who has it. Never waits. */
   begin(key: string, options?: BeginOptions): Promise<Pending | Busy>
   /**
@@ -391,17 +398,18 @@ class Store implements StepStore {
     return chain
   }
 
-  async verify(entry: Entry, options: { chain?: boolean } = {}): Promise<boolean> {
+  async verify(entry: Entry, options: VerifyOptions = {}): Promise<boolean> {
     if (!(await this.verifyOne(entry))) return false
     for (const key of options.chain ? entry.chain : []) {
       const e = await this.lookup(key)
-      if (!e || !(await this.verifyOne(e))) return false
+      if (!e || !(await this.verifyOne(e, options.ancestorFiles))) return false
     }
     return true
   }
 
-  private async verifyOne(entry: Entry): Promise<boolean> {
+  private async verifyOne(entry: Entry, only?: (name: string) => boolean): Promise<boolean> {
     for (const f of entry.meta.files) {
+      if (only && !only(f.name)) continue
       let got: { sha256: string; bytes: number }
       try {
         got = await hashFile(entry.path(f.name))

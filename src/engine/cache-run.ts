@@ -170,8 +170,9 @@ async function deepestIntact(
     let release: Release | undefined
     try {
       release = await store.use([entry.meta.key, ...entry.chain])
-      // lookup found its ancestors; their checksums are read only when it is used.
-      if (!checksums || (await store.verify(entry, { chain: true }))) {
+      // lookup found its ancestors. Of theirs, only the deltas of the drives restored are read.
+      const restored = new Set(boundary.drives.map((d) => `${d}.qcow2`))
+      if (!checksums || (await store.verify(entry, { chain: true, ancestorFiles: (f) => restored.has(f) }))) {
         const state = await readState(entry)
         const maps = await readMaps(entry, boundary.drives)
         ctx.emit({

@@ -283,6 +283,19 @@ describe('damaged entries are removed with a warning and absent, never used', ()
     expect(await h.store.lookup(key('b'))).toBeUndefined() // built on a damaged entry
   })
 
+  it('verify with ancestorFiles reads of the ancestors only the files a restore reads through them', async () => {
+    const h = await harness()
+    await put(h, key('a'), { 'tree.qcow2': 'tree', 'aux.qcow2': 'aux' })
+    await put(h, key('b'), { 'disk.qcow2': 'disk', 'aux.qcow2': 'aux2' }, key('a'))
+    writeFileSync(join(entryDir(h, key('a')), 'tree.qcow2'), 'TREE') // damaged, and not needed for disk + aux
+    const b = await h.store.lookup(key('b'))
+    const restored = (f: string) => f === 'disk.qcow2' || f === 'aux.qcow2'
+    expect(await h.store.verify(b!, { chain: true, ancestorFiles: restored })).toBe(true)
+    writeFileSync(join(entryDir(h, key('a')), 'aux.qcow2'), 'AUX')
+    expect(await h.store.verify(b!, { chain: true, ancestorFiles: restored })).toBe(false)
+    expect(h.warnings[0]).toMatch(/aux\.qcow2 does not match its checksum/)
+  })
+
   it('an entry whose ancestor was deleted by hand is unusable', async () => {
     const h = await harness()
     await put(h, key('a'), { x: 'a' })
