@@ -33,7 +33,8 @@ export interface SnapshotState {
 
 /** The cache of one build: what was found, and what this build stores. */
 export interface CacheRun {
-  readonly store: StepStore
+  /** None when the cache folder cannot be used (the run is off from the start). */
+  readonly store: StepStore | undefined
   readonly boundaries: readonly Boundary[]
   /** The deepest boundary restored, its entry and state. */
   readonly resume: { readonly boundary: Boundary; readonly entry: Entry; readonly state: SnapshotState } | undefined
@@ -95,9 +96,8 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
     if (ctx.signal.aborted || e instanceof BuildAbortedError) throw e
     // The cache is an optimisation: a folder it cannot use makes an uncached build, said once.
     ctx.emit({ kind: 'warning', text: `step cache: ${errorText(e)}; building without it` })
-    const store = await openStore(join(ctx.workspace, 'no-cache'))
     return {
-      store,
+      store: undefined,
       boundaries,
       resume: undefined,
       parent: undefined,

@@ -6,7 +6,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 import { captureDelta, encodeMap, materialize, type CapturedDelta, type ClusterMap } from '../cache/delta.js'
-import type { Pending } from '../cache/store.js'
+import type { Pending, StepStore } from '../cache/store.js'
 import { BuildAbortedError, VirtDibError } from '../errors.js'
 import type { Boundary, DriveName } from './cache-boundaries.js'
 import { beginOptions, errorText, readMaps, stopCaching, type CacheRun, type SnapshotState } from './cache-run.js'
@@ -32,7 +32,8 @@ export async function restoreDrive(ctx: BuildContext, run: CacheRun, drive: Driv
  */
 export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDrives): Promise<void> {
   const run = ctx.cache!
-  if (run.off) return
+  const store = run.store
+  if (run.off || !store) return
   const t0 = Date.now()
   const seconds = (t0 - run.since) / 1000
   let pending = run.next?.key === b.key ? run.next : undefined
@@ -41,12 +42,12 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
   const parent = run.parent
   try {
     if (!pending) {
-      const got = await run.store.begin(b.key, beginOptions(ctx, b))
+      const got = await store.begin(b.key, beginOptions(ctx, b))
       if (!('commit' in got)) {
         // Another build stores it (or has): the next delta builds on that entry once it is there.
-        const entry = await run.store.lookup(b.key, beginOptions(ctx, b))
+        const entry = await store.lookup(b.key, beginOptions(ctx, b))
         if (!entry) return await stopCaching(ctx, `another build is storing ${b.phase}`)
-        ctx.cleanup.defer(`step cache use ${b.phase}`, await run.store.use([b.key]))
+        ctx.cleanup.defer(`step cache use ${b.phase}`, await store.use([b.key]))
         run.parent = { key: b.key, maps: await readMaps(entry, b.drives) }
         run.lastGood = b.phase
         return
@@ -73,7 +74,7 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
     run.parent = { key: b.key, maps }
     // The next boundary is taken before this one is released: a build waiting on us waits on.
     const following = run.boundaries[run.boundaries.indexOf(b) + 1]
-    const next = following ? await run.store.begin(following.key, beginOptions(ctx, following)) : undefined
+    const next = following ? await store.begin(following.key, beginOptions(ctx, following)) : undefined
     if (next && 'commit' in next) {
       ctx.cleanup.defer(`step cache lock ${following!.phase}`, () => next.abort())
       // The previous snapshot's commit may have stopped caching meanwhile: nobody should wait on this one.
@@ -88,7 +89,7 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
   } finally {
     run.since = Date.now()
   }
-  const job: SnapshotJob = { boundary: b, pending, captured, parent, seconds, waited: (Date.now() - t0) / 1000 }
+  const job: SnapshotJob = { store, boundary: b, pending, captured, parent, seconds, waited: (Date.now() - t0) / 1000 }
   // One at a time, in order: an entry is committed only after its parent.
   run.writing = run.writing.then(() => writeSnapshot(ctx, job))
 }
@@ -100,6 +101,7 @@ export async function drainSnapshots(ctx: BuildContext): Promise<void> {
 
 /** A snapshot captured, to be written and committed. */
 interface SnapshotJob {
+  readonly store: StepStore
   readonly boundary: Boundary
   readonly pending: Pending
   readonly captured: Partial<Record<DriveName, CapturedDelta>>
@@ -148,7 +150,7 @@ async function writeSnapshot(ctx: BuildContext, job: SnapshotJob): Promise<void>
     })
     if (!done.stored && !done.entry) throw new Error('its parent snapshot was evicted meanwhile')
     // Kept from eviction (by other builds' commits too) until this build ends: the next delta names it.
-    ctx.cleanup.defer(`step cache use ${b.phase}`, await run.store.use([b.key]))
+    ctx.cleanup.defer(`step cache use ${b.phase}`, await job.store.use([b.key]))
     // The entry of that key holds other blocks than the ones the next capture was diffed against.
     if (!done.stored) {
       return await stopCaching(
