@@ -6,8 +6,10 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 import { captureDelta, encodeMap, materialize, type CapturedDelta, type ClusterMap } from '../cache/delta.js'
+import { CLUSTER_SIZE } from '../cache/qcow2.js'
 import type { Pending, StepStore } from '../cache/store.js'
 import { BuildAbortedError, VirtDibError } from '../errors.js'
+import { formatSize } from '../util/sizes.js'
 import type { Boundary, DriveName } from './cache-boundaries.js'
 import { beginOptions, errorText, readMaps, stopCaching, type CacheRun, type SnapshotState } from './cache-run.js'
 import type { BuildContext } from './context.js'
@@ -55,7 +57,7 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
       pending = got
     }
     const dir = pending.dir
-    await frozen(ctx, async () => {
+    const times = await frozen(ctx, async () => {
       const got = await Promise.allSettled(
         b.drives.map(async (d) => {
           captured[d] = await captureDelta(live.files[d], parent?.maps[d], {
@@ -70,6 +72,11 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
     })
     const maps: Partial<Record<DriveName, ClusterMap>> = {}
     for (const d of b.drives) maps[d] = captured[d]!.map
+    const changed = b.drives.map((d) => `${d} ${formatSize(captured[d]!.changedClusters * CLUSTER_SIZE)}`)
+    ctx.emit({
+      kind: 'debug',
+      text: `step cache: ${b.phase}: frozen in ${times.freeze.toFixed(2)} s, read in ${times.run.toFixed(2)} s (changed: ${changed.join(', ')}), thawed in ${times.thaw.toFixed(2)} s`,
+    })
     // The next capture diffs against this one, whose entry is still being written.
     run.parent = { key: b.key, maps }
     // The next boundary is taken before this one is released: a build waiting on us waits on.
@@ -187,16 +194,28 @@ class ThawError extends VirtDibError {
  * Runs `fn` while the guest's file systems are frozen (or, those that cannot be, such as vfat,
  * synced: the guest is idle between phases), and thaws them whatever happens.
  */
-async function frozen(ctx: BuildContext, fn: () => Promise<void>): Promise<void> {
+async function frozen(
+  ctx: BuildContext,
+  fn: () => Promise<void>,
+): Promise<{ freeze: number; run: number; thaw: number }> {
+  const since = (t: number) => (performance.now() - t) / 1000
+  let t = performance.now()
   const { frozen: held, synced, failed } = frozenMounts(await ctx.g.shOutside(freezeScript(), { signal: ctx.signal }))
+  // Returned from the try block and completed by the finally block (the same object).
+  const times = { freeze: since(t), run: 0, thaw: 0 }
+  t = performance.now()
   if (synced.length > 0) ctx.emit({ kind: 'debug', text: `step cache: synced, not frozen: ${synced.join(' ')}` })
   try {
     if (failed.length > 0) throw new Error(`cannot freeze or sync ${failed.join(' ')} in the appliance`)
     await fn()
+    times.run = since(t)
+    return times
   } finally {
     try {
       // Not cancellable: an abort still kills the appliance, which releases them anyway.
+      t = performance.now()
       await ctx.g.shOutside(thawScript(held))
+      times.thaw = since(t)
     } catch (e) {
       if (!ctx.signal.aborted) {
         // eslint-disable-next-line no-unsafe-finally -- the thaw's failure outranks the snapshot's
