@@ -239,8 +239,8 @@ export interface CapturedDelta {
   discard(): Promise<void>
 }
 
-/** Changed data kept in memory by default before a capture spills to its spool file. */
-const CAPTURE_MEMORY = 64 << 20
+/** Changed data kept in memory before a capture spills to its spool file (per drive: the build stays small). */
+const CAPTURE_MEMORY = 16 << 20
 
 /** Reads `live` and keeps every cluster that differs from `parent` (see {@link snapshotDelta}). */
 export async function captureDelta(
