@@ -51,7 +51,9 @@ describe('the step cache: cold, warm under another name, a finalise.d edit, inst
       error = e
     }
     runs[name] = { events, result, error }
-    const stored = events.flatMap((e) => (e.kind === 'cache-store' ? [`${e.step} ${e.seconds.toFixed(2)} s`] : []))
+    const stored = events.flatMap((e) =>
+      e.kind === 'cache-store' ? [`${e.step} ${e.seconds.toFixed(2)} s (+${e.writeSeconds.toFixed(2)} s beside)`] : [],
+    )
     if (stored.length > 0) console.log(`step-cache ${name}: snapshots ${stored.join(', ')}`)
   }
 
