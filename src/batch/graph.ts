@@ -67,7 +67,7 @@ function checkOutputs(nodes: readonly BuildNode[], problems: string[]): void {
       continue
     }
     byPath.set(n.outputPath, n)
-    // Different names can still meet in one file (`a.qcow2` as raw, `a` as qcow2 and raw), or in one docker target.
+    // Different names can still meet in one docker target (or in one file, were an extension to have a dot).
     for (const o of new Set(n.outputs)) {
       const other = byOutput.get(o)
       if (other !== undefined) problems.push(`${label(other)} and ${label(n)} both write ${o}`)
