@@ -315,7 +315,9 @@ export function parseBatch(text: string, baseDir: string, source: string): Batch
   else if (!Array.isArray(rawBuilds) || rawBuilds.length === 0) problems.push('builds: expected a non-empty list')
   const list: unknown[] = Array.isArray(rawBuilds) ? rawBuilds : []
 
-  const builds: (BatchBuild & { node: BuildNode })[] = []
+  // Every build with a usable name is planned, complete or not: its layers then name something.
+  const nodes: BuildNode[] = []
+  const builds: BatchBuild[] = []
   list.forEach((raw, index) => {
     const at = `builds[${index}]`
     if (!isMap(raw)) {
@@ -325,45 +327,32 @@ export function parseBatch(text: string, baseDir: string, source: string): Batch
     const own = parseEntry(raw, at, true, baseDir, problems)
     const written = raw['name']
     if (written === undefined) problems.push(`${at}: no name`)
-    let complete = own.values.name !== undefined
+    let complete = true
     for (const key of REQUIRED) {
       if (own.values[key] !== undefined || defaults.values[key] !== undefined) continue
       complete = false
       // An invalid value is reported already.
-      if (!own.given.has(key) && !defaults.given.has(key))
+      if (!own.given.has(key) && !defaults.given.has(key)) {
         problems.push(`${at}.${key}: missing (neither in the build nor in defaults)`)
+      }
     }
-    if (!complete || typeof written !== 'string') return
+    if (typeof written !== 'string' || own.values.name === undefined) return
     // A list in the build replaces the default's: a plain spread.
     const options = { ...defaults.values, ...own.values } as BuildOptions & { name: string }
-    builds.push({
-      index,
-      name: written,
-      ...(own.base !== undefined ? { base: own.base } : {}),
-      options,
-      node: {
-        index,
-        name: written,
-        outputPath: options.name,
-        ...(own.base !== undefined ? { base: own.base } : {}),
-        outputs: outputsOf(options),
-      },
-    })
+    const base = own.base !== undefined ? { base: own.base } : {}
+    nodes.push({ index, name: written, outputPath: options.name, ...base, outputs: outputsOf(options) })
+    if (complete) builds.push({ index, name: written, ...base, options })
   })
 
-  const graph = checkBuildGraph(
-    builds.map((b) => b.node),
-    baseDir,
-  )
+  const graph = checkBuildGraph(nodes, baseDir)
   problems.push(...graph.problems)
   if (problems.length > 0) fail()
-  const ordered = orderBuilds(
-    builds.map(({ node: _, ...b }) => {
-      const base = graph.bases.get(b.index)
-      return base === undefined ? b : { ...b, base }
-    }),
-  )
-  return { source, builds: ordered }
+  // The base as the name of the build it resolved to (`./debian` is `debian`).
+  const resolved = builds.map((b) => {
+    const base = graph.bases.get(b.index)
+    return base === undefined ? b : { ...b, base }
+  })
+  return { source, builds: orderBuilds(resolved) }
 }
 
 /** {@link parseBatch} of a file: relative paths are relative to the file's folder. */

@@ -145,6 +145,12 @@ builds:
     })
   })
 
+  it('need no defaults: an empty one is none', () => {
+    expect(parse('defaults:\nbuilds: [{ name: a, libPath: l, elementPaths: [], elements: [d] }]').builds).toHaveLength(
+      1,
+    )
+  })
+
   it('load from a JSON file, relative to the file’s folder wherever the process is', () => {
     const dir = tempDir('vdib-batch-')
     const path = join(dir, 'ci.json')
@@ -258,6 +264,7 @@ defaults:
 builds:
   - name: a
   - { name: b, libPath: /lib, elements: [x] }
+  - { name: c, libPath: /lib, elements: [x], base: a }
 `),
     ).toEqual([
       'defaults.elements: expected a list of strings',
