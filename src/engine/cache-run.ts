@@ -66,13 +66,15 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
       warn: (text) => ctx.emit({ kind: 'warning', text: `step cache: ${text}` }),
     })
     for (;;) {
-      const found = await deepestHit(ctx, store, boundaries)
-      if (found) ctx.cleanup.defer('step cache use', found.release)
+      // Said once the lookup is final: after a wait for another build it runs again.
+      const said: EventInput[] = []
+      const found = await deepestHit({ plan: ctx.plan, emit: (e) => said.push(e) }, store, boundaries)
       const next = boundaries[found ? boundaries.indexOf(found.boundary) + 1 : 0]
       let pending: Pending | undefined
       if (next) {
         const got = await store.begin(next.key, beginOptions(ctx, next))
         if (!('commit' in got)) {
+          await found?.release()
           if (got.owner) ctx.progress(`Waiting for another build that is storing ${next.phase} in the step cache`)
           await got.wait(ctx.signal)
           continue // committed (a hit now), or failed (ours to build): look again
@@ -80,6 +82,8 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
         pending = got
         ctx.cleanup.defer(`step cache lock ${next.phase}`, () => pending!.abort())
       }
+      if (found) ctx.cleanup.defer('step cache use', found.release)
+      for (const e of said) ctx.emit(e)
       return {
         store,
         boundaries,
