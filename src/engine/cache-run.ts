@@ -42,8 +42,13 @@ export interface CacheRun {
   parent: { key: string; maps: Partial<Record<DriveName, ClusterMap>> } | undefined
   /** The last phase stored or restored (a failed build's hint). */
   lastGood: string | undefined
-  /** Set after a store failed: later phases are not stored (their deltas would have no parent). */
+  /** Set once caching stops (a store failed, or a later step cannot be stored): later phases are not stored. */
   off: boolean
+  /**
+   * Set when a snapshot failed to be written or committed: the ones captured after it are over a
+   * parent that is not in the store, and are dropped (those captured before it are committed).
+   */
+  broken: boolean
   /** The right to store the next boundary, taken before its phase starts. */
   next: Pending | undefined
   /** When the steps of the next boundary started (ms): its entry says how long they took. */
@@ -72,7 +77,10 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
       const next = boundaries[found ? boundaries.indexOf(found.boundary) + 1 : 0]
       let pending: Pending | undefined
       if (next) {
-        const got = await store.begin(next.key, beginOptions(ctx, next))
+        const got = await store.begin(next.key, beginOptions(ctx, next)).catch(async (e: unknown) => {
+          await found?.release() // the uncached build this turns into keeps no mark
+          throw e
+        })
         if (!('commit' in got)) {
           await found?.release()
           if (got.owner) ctx.progress(`Waiting for another build that is storing ${next.phase} in the step cache`)
@@ -91,6 +99,7 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
         parent: found ? { key: found.entry.meta.key, maps: found.maps } : undefined,
         lastGood: found?.boundary.phase,
         off: false,
+        broken: false,
         next: pending,
         since: Date.now(),
         writing: Promise.resolve(),
@@ -107,6 +116,7 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
       parent: undefined,
       lastGood: undefined,
       off: true,
+      broken: false,
       next: undefined,
       since: Date.now(),
       writing: Promise.resolve(),

@@ -70,6 +70,11 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
       // Every capture has ended (none still reads a drive) before the first failure is said.
       for (const d of got) if (d.status === 'rejected') throw d.reason
     })
+    // The previous snapshot failed to be stored while this one was read: this one has no parent.
+    if (run.broken) {
+      await discardAll(captured)
+      return await pending.abort()
+    }
     const maps: Partial<Record<DriveName, ClusterMap>> = {}
     for (const d of b.drives) maps[d] = captured[d]!.map
     const changed = b.drives.map((d) => `${d} ${formatSize(captured[d]!.changedClusters * CLUSTER_SIZE)}`)
@@ -97,8 +102,13 @@ export async function storeSnapshot(ctx: BuildContext, b: Boundary, live: LiveDr
     run.since = Date.now()
   }
   const job: SnapshotJob = { store, boundary: b, pending, captured, parent, seconds, waited: (Date.now() - t0) / 1000 }
-  // One at a time, in order: an entry is committed only after its parent.
-  run.writing = run.writing.then(() => writeSnapshot(ctx, job))
+  // One at a time, in order: an entry is committed only after its parent. writeSnapshot handles its
+  // failures; the catch is a net so that the chain never rejects.
+  run.writing = run.writing
+    .then(() => writeSnapshot(ctx, job))
+    .catch(() => {
+      run.broken = true
+    })
 }
 
 /** Waits until every snapshot taken so far is committed (or given up); never rejects. */
@@ -125,8 +135,10 @@ async function writeSnapshot(ctx: BuildContext, job: SnapshotJob): Promise<void>
   const { boundary: b, pending, captured, parent } = job
   const t0 = Date.now()
   try {
-    // Caching stopped after the capture (a failed parent, an abort): nothing more is committed.
-    if (run.off || ctx.signal.aborted) return await pending.abort()
+    // A snapshot before this one was not stored (this one would be over a parent not in the store),
+    // or the build was aborted: nothing more is committed. Caching stopped by a later step does
+    // not make this one wrong: it is committed.
+    if (run.broken || ctx.signal.aborted) return await pending.abort()
     const hashes: Record<string, string> = {}
     const writes = await Promise.allSettled(
       b.drives.map(async (d) => {
@@ -141,7 +153,7 @@ async function writeSnapshot(ctx: BuildContext, job: SnapshotJob): Promise<void>
         hashes[`${d}.qcow2`] = r.sha256
       }),
     )
-    await discardAll(captured)
+    await discardAll(captured) // before the commit reads the folder
     // Every delta has ended (none still writes into the folder) before the first failure is said.
     for (const w of writes) if (w.status === 'rejected') throw w.reason
     for (const d of b.drives) await writeFile(join(pending.dir, `${d}.map`), encodeMap(captured[d]!.map))
@@ -160,6 +172,7 @@ async function writeSnapshot(ctx: BuildContext, job: SnapshotJob): Promise<void>
     ctx.cleanup.defer(`step cache use ${b.phase}`, await job.store.use([b.key]))
     // The entry of that key holds other blocks than the ones the next capture was diffed against.
     if (!done.stored) {
+      run.broken = true
       return await stopCaching(
         ctx,
         `another snapshot of ${b.phase} is in the cache (another build stored it, or uses it)`,
@@ -175,9 +188,11 @@ async function writeSnapshot(ctx: BuildContext, job: SnapshotJob): Promise<void>
       writeSeconds: (Date.now() - t0) / 1000,
     })
   } catch (e) {
-    await discardAll(captured)
+    run.broken = true
     await pending.abort().catch(() => undefined)
     if (!ctx.signal.aborted) await stopCaching(ctx, `cannot store ${b.phase}: ${errorText(e)}`)
+  } finally {
+    await discardAll(captured).catch(() => undefined)
   }
 }
 

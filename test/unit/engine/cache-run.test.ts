@@ -424,6 +424,53 @@ describe('storeSnapshot and openCacheRun', () => {
     expect(run.lastGood).toBe('root.d')
   })
 
+  it('caching stopped by a later step keeps the snapshots still being written before it', async () => {
+    const cacheDir = cacheDirIn()
+    const a = await openBuild(cacheDir)
+    const run = await start(a)
+    // The lane is held: root.d and install.d are captured and wait there to be written.
+    let open!: () => void
+    run.writing = new Promise<void>((done) => (open = done))
+    firstPhase(a)
+    await storeSnapshot(a.ctx, B[0], a.live)
+    secondPhase(a)
+    await storeSnapshot(a.ctx, B[1], a.live)
+    // The block-device step cannot be stored (a capture that fails): caching stops meanwhile.
+    const live: LiveDrives = { files: a.live.files, sizes: { ...a.live.sizes, disk: SIZES.disk + 64 * 1024 } }
+    await storeSnapshot(a.ctx, B[2], live)
+    expect(run.off).toBe(true)
+    open()
+    await drainSnapshots(a.ctx)
+    expect(stored(a).map((e) => e.step)).toEqual(['root.d', 'install.d'])
+    expect(run.lastGood).toBe('install.d')
+    expect(entries(cacheDir)).toEqual([B[0].key, B[1].key].sort())
+    expect(warnings(a)).toHaveLength(1)
+    await end(a)
+    expect(tmpLeft(cacheDir)).toEqual([])
+  })
+
+  it('a snapshot that fails to be written drops the ones captured after it (they have no parent), with one warning', async () => {
+    const cacheDir = cacheDirIn()
+    const a = await openBuild(cacheDir)
+    const run = await start(a)
+    let open!: () => void
+    run.writing = new Promise<void>((done) => (open = done))
+    firstPhase(a)
+    await storeSnapshot(a.ctx, B[0], a.live)
+    secondPhase(a)
+    await storeSnapshot(a.ctx, B[1], a.live)
+    // root.d's folder disappears before its delta is written: its write fails.
+    execFileSync('rm', ['-rf', join(cacheDir, 'v1', 'tmp')])
+    open()
+    await drainSnapshots(a.ctx)
+    expect(stored(a)).toEqual([])
+    expect(run).toMatchObject({ off: true, broken: true, lastGood: undefined })
+    expect(warnings(a)).toHaveLength(1)
+    expect(warnings(a)[0]).toMatch(/^step cache: cannot store root\.d: /)
+    await end(a)
+    expect(entries(cacheDir)).toEqual([])
+  })
+
   it('a delta that fails (a drive of another size than stated): a warning, the build goes on uncached', async () => {
     const cacheDir = cacheDirIn()
     const a = await openBuild(cacheDir)
