@@ -192,6 +192,20 @@ function qemuInfo(file: string): Record<string, unknown> {
   >
 }
 
+/**
+ * Holds the build's write lane, then captures root.d and install.d, which wait there to be written;
+ * returns what lets the lane go.
+ */
+async function capturedBehindHeldLane(a: Build, run: CacheRun): Promise<() => void> {
+  let open!: () => void
+  run.writing = new Promise<void>((done) => (open = done))
+  firstPhase(a)
+  await storeSnapshot(a.ctx, B[0], a.live)
+  secondPhase(a)
+  await storeSnapshot(a.ctx, B[1], a.live)
+  return open
+}
+
 /** A build that stores root.d and install.d, then ends; returns it. */
 async function coldBuild(cacheDir: string, upTo = 2): Promise<Build> {
   const a = await openBuild(cacheDir)
@@ -428,13 +442,7 @@ describe('storeSnapshot and openCacheRun', () => {
     const cacheDir = cacheDirIn()
     const a = await openBuild(cacheDir)
     const run = await start(a)
-    // The lane is held: root.d and install.d are captured and wait there to be written.
-    let open!: () => void
-    run.writing = new Promise<void>((done) => (open = done))
-    firstPhase(a)
-    await storeSnapshot(a.ctx, B[0], a.live)
-    secondPhase(a)
-    await storeSnapshot(a.ctx, B[1], a.live)
+    const open = await capturedBehindHeldLane(a, run)
     // The block-device step cannot be stored (a capture that fails): caching stops meanwhile.
     const live: LiveDrives = { files: a.live.files, sizes: { ...a.live.sizes, disk: SIZES.disk + 64 * 1024 } }
     await storeSnapshot(a.ctx, B[2], live)
@@ -453,12 +461,7 @@ describe('storeSnapshot and openCacheRun', () => {
     const cacheDir = cacheDirIn()
     const a = await openBuild(cacheDir)
     const run = await start(a)
-    let open!: () => void
-    run.writing = new Promise<void>((done) => (open = done))
-    firstPhase(a)
-    await storeSnapshot(a.ctx, B[0], a.live)
-    secondPhase(a)
-    await storeSnapshot(a.ctx, B[1], a.live)
+    const open = await capturedBehindHeldLane(a, run)
     // root.d's folder disappears before its delta is written: its write fails.
     execFileSync('rm', ['-rf', join(cacheDir, 'v1', 'tmp')])
     open()
