@@ -6,6 +6,7 @@ import { phaseEnvironment, type EnvSource, type Where } from '../elements/enviro
 import { listEnvironmentFiles, listPhaseScripts, type SkipReason } from '../elements/hooks.js'
 import { PHASES } from '../phases/registry.js'
 import { forecastCache } from '../engine/cache-run.js'
+import { cacheBoundaries } from '../engine/layer.js'
 import type { StepInfo, StepPart } from '../engine/pipeline.js'
 import type { BuildPlan } from '../engine/plan.js'
 import { planSteps } from '../engine/steps.js'
@@ -130,7 +131,7 @@ const REASONS: Record<SkipReason, string> = {
 export async function describePlanWithCache(plan: BuildPlan): Promise<DryRunReport> {
   const report = describePlan(plan)
   if (!plan.cache) return report
-  const f = await forecastCache(plan, planSteps(plan))
+  const f = await forecastCache(plan, planSteps(plan), await cacheBoundaries(plan))
   const reuse = f.resume ? f.all.slice(0, f.all.indexOf(f.resume) + 1).map((b) => b.phase) : []
   return {
     ...report,

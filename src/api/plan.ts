@@ -16,7 +16,7 @@ import { resolveEnvvars, type EnvInputs } from '../elements/environment.js'
 import { planHooksTree } from '../elements/hooks.js'
 import { UsageError } from '../errors.js'
 import { resolvePython } from '../host/python.js'
-import { freezePlan, rootFsUuidFrom, type BuildPlan, type PlanSeed } from '../engine/plan.js'
+import { freezePlan, rootFsUuidFrom, type BuildPlan, type PlanLayer, type PlanSeed } from '../engine/plan.js'
 import { resolveFormats, resolveOutputSettings } from '../outputs/registry.js'
 import { hostArch } from '../util/host-arch.js'
 import { DEFAULT_CACHE_MAX_SIZE, DEFAULT_FORMATS, DEFAULT_SIZE, defaultCacheDir, type BuildOptions } from './options.js'
@@ -81,7 +81,7 @@ function checkWritableDir(dir: string): void {
  * Checks a request and plans it. The plan is frozen; its root file system UUID is random unless
  * `seed` is given (two plans of the same request with the same seed are equal).
  */
-export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): BuildPlan {
+export function planBuild(options: BuildOptions, { seed, layer }: PlanSeed = {}): BuildPlan {
   // A copy: the plan is frozen, and must not change when the caller's environment does.
   const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env) }
   const warnings: string[] = []
@@ -180,7 +180,8 @@ export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): Build
     cache === undefined
       ? undefined
       : `step-cache\0${JSON.stringify([resolution.elements.map((e) => e.name), fsType, arch, options.rootLabel ?? null])}`
-  const rootFsUuid = rootFsUuidFrom(seed ?? cacheSeed)
+  // A layer restored after its base's block-device step has the base's file systems.
+  const rootFsUuid = layer && startsAfterLayout(layer) ? layer.base.rootFsUuid : rootFsUuidFrom(seed ?? cacheSeed)
   const rootParams: RootParams = {
     diskSize: size,
     fsType,
@@ -273,7 +274,14 @@ export function planBuild(options: BuildOptions, { seed }: PlanSeed = {}): Build
     warnings,
     cache,
     rebuildFrom,
+    layer,
   })
+}
+
+/** The layer starts after the block-device step (it restores the base's disk). */
+function startsAfterLayout(layer: PlanLayer): boolean {
+  if (layer.from === undefined) return false
+  return PHASE_STEP_NAMES.indexOf(layer.from) > PHASE_STEP_NAMES.indexOf('block-device')
 }
 
 /** --rebuild-from as the step name the cache keys (`install` → `install.d`), or a one-line error. */

@@ -318,6 +318,7 @@ export function parseBatch(text: string, baseDir: string, source: string): Batch
   // Every build with a usable name is planned, complete or not: its layers then name something.
   const nodes: BuildNode[] = []
   const builds: BatchBuild[] = []
+  const layerOwn = new Map<number, Partial<Record<FileKey, unknown>>>()
   list.forEach((raw, index) => {
     const at = `builds[${index}]`
     if (!isMap(raw)) {
@@ -328,7 +329,8 @@ export function parseBatch(text: string, baseDir: string, source: string): Batch
     const written = raw['name']
     if (written === undefined) problems.push(`${at}: no name`)
     let complete = true
-    for (const key of REQUIRED) {
+    // A layer has its base's: that one is checked.
+    for (const key of own.base === undefined ? REQUIRED : []) {
       if (own.values[key] !== undefined || defaults.values[key] !== undefined) continue
       complete = false
       // An invalid value is reported already.
@@ -341,7 +343,10 @@ export function parseBatch(text: string, baseDir: string, source: string): Batch
     const options = { ...defaults.values, ...own.values } as BuildOptions & { name: string }
     const base = own.base !== undefined ? { base: own.base } : {}
     nodes.push({ index, name: written, outputPath: options.name, ...base, outputs: outputsOf(options) })
-    if (complete) builds.push({ index, name: written, ...base, options })
+    if (complete) {
+      builds.push({ index, name: written, ...base, options })
+      layerOwn.set(index, own.values)
+    }
   })
 
   const graph = checkBuildGraph(nodes, baseDir)
@@ -352,7 +357,29 @@ export function parseBatch(text: string, baseDir: string, source: string): Batch
     const base = graph.bases.get(b.index)
     return base === undefined ? b : { ...b, base }
   })
-  return { source, builds: orderBuilds(resolved) }
+  return { source, builds: withBaseOptions(orderBuilds(resolved), layerOwn) }
+}
+
+/**
+ * A layer's options: its base's (already resolved: bases come first), then its own keys; its
+ * elements are the base's followed by its own.
+ */
+function withBaseOptions(
+  ordered: readonly BatchBuild[],
+  own: ReadonlyMap<number, Partial<Record<FileKey, unknown>>>,
+): BatchBuild[] {
+  const done = new Map<string, BatchBuild>()
+  return ordered.map((b) => {
+    const base = b.base === undefined ? undefined : done.get(b.base)
+    let out = b
+    if (base !== undefined) {
+      const mine = (own.get(b.index) ?? {}) as Partial<BuildOptions>
+      const elements = [...base.options.elements, ...(mine.elements ?? [])]
+      out = { ...b, options: { ...base.options, ...mine, elements: [...new Set(elements)] } }
+    }
+    done.set(b.name, out)
+    return out
+  })
 }
 
 /** {@link parseBatch} of a file: relative paths are relative to the file's folder. */

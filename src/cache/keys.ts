@@ -404,3 +404,16 @@ export function diffInputs(want: Readonly<Record<string, string>>, have: Readonl
   const names = new Set([...Object.keys(want), ...Object.keys(have)])
   return [...names].filter((n) => want[n] !== have[n]).sort()
 }
+
+/**
+ * `keys` chained anew from `parent` (their inputs kept): a batch layer's own steps, which follow
+ * its base's key of the step before them instead of its own.
+ */
+export function rechainKeys(keys: readonly StepKey[], parent: string): StepKey[] {
+  return keys.map((k) => {
+    const key = sha256(canonicalJson([KEY_SCHEME, parent, k.step, k.inputs]))
+    const out = { ...k, key, parent }
+    parent = key
+    return out
+  })
+}

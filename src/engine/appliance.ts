@@ -1,6 +1,6 @@
 // The appliance of a build: created, given its drives and launched here (the only place that
 // launches), then the build root and the aux tree are set up in it. One function per step.
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { statfs } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
@@ -18,6 +18,7 @@ import { runTool } from '../host/spawn.js'
 import { extraPackages } from '../phases/extra-packages.js'
 import { formatSize } from '../util/sizes.js'
 import { hooksAfter } from './cache-boundaries.js'
+import { PHASE_HOOKS } from '../cache/keys.js'
 import { restoreDrive } from './snapshot.js'
 import type { BuildContext } from './context.js'
 import { writeLayoutState } from './image.js'
@@ -306,7 +307,7 @@ async function refreshAux(ctx: BuildContext, auxDir: string): Promise<void> {
     await ctx.g.shOutside(`rm -f ${rm.join(' ')}`, { errexit: true, signal: ctx.signal })
   }
   const paths = [
-    ...[...later].map((h) => `${L.AUX_TREE.hooks}/${h}`),
+    ...(run.fromBase ? layerHooks(auxDir, later) : [...later].map((h) => `${L.AUX_TREE.hooks}/${h}`)),
     L.AUX_TREE.runners,
     `${L.AUX_TREE.blockdev}/plan`,
     L.AUX_TREE.blockdevConfig,
@@ -317,6 +318,19 @@ async function refreshAux(ctx: BuildContext, auxDir: string): Promise<void> {
   await runTool('tar', ['-C', auxDir, '--owner=0', '--group=0', '-cf', tarball, ...paths], { signal: ctx.signal })
   await ctx.g.tarIn(tarball, L.AUX, {}, { signal: ctx.signal })
 }
+
+/**
+ * A layer resumed from its base's snapshot: every part of its hooks tree but the phases already
+ * run — its elements' environment.d, bin/ and other files too (the base's elements' are the same).
+ */
+function layerHooks(auxDir: string, later: ReadonlySet<string>): string[] {
+  const hooks = L.onHost(auxDir, L.AUX_TREE.hooks)
+  return readdirSync(hooks)
+    .filter((n) => later.has(n) || !PHASE_HOOKS_SET.has(n))
+    .map((n) => `${L.AUX_TREE.hooks}/${n}`)
+}
+
+const PHASE_HOOKS_SET: ReadonlySet<string> = new Set(PHASE_HOOKS)
 
 /** Mounts the aux drive (and the helper drive) into the image root mounted at /. */
 export async function mountAux(ctx: BuildContext, first = false): Promise<void> {

@@ -3,7 +3,7 @@
 // keys themselves are src/cache/keys.ts's; this adds what only the engine knows (the appliance,
 // virt-dib's guest-side files, the table).
 import { DIB_BLOCK_DEVICE_SCRIPT } from '../blockdev/getval.js'
-import { hashContents, hashTree, PHASE_STEP_NAMES, stepKeys, type StepKeyOptions } from '../cache/keys.js'
+import { hashContents, hashTree, PHASE_STEP_NAMES, stepKeys, type StepKey, type StepKeyOptions } from '../cache/keys.js'
 import { listPhaseScripts } from '../elements/hooks.js'
 import { Guestfs } from '../guestfs/index.js'
 import { applianceCacheKey } from '../host/appliance.js'
@@ -88,12 +88,17 @@ export async function keyOptions(plan: BuildPlan): Promise<StepKeyOptions> {
 /**
  * The boundaries of `table` (the plan's steps without the cache): after every cached phase that
  * runs a script, and after the block-device step. A phase without scripts changes nothing a
- * snapshot would keep: its key still chains into the next one.
+ * snapshot would keep: its key still chains into the next one. `keys`: a batch layer's (layer.ts).
  */
-export function planBoundaries(plan: BuildPlan, table: readonly StepInfo[], o: StepKeyOptions): Boundary[] {
+export function planBoundaries(
+  plan: BuildPlan,
+  table: readonly StepInfo[],
+  o: StepKeyOptions,
+  keys: readonly StepKey[] = stepKeys(plan, table, o),
+): Boundary[] {
   const names = table.map((s) => s.name)
   const layoutAt = names.indexOf('block-device')
-  return stepKeys(plan, table, o)
+  return keys
     .filter((k) => k.boundary && runsScripts(plan, table, k.step))
     .map((k) => ({
       after: k.step,

@@ -55,15 +55,22 @@ export interface CacheRun {
   since: number
   /** The snapshots being written and committed, in order (snapshot.ts); never rejects. */
   writing: Promise<void>
+  /** A batch layer resumed from its base's snapshot: its whole hooks tree replaces the base's. */
+  fromBase: boolean
 }
 
 /**
  * Finds the deepest boundary whose snapshot (with its whole chain) is in the store and intact,
  * emitting a cache-hit for it and a cache-miss (with its reason) for the first boundary after,
  * and takes the right to store that one. If another build is storing it right now, waits for its
- * commit (then looks again: it is a hit) or its failure (then this build stores it).
+ * commit (then looks again: it is a hit) or its failure (then this build stores it). Undefined
+ * when the run would not reach `mustReach` boundaries restored (a layer's base prefix).
  */
-export async function openCacheRun(ctx: BuildContext, boundaries: readonly Boundary[]): Promise<CacheRun> {
+export async function openCacheRun(
+  ctx: BuildContext,
+  boundaries: readonly Boundary[],
+  o: { mustReach?: number } = {},
+): Promise<CacheRun | undefined> {
   const settings = ctx.plan.cache!
   try {
     const store = await openStore(settings.dir, {
@@ -74,7 +81,13 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
       // Said once the lookup is final: after a wait for another build it runs again.
       const said: EventInput[] = []
       const found = await deepestHit({ plan: ctx.plan, emit: (e) => said.push(e) }, store, boundaries)
-      const next = boundaries[found ? boundaries.indexOf(found.boundary) + 1 : 0]
+      const reached = found ? boundaries.indexOf(found.boundary) + 1 : 0
+      if (reached < (o.mustReach ?? 0)) {
+        // A layer whose base's snapshot is gone: it must not build the base's steps under their keys.
+        await found?.release()
+        return undefined
+      }
+      const next = boundaries[reached]
       let pending: Pending | undefined
       if (next) {
         const got = await store.begin(next.key, beginOptions(ctx, next)).catch(async (e: unknown) => {
@@ -103,6 +116,7 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
         next: pending,
         since: Date.now(),
         writing: Promise.resolve(),
+        fromBase: (o.mustReach ?? 0) > 0,
       }
     }
   } catch (e) {
@@ -120,6 +134,7 @@ export async function openCacheRun(ctx: BuildContext, boundaries: readonly Bound
       next: undefined,
       since: Date.now(),
       writing: Promise.resolve(),
+      fromBase: false,
     }
   }
 }
@@ -266,9 +281,13 @@ export interface CacheForecast {
 }
 
 /** The cache lookup of a build, without a build: creates nothing (a missing folder: nothing cached). */
-export async function forecastCache(plan: BuildPlan, table: readonly StepInfo[]): Promise<CacheForecast> {
+export async function forecastCache(
+  plan: BuildPlan,
+  table: readonly StepInfo[],
+  given?: readonly Boundary[],
+): Promise<CacheForecast> {
   const settings = plan.cache!
-  const boundaries = planBoundaries(plan, table, await keyOptions(plan))
+  const boundaries = given ?? planBoundaries(plan, table, await keyOptions(plan))
   const events: EventInput[] = []
   const found = existsSync(join(settings.dir, `v${STORE_VERSION}`))
     ? await deepestHit({ plan, emit: (e) => events.push(e) }, await openStore(settings.dir), boundaries, false)

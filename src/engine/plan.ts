@@ -85,6 +85,22 @@ export interface BuildPlan {
   readonly cache: { readonly dir: string; readonly maxSize: number; readonly maxAgeMs: number | undefined } | undefined
   /** --rebuild-from as a cached step name (`install.d`, `block-device`): no snapshot from it on is reused. */
   readonly rebuildFrom: string | undefined
+  /** A batch layer over another build (`base:`): see {@link PlanLayer}. */
+  readonly layer: PlanLayer | undefined
+}
+
+/**
+ * A batch layer: a build of its base's elements and its own that starts from the base's snapshot
+ * of the step before `from` (its first step whose inputs differ from the base's, the element list
+ * aside: src/engine/layer.ts). Its steps before `from` are the base's, under the base's keys; from
+ * there on every step runs with the layer's whole element set, as a flat build. `from` undefined:
+ * the first step differs already, and the layer is built flat.
+ */
+export interface PlanLayer {
+  readonly base: BuildPlan
+  /** The base's name in the batch (its label). */
+  readonly baseName: string
+  readonly from: string | undefined
 }
 
 /** What a plan can be given besides the request. */
@@ -94,6 +110,8 @@ export interface PlanSeed {
    * of being random: two plans of the same request with the same seed are equal.
    */
   seed?: string
+  /** Makes the plan a batch layer (src/api/plan-layer.ts decides `from`). */
+  layer?: PlanLayer
 }
 
 /** The root file system UUID: a version-4-shaped UUID from the seed, or a random one. */

@@ -9,6 +9,7 @@ import { runPipeline } from './pipeline.js'
 import type { BuildPlan } from './plan.js'
 import { keyOptions, planBoundaries } from './cache-boundaries.js'
 import { openCacheRun } from './cache-run.js'
+import { basePrefixLength, cacheBoundaries } from './layer.js'
 import { drainSnapshots } from './snapshot.js'
 import { planSteps, type BuildStep } from './steps.js'
 
@@ -47,9 +48,22 @@ async function stepTable(ctx: BuildContext): Promise<BuildStep[]> {
   const { plan } = ctx
   const table = planSteps(plan)
   if (!plan.cache) return table
-  const boundaries = planBoundaries(plan, table, await keyOptions(plan))
-  ctx.cache = await openCacheRun(ctx, boundaries)
-  return planSteps(plan, { boundaries, resume: ctx.cache.resume?.boundary })
+  let boundaries = await cacheBoundaries(plan)
+  const prefix = basePrefixLength(plan, boundaries)
+  let run = await openCacheRun(ctx, boundaries, { mustReach: prefix })
+  if (run === undefined) {
+    const layer = plan.layer!
+    ctx.emit({
+      kind: 'warning',
+      text: `the step cache holds no snapshot of ‘${layer.baseName}’ before ${layer.from}: built with every step, as a flat build`,
+    })
+    boundaries = planBoundaries(plan, table, await keyOptions(plan))
+    run = (await openCacheRun(ctx, boundaries))!
+  } else if (prefix > 0) {
+    ctx.emit({ kind: 'info', text: `Layer over ‘${plan.layer!.baseName}’: its steps run from ${plan.layer!.from} on` })
+  }
+  ctx.cache = run
+  return planSteps(plan, { boundaries, resume: run.resume?.boundary })
 }
 
 function announce(ctx: BuildContext): void {

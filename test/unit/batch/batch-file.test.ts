@@ -169,6 +169,33 @@ builds:
     ])
   })
 
+  it('a layer has its base’s options under its own keys, and the base’s elements before its own', () => {
+    const spec = parse(`
+defaults:
+  libPath: /lib
+  elementPaths: [/elements]
+  formats: [qcow2]
+builds:
+  - { name: web, base: debian, elements: [nginx, vm], formats: [tar] }
+  - { name: debian, elements: [debian, vm], size: 3G, envvars: [DIB_RELEASE=bookworm] }
+  - { name: web-big, base: web, size: 8G }
+`)
+    const by = new Map(spec.builds.map((b) => [b.name, b.options]))
+    expect(by.get('web')).toMatchObject({
+      elements: ['debian', 'vm', 'nginx'],
+      size: 3 * 1024 ** 3,
+      formats: ['tar'],
+      envvars: [{ name: 'DIB_RELEASE', value: 'bookworm' }],
+      name: join(DIR, 'web'),
+    })
+    expect(by.get('web-big')).toMatchObject({
+      elements: ['debian', 'vm', 'nginx'],
+      size: 8 * 1024 ** 3,
+      formats: ['tar'],
+    })
+    expect(by.get('debian')!.formats).toEqual(['qcow2'])
+  })
+
   it('load from a YAML file, and a file that cannot be read is a BatchFileError', () => {
     const dir = tempDir('vdib-batch-')
     const path = join(dir, 'ci.yaml')

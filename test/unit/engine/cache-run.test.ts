@@ -127,7 +127,7 @@ async function end(b: Build): Promise<void> {
 }
 
 async function start(b: Build): Promise<CacheRun> {
-  b.ctx.cache = await openCacheRun(b.ctx, B)
+  b.ctx.cache = (await openCacheRun(b.ctx, B))!
   return b.ctx.cache
 }
 
