@@ -29,6 +29,8 @@ export interface Boundary {
   readonly inputs: Readonly<Record<string, string>>
   /** The drives holding the build then: the tree until the block-device step, the image's disk after. */
   readonly drives: readonly DriveName[]
+  /** A batch layer's boundary that is its base's (the base's name): restored, never stored by the layer. */
+  readonly base?: string
 }
 
 /** The hook folders of the phases after `phase` (a boundary's), in run order. */

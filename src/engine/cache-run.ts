@@ -162,7 +162,11 @@ async function deepestHit(
     }
     const entry = await store.lookup(b.key, maxAge !== undefined ? { maxAgeMs: maxAge } : {})
     if (!entry) {
-      miss = { kind: 'cache-miss', step: b.phase, reason: await missReason(store, b, hits.length === 0, maxAge) }
+      const layer = b.base === undefined && hits.at(-1) !== undefined && boundaries[hits.length - 1]?.base
+      const reason = layer
+        ? `the first phase of this layer over ‘${layer}’`
+        : await missReason(store, b, hits.length === 0, maxAge)
+      miss = { kind: 'cache-miss', step: b.phase, reason }
       break
     }
     hits.push(entry)

@@ -87,14 +87,16 @@ export async function effectiveKeys(plan: BuildPlan, o?: StepKeyOptions): Promis
 /** The step-cache boundaries of a plan, a layer's included (its base's first). */
 export async function cacheBoundaries(plan: BuildPlan): Promise<Boundary[]> {
   const o = await keyOptions(plan)
-  return planBoundaries(plan, planSteps(plan), o, await effectiveKeys(plan, o))
+  const table = planSteps(plan)
+  const all = planBoundaries(plan, table, o, await effectiveKeys(plan, o))
+  const layer = plan.layer
+  if (layer?.from === undefined) return all
+  const order = table.map((s) => s.name)
+  const at = order.indexOf(layer.from)
+  return all.map((b) => (order.indexOf(b.after) < at ? { ...b, base: layer.baseName } : b))
 }
 
 /** How many of a layer's boundaries are its base's (restored, never stored by the layer). */
-export function basePrefixLength(plan: BuildPlan, boundaries: readonly Boundary[]): number {
-  const from = plan.layer?.from
-  if (from === undefined) return 0
-  const order = planSteps(plan).map((s) => s.name)
-  const at = order.indexOf(from)
-  return boundaries.filter((b) => order.indexOf(b.after) < at).length
+export function basePrefixLength(boundaries: readonly Boundary[]): number {
+  return boundaries.filter((b) => b.base !== undefined).length
 }

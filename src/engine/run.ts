@@ -49,7 +49,7 @@ async function stepTable(ctx: BuildContext): Promise<BuildStep[]> {
   const table = planSteps(plan)
   if (!plan.cache) return table
   let boundaries = await cacheBoundaries(plan)
-  const prefix = basePrefixLength(plan, boundaries)
+  const prefix = basePrefixLength(boundaries)
   let run = await openCacheRun(ctx, boundaries, { mustReach: prefix })
   if (run === undefined) {
     const layer = plan.layer!
