@@ -42,7 +42,12 @@ export const ENV_TABLE: Readonly<Record<string, EnvRule>> = Object.freeze({
   ),
   DIB_OFFLINE: keyed('--no-network'),
   DIB_DEBUG_TRACE: keyed('--debug: elements may do more than trace under it'),
-  DIB_CHECKSUM: keyed('--checksum'),
+  // Only diskimage-builder's own finish (lib/common-functions) reads it, never an element: builds
+  // that differ in --checksum share their tree; the disk steps still count it.
+  DIB_CHECKSUM: {
+    class: 'block-device',
+    why: '--checksum: read by no element (the checksum files are an output step)',
+  },
   DIB_ROOT_LABEL: keyed("the layout's root label (getval, seen from root.d)"),
   DIB_IMAGE_ROOT_FS_UUID: {
     class: 'block-device',

@@ -195,6 +195,15 @@ describe('step keys', () => {
     expect(changed(c, d)).toEqual([...TREE_STEPS, ...DISK_STEPS])
   })
 
+  it('--checksum and --formats keep the tree phases: builds differing in them share their tree', () => {
+    const { tmp, elements } = elementCopy()
+    const a = keys(plan(tmp, elements, { checksum: false, formats: ['qcow2'] }), { buildInPlace: false })
+    const b = keys(plan(tmp, elements, { checksum: true, formats: ['tar', 'raw'] }), { buildInPlace: false })
+    // DIB_CHECKSUM is seen by the phases from block-device.d on (of those, the ones with scripts).
+    expect(TREE_STEPS.filter((s) => changed(a, b).includes(s))).toEqual([])
+    expect(changed(a, b)).toContain('finalise.d')
+  })
+
   it('an --envvar value changes the keys of the phases; the inputs hold its hash, never the value', () => {
     const { tmp, elements } = elementCopy()
     const secret = 'hunter2-not-in-the-metadata'
