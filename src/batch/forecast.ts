@@ -83,7 +83,10 @@ export async function forecastBatch(planned: readonly PlannedBuild[], deps: Fore
       outputs: describePlan(plan).outputs,
       cacheDir: plan.cache?.dir,
       phases,
-      ...(store.miss && phases.some((p) => p.fate.kind === 'built') ? { miss: store.miss } : {}),
+      // The store's first miss, when this build is the one to run it (not when an earlier build of the batch does).
+      ...(store.miss && phases.find((p) => p.phase === store.miss!.step)?.fate.kind === 'built'
+        ? { miss: store.miss }
+        : {}),
     })
   }
   return { builds, phases: { total, built } }
