@@ -6,6 +6,7 @@ const PROLOGUE = `virt-dib: run diskimage-builder elements to generate images
 
  virt-dib -B DIB-LIB -p ELEMENTS-PATH elements...
  virt-dib cache list|prune ...   (the step cache: virt-dib cache --help)
+ virt-dib batch FILE [-j N] ...  (many builds from one file: virt-dib batch --help)
 
 A short summary of the options is given below.  For detailed help please
 read the man page virt-dib(1) and this project's README.

@@ -62,12 +62,24 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
   }
 }
 
-/** `virt-dib VERB …` (verbs.ts): only `cache` exists so far. */
+/** `virt-dib VERB …` (verbs.ts): `cache` and `batch` exist so far. */
 async function verb(name: string, args: string[]): Promise<number> {
   const missing = notAvailable(name)
   if (missing) throw missing
-  const { runCacheVerb } = await import('./cache-command.js')
   const color = reportState.color
+  if (name === 'batch') {
+    reportState.debug = args.some((a) => a === '-v' || a === '--verbose')
+    const { runBatchVerb } = await import('./batch-command.js')
+    return runBatchVerb(args, {
+      out: process.stdout,
+      color,
+      setSession: (controller) => (session = controller ? { controller } : undefined),
+      exit: (reason) => process.exit(report(reason, reportState.color, reportState.debug)),
+      onForced: () => (exitNow = true),
+      hardExitMs: HARD_EXIT_MS,
+    })
+  }
+  const { runCacheVerb } = await import('./cache-command.js')
   return runCacheVerb(args, {
     out: process.stdout,
     env: process.env,
@@ -185,7 +197,13 @@ function report(e: unknown, color: boolean, debug: boolean): number {
     return e.exitCode
   }
   if (e instanceof VirtDibError) {
-    err(`${PROG}: error: ${e.message}`)
+    // A message listing several problems (a batch file's) says error on each line.
+    err(
+      e.message
+        .split('\n')
+        .map((l) => `${PROG}: error: ${l}`)
+        .join('\n'),
+    )
     if (e.hint) process.stderr.write(`${PROG}: ${e.hint}\n`)
     if (debug && e.cause) process.stderr.write(`${String((e.cause as Error).stack ?? (e.cause as unknown))}\n`)
     return e.exitCode

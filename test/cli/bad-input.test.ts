@@ -701,8 +701,8 @@ const rows: Row[] = [
   },
   {
     path: 'verbs: one not in this version',
-    args: () => ['batch', 'builds.yaml'],
-    error: /^‘batch’ \(many builds from one file, in parallel\) is not available in this version$/,
+    args: () => ['worker'],
+    error: /^‘worker’ \(builds taken from a job queue\) is not available in this version$/,
   },
   {
     path: 'verbs: cache without a command',

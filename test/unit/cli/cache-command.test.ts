@@ -176,8 +176,9 @@ describe('verbs', () => {
     expect(isVerb('demo-os')).toBe(false)
     expect(isVerb(undefined)).toBe(false)
     expect(notAvailable('cache')).toBeUndefined()
-    expect(notAvailable('batch')?.message).toBe(
-      '‘batch’ (many builds from one file, in parallel) is not available in this version',
+    expect(notAvailable('batch')).toBeUndefined()
+    expect(notAvailable('worker')?.message).toBe(
+      '‘worker’ (builds taken from a job queue) is not available in this version',
     )
     // Anywhere but first, a verb is an element name.
     expect(parseArgv(['-B', 'lib', 'cache', 'boot']).elements).toEqual(['cache', 'boot'])
