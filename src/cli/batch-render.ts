@@ -194,10 +194,16 @@ export function phaseRange(steps: readonly string[]): string {
   return steps.length > 1 ? `${steps[0]} … ${steps.at(-1)}` : steps[0]!
 }
 
-/** A failed build's error, on one line (the summary's line under it). */
+/** Lines of a failed script's output the summary repeats. */
+const TAIL_LINES = 5
+
+/** A failed build's error, in a few lines (the summary's lines under it). */
 export function describeFailure(e: unknown): string[] {
   if (e instanceof ScriptError) {
     const lines = [`error: ${e.message}${e.where === 'chroot' ? ' (in the image chroot)' : ''}`]
+    // On the live block the script's output was never shown: its last lines say what went wrong.
+    const tail = e.outputTail.slice(-TAIL_LINES)
+    if (tail.length > 0) lines.push(`last lines of ${e.hook}/${e.script}:`, ...tail.map((l) => `  ${l}`))
     if (e.logPath) lines.push(`the full log is in ${e.logPath}`)
     return lines
   }
