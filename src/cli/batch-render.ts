@@ -71,10 +71,10 @@ export function createBatchRenderer(o: BatchRenderOptions): BatchRenderer {
 
   const block = (): string[] => {
     const now = Date.now()
-    const cols = Math.max(20, (o.out.columns ?? 80) - 1) // a wrapped line would break the count
+    const cols = Math.max(20, (o.out.columns || 80) - 1) // a wrapped line would break the count; 0: unknown
     const lines = [...running.values()].map((r) => {
       const elapsed = `${((now - r.startedAt) / 1000).toFixed(1).padStart(6)} s`
-      const room = cols - width - elapsed.length - 4
+      const room = Math.min(48, cols - width - elapsed.length - 4) // elapsed near the phase on a wide terminal
       const doing = r.doing.length > room ? `${r.doing.slice(0, Math.max(0, room - 1))}…` : r.doing
       return `${r.name.padEnd(width)}  ${doing.padEnd(Math.max(0, room))}  ${elapsed}`.slice(0, cols)
     })
