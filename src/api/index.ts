@@ -18,3 +18,4 @@ export { buildMany, BatchPlanError, planBatch, type PlannedBuild, type RunPlan }
 export { defaultConcurrency } from '../batch/concurrency.js'
 export { forecastBatch, formatBatchForecast, type BatchForecast } from '../batch/forecast.js'
 export type { BatchEvent, BuildManyOptions, BuildOutcome, ManyBuild } from '../batch/types.js'
+export { BatchFileError, loadBatchFile, parseBatch, type BatchBuild, type BatchSpec } from '../batch/batch-file.js'
