@@ -11,7 +11,7 @@ import { createBatchRenderer, formatSummary } from './batch-render.js'
 import { describeSystemError, openMachineChannel, type MachineChannel } from './channel.js'
 import { createInterrupts, type StopSignal } from './interrupt.js'
 import { durationOption, sizeOption } from './options.js'
-import { GetoptError } from './parse.js'
+import { GetoptError, getoptText } from './parse.js'
 
 export const BATCH_USAGE = `virt-dib batch: many builds from one file, in parallel, sharing what they have in common
 
@@ -148,17 +148,7 @@ export function parseBatchArgs(args: readonly string[]): BatchFlags {
     program.parse(rest, { from: 'user' })
   } catch (e) {
     if (!(e instanceof CommanderError)) throw e
-    const unknown = /unknown option '([^']+)'/.exec(e.message)
-    if (unknown) throw usage(`batch: unrecognized option '${unknown[1]}'`)
-    const missing = /option '([^']+)' argument missing/.exec(e.message)
-    if (missing) {
-      const key = missing[1]!
-        .split(/[ ,]+/)
-        .filter((k) => k.startsWith('-'))
-        .pop()
-      throw usage(`batch: option '${key}' requires an argument`)
-    }
-    throw usage(`batch: ${e.message.replace(/^error: /, '')}`)
+    throw usage(`batch: ${getoptText(e)}`)
   }
   const o = program.opts<Record<string, string | true | undefined>>()
   flags.help = o['help'] === true

@@ -108,20 +108,23 @@ export function parseArgv(args: readonly string[]): ParsedArgs {
   try {
     program.parse(normalizeArgv(args), { from: 'user' })
   } catch (e) {
-    if (e instanceof CommanderError) {
-      const unknown = /unknown option '([^']+)'/.exec(e.message)
-      if (unknown) throw new GetoptError(`unrecognized option '${unknown[1]}'`)
-      const missing = /option '([^']+)' argument missing/.exec(e.message)
-      if (missing) {
-        const key = missing[1]!
-          .split(/[ ,]+/)
-          .filter((k) => k.startsWith('-'))
-          .pop()
-        throw new GetoptError(`option '${key}' requires an argument`)
-      }
-      throw new GetoptError(e.message.replace(/^error: /, ''))
-    }
+    if (e instanceof CommanderError) throw new GetoptError(getoptText(e))
     throw e
   }
   return { flags, elements }
+}
+
+/** A commander error as getopt words it (`unrecognized option '--x'`), as the original says them. */
+export function getoptText(e: CommanderError): string {
+  const unknown = /unknown option '([^']+)'/.exec(e.message)
+  if (unknown) return `unrecognized option '${unknown[1]}'`
+  const missing = /option '([^']+)' argument missing/.exec(e.message)
+  if (missing) {
+    const key = missing[1]!
+      .split(/[ ,]+/)
+      .filter((k) => k.startsWith('-'))
+      .pop()
+    return `option '${key}' requires an argument`
+  }
+  return e.message.replace(/^error: /, '')
 }

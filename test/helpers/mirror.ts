@@ -16,3 +16,14 @@ export function hostMirror(): string {
   }
   return 'http://deb.debian.org/debian'
 }
+
+/** The --envvar list of the slow tests' Debian builds: bookworm from this machine's mirror. */
+export function debianEnvvars(): { name: string; value: string }[] {
+  const mirror = hostMirror()
+  return [
+    { name: 'DIB_RELEASE', value: 'bookworm' },
+    { name: 'DIB_DISTRIBUTION_MIRROR', value: mirror },
+    { name: 'DIB_DEBIAN_SECURITY_MIRROR', value: `${mirror}-security` },
+    { name: 'DIB_DEBIAN_SECURITY_SUBPATH', value: '-security' },
+  ]
+}

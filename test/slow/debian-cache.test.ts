@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build, type BuildEvent, type BuildOptions, type BuildResult } from '../../src/index.js'
 import { openStore } from '../../src/cache/store.js'
 import { DIB_ELEMENTS, DIB_LIB } from '../helpers/cli.js'
-import { hostMirror } from '../helpers/mirror.js'
+import { debianEnvvars } from '../helpers/mirror.js'
 
 const fixtures = resolve(import.meta.dirname, '..', 'fixtures', 'elements')
 
@@ -30,17 +30,11 @@ describe('debian-minimal vm with --cache: cold, then one finalise.d script chang
   let treeBytes = 0
 
   const options = (name: string): BuildOptions => {
-    const mirror = hostMirror()
     return {
       elements: ['debian-minimal', 'vm', 'finalise-stamp'],
       libPath: DIB_LIB,
       elementPaths: [DIB_ELEMENTS, join(out, 'elements')],
-      envvars: [
-        { name: 'DIB_RELEASE', value: 'bookworm' },
-        { name: 'DIB_DISTRIBUTION_MIRROR', value: mirror },
-        { name: 'DIB_DEBIAN_SECURITY_MIRROR', value: `${mirror}-security` },
-        { name: 'DIB_DEBIAN_SECURITY_SUBPATH', value: '-security' },
-      ],
+      envvars: debianEnvvars(),
       memsize: 2048,
       smp: 2,
       size: 3 * 1024 ** 3,

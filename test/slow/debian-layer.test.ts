@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildPlanned, planBuild, type BuildEvent, type BuildOptions, type BuildPlan } from '../../src/index.js'
 import { planLayer } from '../../src/api/plan-layer.js'
 import { DIB_ELEMENTS, DIB_LIB } from '../helpers/cli.js'
-import { hostMirror } from '../helpers/mirror.js'
+import { debianEnvvars } from '../helpers/mirror.js'
 
 const fixtures = resolve(import.meta.dirname, '..', 'fixtures', 'elements')
 
@@ -27,17 +27,11 @@ describe('layers over a debian-minimal vm base: a package, a finalise.d script',
   const plans: Record<string, BuildPlan> = {}
 
   const options = (name: string, extra: string[]): BuildOptions => {
-    const mirror = hostMirror()
     return {
       elements: ['debian-minimal', 'vm', ...extra],
       libPath: DIB_LIB,
       elementPaths: [DIB_ELEMENTS, fixtures],
-      envvars: [
-        { name: 'DIB_RELEASE', value: 'bookworm' },
-        { name: 'DIB_DISTRIBUTION_MIRROR', value: mirror },
-        { name: 'DIB_DEBIAN_SECURITY_MIRROR', value: `${mirror}-security` },
-        { name: 'DIB_DEBIAN_SECURITY_SUBPATH', value: '-security' },
-      ],
+      envvars: debianEnvvars(),
       memsize: 2048,
       smp: 2,
       size: 3 * 1024 ** 3,

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build, type BuildEvent, type BuildResult } from '../../src/index.js'
 import { createHandle } from '../helpers/appliance.js'
 import { DIB_ELEMENTS, DIB_LIB } from '../helpers/cli.js'
-import { hostMirror } from '../helpers/mirror.js'
+import { debianEnvvars } from '../helpers/mirror.js'
 
 const fixtures = resolve(import.meta.dirname, '..', 'fixtures', 'elements')
 const BOOT_TIMEOUT_S = 20 * 60
@@ -25,19 +25,13 @@ describe('debian-minimal vm (bookworm, block-device-mbr, bootloader)', () => {
   let seconds = 0
 
   beforeAll(async () => {
-    const mirror = hostMirror()
     const t = Date.now()
     result = await build(
       {
         elements: ['debian-minimal', 'vm', 'boot-marker'],
         libPath: DIB_LIB,
         elementPaths: [DIB_ELEMENTS, fixtures],
-        envvars: [
-          { name: 'DIB_RELEASE', value: 'bookworm' },
-          { name: 'DIB_DISTRIBUTION_MIRROR', value: mirror },
-          { name: 'DIB_DEBIAN_SECURITY_MIRROR', value: `${mirror}-security` },
-          { name: 'DIB_DEBIAN_SECURITY_SUBPATH', value: '-security' },
-        ],
+        envvars: debianEnvvars(),
         memsize: 2048,
         smp: 2,
         size: 3 * 1024 ** 3,
