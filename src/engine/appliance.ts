@@ -1,6 +1,6 @@
 // The appliance of a build: created, given its drives and launched here (the only place that
 // launches), then the build root and the aux tree are set up in it. One function per step.
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { statfs } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
@@ -307,7 +307,8 @@ async function refreshAux(ctx: BuildContext, auxDir: string): Promise<void> {
     await ctx.g.shOutside(`rm -f ${rm.join(' ')}`, { errexit: true, signal: ctx.signal })
   }
   const paths = [
-    ...(run.fromBase ? layerHooks(auxDir, later) : [...later].map((h) => `${L.AUX_TREE.hooks}/${h}`)),
+    ...[...later].map((h) => `${L.AUX_TREE.hooks}/${h}`),
+    ...(run.fromBase ? layerFiles(ctx, later) : []),
     L.AUX_TREE.runners,
     `${L.AUX_TREE.blockdev}/plan`,
     L.AUX_TREE.blockdevConfig,
@@ -320,14 +321,18 @@ async function refreshAux(ctx: BuildContext, auxDir: string): Promise<void> {
 }
 
 /**
- * A layer resumed from its base's snapshot: every part of its hooks tree but the phases already
- * run — its elements' environment.d, bin/ and other files too (the base's elements' are the same).
+ * A layer resumed from its base's snapshot: its own elements' files in the hooks tree outside the
+ * phases (environment.d, bin/, data), besides the later phases' scripts. The base's elements'
+ * are there already (a data tarball in an element is not copied in again).
  */
-function layerHooks(auxDir: string, later: ReadonlySet<string>): string[] {
-  const hooks = L.onHost(auxDir, L.AUX_TREE.hooks)
-  return readdirSync(hooks)
-    .filter((n) => later.has(n) || !PHASE_HOOKS_SET.has(n))
-    .map((n) => `${L.AUX_TREE.hooks}/${n}`)
+function layerFiles(ctx: BuildContext, later: ReadonlySet<string>): string[] {
+  const layer = ctx.plan.layer
+  if (layer === undefined) return []
+  const base = new Set(layer.base.resolution.elements.map((e) => e.name))
+  return ctx.plan.hooks.files
+    .filter((f) => !base.has(f.element) && !PHASE_HOOKS_SET.has(f.path.slice(0, f.path.indexOf('/'))))
+    .filter((f) => !later.has(f.path.slice(0, f.path.indexOf('/'))))
+    .map((f) => `${L.AUX_TREE.hooks}/${f.path}`)
 }
 
 const PHASE_HOOKS_SET: ReadonlySet<string> = new Set(PHASE_HOOKS)

@@ -304,7 +304,7 @@ const checksums = act('checksums', engine, ['checksum', 'outputDir', 'keepPartia
 const resumeTree = defineStep<BuildContext, 'auxDir' | 'disk', 'outDevice'>({
   name: 'resume',
   part: engine,
-  reads: ['appliance', 'imageName'],
+  reads: ['appliance', 'imageName', 'hooks', 'layer'],
   needs: ['auxDir', 'disk'],
   gives: ['outDevice'],
   run: async (ctx, { auxDir, disk }) => ({
@@ -316,7 +316,7 @@ const resumeTree = defineStep<BuildContext, 'auxDir' | 'disk', 'outDevice'>({
 const resumeDisk = defineStep<BuildContext, 'auxDir' | 'disk', 'outDevice' | 'layout' | 'namedDevice'>({
   name: 'resume',
   part: engine,
-  reads: ['appliance', 'imageName', 'layout', 'envInputs'],
+  reads: ['appliance', 'imageName', 'layout', 'envInputs', 'hooks', 'layer'],
   needs: ['auxDir', 'disk'],
   gives: ['outDevice', 'layout', 'namedDevice'],
   async run(ctx, { auxDir, disk }) {
