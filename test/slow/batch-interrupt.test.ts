@@ -42,7 +42,14 @@ builds:
         ...process.env,
         TMPDIR: tmp,
       })
-      const both = await waitFor(() => qemuDescendants(run.child.pid).length >= 2, 5 * 60_000, 200)
+      // Both appliances up and running scripts (not just qemu's feature probes).
+      const running = () => {
+        if (!existsSync(events)) return 0
+        const lines = readFileSync(events, 'utf8').split('\n').filter(Boolean)
+        const scripts = lines.map((l) => JSON.parse(l) as { kind: string; build?: string })
+        return new Set(scripts.filter((e) => e.kind === 'script-start').map((e) => e.build)).size
+      }
+      const both = await waitFor(() => running() >= 2 && qemuDescendants(run.child.pid).length >= 2, 5 * 60_000, 200)
       expect(both, run.out() + run.err()).toBe(true)
       run.child.kill('SIGINT')
       expect(await run.exited).toBe(130)
