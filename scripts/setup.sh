@@ -24,6 +24,8 @@ packages=(
   grub-common
   # npm run lint checks native/ with it (.clang-tidy)
   clang-tidy
+  # the build queue's tests start a private redis-server of their own (never the system's service)
+  redis-server
 )
 missing=()
 for p in "${packages[@]}"; do
