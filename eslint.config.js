@@ -123,6 +123,11 @@ export default tseslint.config(
     files: ['src/batch/**/*.ts'],
     rules: layering({ lowerLayer: false, addon: false, spawn: false, also: [folders('batch', ['cli', 'guestfs'])] }),
   },
+  // The build queue (issue #17) sits beside the batch runner it drives.
+  {
+    files: ['src/queue/**/*.ts'],
+    rules: layering({ lowerLayer: false, addon: false, spawn: false, also: [folders('queue', ['cli', 'guestfs'])] }),
+  },
   ...lower.map((d) => ({
     files: [`src/${d}/**/*.ts`],
     rules: layering({ lowerLayer: true, addon: d === 'guestfs', spawn: false, also: sideways[d] }),

@@ -2,10 +2,12 @@
 // live line per running build redrawn in place; JSON lines for --machine-readable; the summary table.
 import { relative, isAbsolute } from 'node:path'
 
+import { describeFailure } from '../batch/describe-failure.js'
 import type { BatchEvent, BuildOutcome } from '../batch/types.js'
-import { ScriptError, VirtDibError } from '../errors.js'
 import type { BuildEvent } from '../events.js'
 import { createRenderer } from './render.js'
+
+export { describeFailure }
 
 export interface BatchRenderOptions {
   /** Every build of the batch, in file order (the live block's column and its `N/M finished`). */
@@ -192,31 +194,6 @@ export function createBatchRenderer(o: BatchRenderOptions): BatchRenderer {
 export function phaseRange(steps: readonly string[]): string {
   if (steps.length === 0) return '-'
   return steps.length > 1 ? `${steps[0]} … ${steps.at(-1)}` : steps[0]!
-}
-
-/** Lines of a failed script's output the summary repeats. */
-const TAIL_LINES = 5
-
-/** A failed build's error, in a few lines (the summary's lines under it). */
-export function describeFailure(e: unknown): string[] {
-  if (e instanceof ScriptError) {
-    const lines = [`error: ${e.message}${e.where === 'chroot' ? ' (in the image chroot)' : ''}`]
-    // On the live block the script's output was never shown: its last lines say what went wrong.
-    const tail = e.outputTail.slice(-TAIL_LINES)
-    if (tail.length > 0) lines.push(`last lines of ${e.hook}/${e.script}:`, ...tail.map((l) => `  ${l}`))
-    if (e.logPath) lines.push(`the full log is in ${e.logPath}`)
-    return lines
-  }
-  if (e instanceof VirtDibError) return [`error: ${firstLine(e.message)}`, ...(e.hint ? [e.hint] : [])]
-  if ((e as Error | undefined)?.name === 'GuestfsError') {
-    const g = e as Error & { op: string }
-    return [`error: libguestfs error: ${g.op}: ${firstLine(g.message)}`]
-  }
-  return [`error: internal error: ${firstLine(e instanceof Error ? e.message : String(e))}`]
-}
-
-function firstLine(text: string): string {
-  return text.trim().split('\n')[0] ?? ''
 }
 
 export interface SummaryOptions {

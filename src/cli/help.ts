@@ -7,6 +7,8 @@ const PROLOGUE = `virt-dib: run diskimage-builder elements to generate images
  virt-dib -B DIB-LIB -p ELEMENTS-PATH elements...
  virt-dib cache list|prune ...   (the step cache: virt-dib cache --help)
  virt-dib batch FILE [-j N] ...  (many builds from one file: virt-dib batch --help)
+ virt-dib worker --redis URL ... (builds taken from a queue: virt-dib worker --help)
+ virt-dib submit --redis URL ... (builds sent to workers: virt-dib submit --help)
 
 A short summary of the options is given below.  For detailed help please
 read the man page virt-dib(1) and this project's README.

@@ -2,14 +2,12 @@
 // anywhere else they are element names (`virt-dib -B … cache` builds an element named cache).
 import { VirtDibError } from '../errors.js'
 
-/** The verbs to come, and what they will do (issues #17, #19). */
+/** The verbs to come, and what they will do (issue #19). */
 const RESERVED: Readonly<Record<string, string>> = {
-  worker: 'builds taken from a job queue',
-  submit: 'sending builds to workers',
   boot: 'booting an image just built',
 }
 
-export const VERBS: readonly string[] = ['cache', 'batch', ...Object.keys(RESERVED)]
+export const VERBS: readonly string[] = ['cache', 'batch', 'worker', 'submit', ...Object.keys(RESERVED)]
 
 /** True if `word`, as the first argument, is a verb. */
 export function isVerb(word: string | undefined): word is string {

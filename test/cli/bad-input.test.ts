@@ -701,8 +701,8 @@ const rows: Row[] = [
   },
   {
     path: 'verbs: one not in this version',
-    args: () => ['worker'],
-    error: /^‘worker’ \(builds taken from a job queue\) is not available in this version$/,
+    args: () => ['boot'],
+    error: /^‘boot’ \(booting an image just built\) is not available in this version$/,
   },
   {
     path: 'verbs: cache without a command',

@@ -177,9 +177,8 @@ describe('verbs', () => {
     expect(isVerb(undefined)).toBe(false)
     expect(notAvailable('cache')).toBeUndefined()
     expect(notAvailable('batch')).toBeUndefined()
-    expect(notAvailable('worker')?.message).toBe(
-      '‘worker’ (builds taken from a job queue) is not available in this version',
-    )
+    expect(notAvailable('worker')).toBeUndefined()
+    expect(notAvailable('boot')?.message).toBe('‘boot’ (booting an image just built) is not available in this version')
     // Anywhere but first, a verb is an element name.
     expect(parseArgv(['-B', 'lib', 'cache', 'boot']).elements).toEqual(['cache', 'boot'])
     expect(parseArgv(['--', 'cache']).elements).toEqual(['cache'])
