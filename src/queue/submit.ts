@@ -1,0 +1,531 @@
+// submitBuilds(): every build of a batch becomes one job of the queue (src/queue/protocol.ts); with
+// `wait`, the jobs are followed through BullMQ's queue events (progress, completed, failed) and give
+// the same events and outcomes as buildMany, and an abort cancels them on their workers.
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { Queue, QueueEvents, type Job } from 'bullmq'
+import type { Redis } from 'ioredis'
+
+import type { BatchBuild, BatchSpec } from '../batch/batch-file.js'
+import type { BatchEvent, BuildOutcome } from '../batch/types.js'
+import type { BuildResult } from '../engine/context.js'
+import { BuildAbortedError, VirtDibError } from '../errors.js'
+import { toPayload } from './payload.js'
+import {
+  CANCEL_MARK_SECONDS,
+  CANCELLED_REASON,
+  DEFAULT_ATTEMPTS,
+  DEFAULT_QUEUE,
+  JOB_NAME,
+  cancelChannel,
+  cancelKey,
+  isJobProgress,
+  jobIdFor,
+  type JobEvent,
+  type JobProgress,
+  type JobResult,
+} from './protocol.js'
+import { openRedis } from './redis.js'
+
+export interface SubmitOptions {
+  /** redis:// or rediss:// URL (a password or ACL user in it). */
+  redis: string
+  /** Default {@link DEFAULT_QUEUE}. */
+  queue?: string
+  /** Deliveries of a job whose worker was lost (default {@link DEFAULT_ATTEMPTS}). */
+  attempts?: number
+  /** Follow the jobs until each one ends: the result then has their outcomes. */
+  wait?: boolean
+  /** Stops submitting; while waiting, cancels every unfinished job, then rejects with a {@link SubmitAbortedError}. */
+  signal?: AbortSignal
+  /** The builds' events as buildMany gives them (with `wait`): build-start when a worker takes a job, its build's events, build-end. */
+  onEvent?: (e: BatchEvent) => void
+  /** Each job as it is submitted (or found already queued). */
+  onJob?: (e: SubmitJobEvent) => void
+  /** How long an abort waits for running jobs to end on their workers (default 20 s). */
+  cancelWaitMs?: number
+  /** How long the first connection to Redis may take (default 5 s). */
+  connectTimeoutMs?: number
+}
+
+/**
+ * A job of the submit: `job-added` when it was put on the queue, `already-queued` when a job of
+ * the same output was waiting or running (it is followed, not added again). `elapsed`: seconds since
+ * the submit started.
+ */
+export interface SubmitJobEvent {
+  kind: 'job-added' | 'already-queued'
+  build: string
+  jobId: string
+  /** For `already-queued`: BullMQ's state of the job found (waiting, active, delayed…). */
+  state?: string
+  elapsed: number
+}
+
+export interface SubmittedJob {
+  name: string
+  jobId: string
+  /** False: a job of the same output was already waiting or running; it is followed instead. */
+  added: boolean
+}
+
+export interface SubmitResult {
+  jobs: SubmittedJob[]
+  /** With `wait`: one outcome per build, in the batch's order. */
+  outcomes?: BuildOutcome[]
+}
+
+/** A job that failed on its worker: the failedReason, and the lines the batch summary shows under it. */
+export class RemoteBuildError extends VirtDibError {
+  override name = 'RemoteBuildError'
+  readonly jobId: string
+  /** The worker's describeFailure lines (`error: …`, a failed script's last lines), or `error: <reason>`. */
+  readonly summaryLines: string[]
+
+  constructor(message: string, jobId: string, summaryLines?: readonly string[]) {
+    super(message)
+    this.jobId = jobId
+    this.summaryLines = summaryLines && summaryLines.length > 0 ? [...summaryLines] : [`error: ${message}`]
+  }
+}
+
+/** An aborted submit (a BuildAbortedError): what became of each job, for the summary. */
+export class SubmitAbortedError extends BuildAbortedError {
+  readonly jobs: SubmittedJob[]
+  readonly outcomes: BuildOutcome[]
+
+  constructor(reason: unknown, jobs: SubmittedJob[], outcomes: BuildOutcome[]) {
+    const r = reason instanceof BuildAbortedError ? reason : undefined
+    super(r?.message ?? 'the submit was cancelled', {
+      cause: reason,
+      ...(r?.signal !== undefined ? { signal: r.signal } : {}),
+    })
+    this.jobs = jobs
+    this.outcomes = outcomes
+  }
+}
+
+/** Why a job that never reached a worker is skipped after a cancel. */
+export const CANCELLED_WAITING_REASON = `${CANCELLED_REASON} before a worker took it`
+
+/** Why a build the abort came before has no job. */
+export const NOT_SUBMITTED = 'not submitted: the submit was stopped'
+
+const DEFAULT_CANCEL_WAIT_MS = 20_000
+/** BullMQ states of a job not yet ended: it is followed rather than added again. */
+const UNFINISHED = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children'])
+/** States a cancel removes the job from (no worker holds it). */
+const REMOVABLE = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children'])
+/** Out-of-order progress held back at most: past it, a lost sequence number is skipped. */
+const MAX_PENDING = 64
+const KEEP_SECONDS = 7 * 86400
+
+/** One job being followed. */
+interface Followed {
+  index: number
+  build: BatchBuild
+  jobId: string
+  added: boolean
+  started: boolean
+  startedAt: number | undefined
+  /** The delivery of the last job-taken seen (0: none). */
+  delivery: number
+  /** The progress sequence number expected next in this delivery (undefined: joined mid-way). */
+  next: number | undefined
+  pending: Map<number, JobEvent>
+  failureLines: string[] | undefined
+  worker: string | undefined
+  reused: string[]
+  outcome: BuildOutcome | undefined
+}
+
+const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string')
+
+/** The failure lines a job's last progress holds, if it was its job-failure event. */
+function failureLinesOf(progress: unknown): string[] | undefined {
+  if (!isJobProgress(progress) || progress.event.kind !== 'job-failure') return undefined
+  return isStrings(progress.event.lines) ? progress.event.lines : undefined
+}
+
+/** A job's return value as a build's result (JSON from Redis: checked, not trusted). */
+function resultOf(rv: unknown): { result: BuildResult; reused: string[] } {
+  const r = (typeof rv === 'object' && rv !== null ? rv : {}) as Partial<JobResult>
+  const outputs = Array.isArray(r.outputs)
+    ? r.outputs.map((o) => ({ format: o.format, path: o.path, size: o.size, sha256: o.sha256 }))
+    : []
+  const result: BuildResult = {
+    outputs,
+    seconds: typeof r.seconds === 'number' ? r.seconds : 0,
+    ...(typeof r.extraDataDir === 'string' ? { extraDataDir: r.extraDataDir } : {}),
+  }
+  return { result, reused: isStrings(r.reused) ? r.reused : [] }
+}
+
+/** Resolves with `p`, or with `undefined` after `ms` (Redis gone: the cancel must not hang). */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  const ac = new AbortController()
+  try {
+    return await Promise.race([p, sleep(Math.max(0, ms), undefined, { signal: ac.signal, ref: false })])
+  } finally {
+    ac.abort()
+  }
+}
+
+/**
+ * Puts every build of `spec` on the queue (a layer's job carries its base: any worker can build it
+ * or reuse it). A job's id comes from its output path: a job of the same output still waiting or
+ * running is followed, not added again; one that ended is replaced. With `wait`, resolves once every
+ * job ended, with their outcomes (a failed job's error is a {@link RemoteBuildError}).
+ */
+export async function submitBuilds(spec: BatchSpec, opts: SubmitOptions): Promise<SubmitResult> {
+  const t0 = Date.now()
+  const elapsed = () => (Date.now() - t0) / 1000
+  const queueName = opts.queue ?? DEFAULT_QUEUE
+  if (queueName === '' || queueName.includes(':')) {
+    throw new VirtDibError(`the queue name ‘${queueName}’ must not be empty nor contain ‘:’`)
+  }
+  const attempts = opts.attempts ?? DEFAULT_ATTEMPTS
+  if (!Number.isSafeInteger(attempts) || attempts < 1) {
+    throw new VirtDibError(`attempts must be a whole number greater than zero, not ${attempts}`)
+  }
+  const { signal } = opts
+  const aborted = () => new SubmitAbortedError(signal?.reason, [], [])
+  if (signal?.aborted) throw aborted()
+
+  // First: an unreachable Redis is one line, before anything subscribes.
+  const client = await openRedis(opts.redis, { timeoutMs: opts.connectTimeoutMs ?? 5000 })
+  const queue = new Queue(queueName, { connection: client })
+  queue.on('error', () => undefined) // the client reconnects on its own
+  let events: QueueEvents | undefined
+  try {
+    return await run(spec, opts, { client, queue, queueName, attempts, elapsed, setEvents: (e) => (events = e) })
+  } finally {
+    const closing = Promise.allSettled([events?.close(), queue.close()])
+    // A Redis gone meanwhile would keep QUIT waiting forever: the connections are then dropped.
+    if ((await within(closing, 2000)) === undefined) void events?.disconnect()
+    client.disconnect()
+  }
+}
+
+interface Session {
+  client: Redis
+  queue: Queue
+  queueName: string
+  attempts: number
+  elapsed: () => number
+  setEvents: (e: QueueEvents) => void
+}
+
+async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<SubmitResult> {
+  const { client, queue, queueName, elapsed } = s
+  const { signal } = opts
+  const emit = (e: BatchEvent) => {
+    try {
+      opts.onEvent?.(e)
+    } catch {
+      // A failing listener must not break the submit.
+    }
+  }
+  const emitJob = (e: SubmitJobEvent) => {
+    try {
+      opts.onJob?.(e)
+    } catch {
+      // As above.
+    }
+  }
+  const wait = opts.wait === true
+  const followed: Followed[] = []
+  const byId = new Map<string, Followed>()
+  let settle: () => void = () => undefined
+  const allDone = new Promise<void>((resolve) => (settle = resolve))
+  let adding = true
+  let cancelling = false
+  const checkDone = () => {
+    if (!adding && followed.every((f) => f.outcome !== undefined)) settle()
+  }
+
+  const secondsOf = (f: Followed) => (f.startedAt === undefined ? 0 : (Date.now() - f.startedAt) / 1000)
+  const start = (f: Followed) => {
+    if (f.started || f.outcome) return
+    f.started = true
+    f.startedAt = Date.now()
+    emit({ kind: 'build-start', build: f.build.name, elapsed: elapsed() })
+  }
+  const finish = (f: Followed, outcome: BuildOutcome) => {
+    if (f.outcome) return
+    if (outcome.status !== 'skipped') start(f)
+    f.outcome = outcome
+    emit({
+      kind: 'build-end',
+      build: f.build.name,
+      elapsed: elapsed(),
+      status: outcome.status,
+      seconds: outcome.status === 'skipped' ? 0 : outcome.seconds,
+      reason:
+        outcome.status === 'failed'
+          ? messageOf(outcome.error)
+          : outcome.status === 'skipped'
+            ? outcome.reason
+            : undefined,
+    })
+    checkDone()
+  }
+  const finishOk = (f: Followed, returnvalue: unknown) => {
+    const { result, reused } = resultOf(returnvalue)
+    for (const r of reused) if (!f.reused.includes(r)) f.reused.push(r)
+    finish(f, { name: f.build.name, status: 'ok', result, seconds: result.seconds, reused: f.reused })
+  }
+  const finishFailed = (f: Followed, reason: string, seconds = secondsOf(f)) => {
+    const error = new RemoteBuildError(reason, f.jobId, f.failureLines)
+    finish(f, { name: f.build.name, status: 'failed', error, seconds, reused: f.reused })
+  }
+
+  /** One of the job's events, in order. */
+  const handle = (f: Followed, e: JobEvent) => {
+    if (f.outcome) return
+    switch (e.kind) {
+      case 'job-taken':
+        return
+      case 'job-failure':
+        if (isStrings(e.lines)) f.failureLines = e.lines
+        return
+      case 'build-start':
+        // The job's own start is ours (from job-taken); a layer's base says nothing until it ends.
+        return
+      case 'build-end':
+        if (e.build === f.build.name) return // ours comes with the job's end
+        emit({
+          kind: 'info',
+          build: e.build,
+          elapsed: e.elapsed,
+          text:
+            e.status === 'ok'
+              ? `finished in ${e.seconds.toFixed(1)} s`
+              : `${e.status} after ${e.seconds.toFixed(1)} s: ${e.reason ?? ''}`,
+        })
+        return
+      default:
+        if (e.kind === 'cache-hit') for (const step of e.steps) if (!f.reused.includes(step)) f.reused.push(step)
+        emit({ ...e, build: typeof e.build === 'string' ? e.build : f.build.name })
+    }
+  }
+  const drain = (f: Followed) => {
+    for (;;) {
+      if (f.next === undefined) return
+      const e = f.pending.get(f.next)
+      if (e === undefined) {
+        if (f.pending.size <= MAX_PENDING) return
+        f.next = Math.min(...f.pending.keys()) // a lost update: go on after it
+        continue
+      }
+      f.pending.delete(f.next)
+      f.next++
+      handle(f, e)
+    }
+  }
+  const onProgress = (f: Followed, p: JobProgress) => {
+    const e = p.event
+    if (e.kind === 'job-taken') {
+      // A later delivery starts a new sequence; an older or repeated one is dropped.
+      if (typeof e.delivery !== 'number' || e.delivery <= f.delivery) return
+      const again = f.delivery > 0 || e.delivery > 1
+      f.delivery = e.delivery
+      f.worker = e.worker
+      f.next = p.seq + 1
+      for (const seq of f.pending.keys()) if (seq <= p.seq) f.pending.delete(seq)
+      start(f)
+      if (again && !f.outcome) {
+        emit({
+          kind: 'warning',
+          build: f.build.name,
+          elapsed: secondsOf(f),
+          text: `its worker was lost: taken again by ${e.worker} (delivery ${e.delivery})`,
+        })
+      }
+      drain(f)
+      return
+    }
+    f.next ??= p.seq // joined while it was running
+    if (p.seq < f.next || f.pending.has(p.seq)) return
+    f.pending.set(p.seq, e)
+    drain(f)
+  }
+
+  // Subscribed before anything is added or read: from the stream's last event on, nothing is missed.
+  if (wait) {
+    const last = await client.xrevrange(queue.keys.events!, '+', '-', 'COUNT', 1)
+    const events = new QueueEvents(queueName, { connection: client, lastEventId: last[0]?.[0] ?? '0-0' })
+    s.setEvents(events)
+    events.on('error', () => undefined) // its connection reconnects on its own
+    events.on('progress', ({ jobId, data }) => {
+      const f = byId.get(jobId)
+      if (f && isJobProgress(data)) onProgress(f, data)
+    })
+    events.on('completed', ({ jobId, returnvalue }) => {
+      const f = byId.get(jobId)
+      if (f) finishOk(f, returnvalue)
+    })
+    events.on('failed', ({ jobId, failedReason }) => {
+      const f = byId.get(jobId)
+      if (f) finishFailed(f, failedReason || 'failed')
+    })
+    events.on('removed', ({ jobId }) => {
+      const f = byId.get(jobId)
+      if (f && !f.outcome && !cancelling) finishFailed(f, 'the job was removed from the queue (cancelled elsewhere)')
+    })
+    await events.waitUntilReady()
+  }
+
+  const jobs: SubmittedJob[] = []
+  for (const [index, build] of spec.builds.entries()) {
+    if (signal?.aborted) break
+    // A batch build always has its output path (batch-file.ts requires a name).
+    if (build.options.name === undefined) throw new Error(`internal error: ‘${build.name}’ has no output name`)
+    const jobId = jobIdFor(build.options.name)
+    const existing = await queue.getJob(jobId)
+    const state = existing ? await existing.getState() : undefined
+    let added = !(existing && state !== undefined && UNFINISHED.has(state))
+    if (added && existing) {
+      // An ended job of the same output is replaced. It cannot be removed only if a worker holds
+      // it: someone resubmitted it meanwhile, and it is followed.
+      added = await existing.remove().then(
+        () => true,
+        () => false,
+      )
+    }
+    if (added) {
+      // Its cancel mark must not fail the new job.
+      await client.del(cancelKey(queueName, jobId))
+      await queue.add(JOB_NAME, toPayload(spec, build), {
+        jobId,
+        attempts: s.attempts,
+        removeOnComplete: { age: KEEP_SECONDS },
+        removeOnFail: { age: KEEP_SECONDS },
+      })
+    }
+    const f: Followed = {
+      index,
+      build,
+      jobId,
+      added,
+      started: false,
+      startedAt: undefined,
+      delivery: 0,
+      next: added ? 1 : undefined,
+      pending: new Map(),
+      failureLines: undefined,
+      worker: undefined,
+      reused: [],
+      outcome: undefined,
+    }
+    followed.push(f)
+    byId.set(jobId, f)
+    jobs.push({ name: build.name, jobId, added })
+    emitJob({
+      kind: added ? 'job-added' : 'already-queued',
+      build: build.name,
+      jobId,
+      ...(added ? {} : { state: state ?? 'active' }),
+      elapsed: elapsed(),
+    })
+  }
+
+  adding = false
+  if (!wait && !signal?.aborted) return { jobs }
+
+  /** Cancels every unfinished job: queued ones removed, running ones aborted on their workers. */
+  const cancel = async () => {
+    cancelling = true
+    const deadline = Date.now() + (opts.cancelWaitMs ?? DEFAULT_CANCEL_WAIT_MS)
+    const left = () => deadline - Date.now()
+    const open = followed.filter((f) => !f.outcome)
+    await within(
+      Promise.allSettled(
+        open.map(async (f) => {
+          // The mark first: a worker that takes the job after it fails it at once.
+          await client.set(cancelKey(queueName, f.jobId), '1', 'EX', CANCEL_MARK_SECONDS)
+          await client.publish(cancelChannel(queueName), f.jobId)
+          const job: Job | undefined = await queue.getJob(f.jobId)
+          if (job === undefined) {
+            if (!wait) return
+            return finish(f, { name: f.build.name, status: 'skipped', reason: CANCELLED_WAITING_REASON })
+          }
+          const state = await job.getState()
+          if (state === 'completed') return finishOk(f, job.returnvalue)
+          if (state === 'failed') {
+            f.failureLines ??= failureLinesOf(job.progress)
+            return finishFailed(f, job.failedReason || 'failed')
+          }
+          if (!REMOVABLE.has(state)) return
+          try {
+            await job.remove()
+            finish(f, { name: f.build.name, status: 'skipped', reason: CANCELLED_WAITING_REASON })
+          } catch {
+            // A worker took it meanwhile: the message or the mark stops it there.
+          }
+        }),
+      ),
+      left(),
+    )
+    if (wait) await within(allDone, left())
+    const seconds = (opts.cancelWaitMs ?? DEFAULT_CANCEL_WAIT_MS) / 1000
+    for (const f of followed) {
+      if (f.outcome) continue
+      if (!wait) finish(f, { name: f.build.name, status: 'skipped', reason: CANCELLED_WAITING_REASON })
+      else {
+        const where = f.worker !== undefined ? `on ${f.worker}` : 'on its worker'
+        finishFailed(f, `the job did not end within ${seconds} s of the cancel: it may still be running ${where}`)
+      }
+    }
+    // Builds the abort came before were never submitted.
+    const outcomes = spec.builds.map((b, i): BuildOutcome => {
+      const outcome = followed[i]?.outcome
+      if (outcome) return outcome
+      emit({
+        kind: 'build-end',
+        build: b.name,
+        elapsed: elapsed(),
+        status: 'skipped',
+        seconds: 0,
+        reason: NOT_SUBMITTED,
+      })
+      return { name: b.name, status: 'skipped', reason: NOT_SUBMITTED }
+    })
+    throw new SubmitAbortedError(signal?.reason, jobs, outcomes)
+  }
+
+  if (signal?.aborted) return cancel()
+
+  // Jobs that ended before the subscription, or are running already, are read once.
+  await Promise.all(
+    followed.map(async (f) => {
+      const job = await queue.getJob(f.jobId)
+      if (f.outcome) return
+      if (job === undefined) return finishFailed(f, 'the job is no longer in the queue')
+      const state = await job.getState()
+      if (state === 'completed') return finishOk(f, job.returnvalue)
+      if (state === 'failed') {
+        f.failureLines ??= failureLinesOf(job.progress)
+        const took = job.finishedOn !== undefined && job.processedOn !== undefined
+        return finishFailed(f, job.failedReason || 'failed', took ? (job.finishedOn! - job.processedOn!) / 1000 : 0)
+      }
+      if (state === 'active') start(f)
+      else if (f.delivery === 0) f.next ??= 1
+    }),
+  )
+
+  if (signal) {
+    let onAbort: () => void = () => undefined
+    const abortedP = new Promise<'aborted'>((resolve) => {
+      onAbort = () => resolve('aborted')
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+    const r = await Promise.race([allDone, abortedP])
+    signal.removeEventListener('abort', onAbort)
+    if (r === 'aborted' && followed.some((f) => !f.outcome)) return cancel()
+  } else {
+    await allDone
+  }
+  return { jobs, outcomes: followed.map((f) => f.outcome!) }
+}
