@@ -4,6 +4,7 @@
 // process group that is stopped as a whole: on abort, and whatever is still running when the
 // command itself exits. The synchronous variants are for quick probes made while planning.
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process'
+import { resolve as resolvePath } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -11,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { BuildAbortedError, HostToolError } from '../errors.js'
 import { LineSplitter, Tail } from '../util/lines.js'
 import { listProcessGroup, type HostProcess } from './proc.js'
+import { findExecutable } from './which.js'
 
 export interface RunResult {
   stdout: string
@@ -60,6 +62,29 @@ const KILL_WAIT_MS = 2000
 const PIPE_DRAIN_MS = 1000
 const POLL_MS = 25
 
+let dieWithParent = false
+let setprivPath: string | null | undefined
+
+/**
+ * Process-wide: host tools started from now on get SIGKILL when this process dies (a build worker
+ * that is SIGKILLed must leave nothing running), through util-linux's `setpriv --pdeathsig`. Without
+ * setpriv on the host, commands start as before.
+ */
+export function setChildrenDieWithParent(on: boolean): void {
+  dieWithParent = on
+}
+
+/** The command line that starts `cmd`: under setpriv when children must die with us. */
+function commandLine(cmd: string, args: readonly string[], o: RunOptions): [string, string[]] {
+  if (!dieWithParent) return [cmd, [...args]]
+  if (setprivPath === undefined) setprivPath = findExecutable('setpriv') ?? null
+  // Resolved first: a missing command must fail as it does without setpriv (ENOENT, not setpriv's exit 127).
+  const name = cmd.includes('/') ? resolvePath(o.cwd ?? '.', cmd) : cmd
+  const resolved = setprivPath === null ? undefined : findExecutable(name, (o.env ?? process.env)['PATH'] ?? '')
+  if (setprivPath === null || resolved === undefined) return [cmd, [...args]]
+  return [setprivPath, ['--pdeathsig', 'KILL', '--', resolved, ...args]]
+}
+
 /** Sends `sig` to every process of group `pgid`; false if the group is gone. */
 export function signalProcessGroup(pgid: number, sig: NodeJS.Signals): boolean {
   try {
@@ -108,7 +133,8 @@ export function runProcess(cmd: string, args: readonly string[], o: ProcessOptio
       // detached on Linux is setsid(): a new session and process group led by the child.
       detached: o.processGroup === true,
     }
-    const child = spawn(cmd, args, spawnOptions)
+    const [file, argv] = commandLine(cmd, args, o)
+    const child = spawn(file, argv, spawnOptions)
     const grace = o.killGraceMs ?? KILL_GRACE_MS
     const out: Buffer[] = []
     let err = ''

@@ -1,0 +1,395 @@
+// startWorker against a private redis-server and a real BullMQ queue: the demo elements planned for
+// real, a fake run through the engine (it writes the plan's outputs and honours the abort). A job
+// done, bad payloads refused while the worker keeps serving, a cancel through the channel, a hand
+// back on close, the lost-worker count, a layer job, the sweep of a dead worker's folder.
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import { basename, join } from 'node:path'
+
+import { Queue, QueueEvents, type Job } from 'bullmq'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import type { BuildHooks, BuildResult } from '../../../src/engine/context.js'
+import type { BuildPlan } from '../../../src/engine/plan.js'
+import { BuildAbortedError } from '../../../src/errors.js'
+import { readStat } from '../../../src/host/proc.js'
+import type { JobPayload } from '../../../src/queue/payload.js'
+import {
+  CANCELLED_REASON,
+  JOB_NAME,
+  cancelChannel,
+  cancelKey,
+  isJobProgress,
+  jobIdFor,
+  type JobProgress,
+  type JobResult,
+} from '../../../src/queue/protocol.js'
+import { QueueConnectionError } from '../../../src/queue/redis.js'
+import { startWorker, type WorkerEvent, type WorkerOptions } from '../../../src/queue/worker.js'
+import { DIB_LIB, root } from '../../helpers/cli.js'
+import { freePort, startRedis, type PrivateRedis } from '../../helpers/redis-server.js'
+import { tempDir } from '../../helpers/temp.js'
+
+const tmp = tempDir('vdib-worker.')
+const out = join(tmp, 'out')
+const workRoot = join(tmp, 'work')
+const elements = join(root, 'examples', 'elements')
+mkdirSync(out)
+
+let redis: PrivateRedis
+beforeAll(async () => {
+  redis = await startRedis()
+})
+afterAll(async () => {
+  await redis?.stop()
+})
+
+/** How the fake build of an output behaves (by its file name). */
+const behaviour = new Map<string, 'hold' | 'fail'>()
+/** Builds the fake run is in: their plan and hooks, by output name. */
+const started = new Map<string, { plan: BuildPlan; hooks: BuildHooks; release: () => void }>()
+
+async function fakeRun(plan: BuildPlan, hooks: BuildHooks): Promise<BuildResult> {
+  const name = basename(plan.outputPath)
+  const emit = (e: Parameters<NonNullable<BuildHooks['onEvent']>>[0]) => hooks.onEvent?.(e)
+  emit({ kind: 'phase-start', hook: 'root.d', where: 'appliance', elapsed: 0 })
+  emit({ kind: 'script-start', hook: 'root.d', script: '10-demo', elapsed: 0 })
+  emit({ kind: 'script-output', hook: 'root.d', script: '10-demo', line: 'hello', elapsed: 0.1 })
+  emit({ kind: 'script-end', hook: 'root.d', script: '10-demo', status: 0, seconds: 0.1, elapsed: 0.1 })
+  await new Promise<void>((resolve, reject) => {
+    const abort = () => reject(hooks.signal!.reason as Error)
+    if (hooks.signal?.aborted) return abort()
+    hooks.signal?.addEventListener('abort', abort, { once: true })
+    started.set(name, { plan, hooks, release: resolve })
+    if (behaviour.get(name) !== 'hold') resolve()
+  })
+  if (behaviour.get(name) === 'fail') throw new BuildAbortedError('fake failure') // any VirtDibError
+  const outputs: BuildResult['outputs'] = []
+  for (const f of plan.formats) {
+    const path = `${plan.outputPath}.${f.extension}`
+    const text = `${name} as ${f.name}\n`
+    await writeFile(path, text)
+    outputs.push({ format: f.name, path, size: text.length })
+  }
+  mkdirSync(`${plan.outputPath}.d`, { recursive: true })
+  writeFileSync(join(`${plan.outputPath}.d`, 'manifest'), 'm\n')
+  emit({ kind: 'phase-end', hook: 'root.d', where: 'appliance', seconds: 0.1, status: 0, scripts: [], elapsed: 0.2 })
+  return { outputs, extraDataDir: `${plan.outputPath}.d`, seconds: 0.2 }
+}
+
+function entry(name: string, o: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    name: join(out, name),
+    elements: ['demo-os'],
+    libPath: DIB_LIB,
+    elementPaths: [elements],
+    skipBase: true,
+    python: 'python3',
+    imageCache: join(out, 'image-cache'),
+    formats: ['qcow2'],
+    ...o,
+  }
+}
+
+const payload = (name: string, o: Record<string, unknown> = {}): JobPayload => ({
+  v: 1,
+  label: name,
+  build: entry(name, o),
+})
+
+let queues = 0
+
+/** A queue of its own for one test, a worker on it, and what it said. */
+async function setup(o: Partial<WorkerOptions> = {}) {
+  const name = `t${++queues}`
+  const queue = new Queue(name, { connection: { url: redis.url } })
+  const events: WorkerEvent[] = []
+  const start = (more: Partial<WorkerOptions> = {}) =>
+    startWorker({
+      redis: redis.url,
+      queue: name,
+      allowElements: [elements, DIB_LIB],
+      allowOutput: [out],
+      cache: { dir: join(tmp, 'cache') },
+      workRoot,
+      lockDuration: 5000,
+      run: fakeRun,
+      onEvent: (e) => events.push(e),
+      ...o,
+      ...more,
+    })
+  const worker = await start()
+  const add = (data: unknown, name2: string, attempts = 2) =>
+    queue.add(JOB_NAME, data, { jobId: jobIdFor(join(out, name2)), attempts })
+  return {
+    name,
+    queue,
+    worker,
+    events,
+    start,
+    add,
+    async done() {
+      await worker.close({ handBack: true })
+      await queue.close()
+    },
+  }
+}
+
+async function until(cond: () => boolean | Promise<boolean>, ms = 8000): Promise<void> {
+  for (const end = Date.now() + ms; !(await cond());) {
+    if (Date.now() > end) throw new Error('timed out')
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+async function finished(queue: Queue, id: string): Promise<Job> {
+  await until(async () => {
+    const state = await queue.getJobState(id)
+    return state === 'completed' || state === 'failed'
+  })
+  return (await queue.getJob(id))!
+}
+
+const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex')
+const staged = () => readdirSync(out).filter((n) => n.startsWith('.virt-dib-part.'))
+
+describe('startWorker', () => {
+  it('builds a job: outputs moved into place with their sha256, progress in order, nothing staged left', async () => {
+    const t = await setup()
+    const qe = new QueueEvents(t.name, { connection: { url: redis.url } })
+    await qe.waitUntilReady()
+    const progress: JobProgress[] = []
+    qe.on('progress', ({ data }) => {
+      if (isJobProgress(data)) progress.push(data)
+    })
+    try {
+      const job = await t.add(payload('a'), 'a')
+      const done = await finished(t.queue, job.id!)
+      expect(done.failedReason).toBeFalsy()
+      const result = done.returnvalue as JobResult
+      const qcow2 = join(out, 'a.qcow2')
+      expect(result).toMatchObject({
+        build: 'a',
+        worker: t.worker.id,
+        outputs: [{ format: 'qcow2', path: qcow2, size: readFileSync(qcow2).length, sha256: sha256(qcow2) }],
+        extraDataDir: join(out, 'a.d'),
+      })
+      expect(readFileSync(join(out, 'a.d', 'manifest'), 'utf8')).toBe('m\n')
+      expect(staged()).toEqual([])
+      // The build's TMPDIR is the worker's own folder.
+      const plan = started.get('a')!.plan
+      expect(plan.env['TMPDIR']).toBe(join(workRoot, `${hostname()}.${process.pid}`))
+      await until(() => progress.some((p) => p.event.kind === 'build-end'))
+      expect(progress.map((p) => p.seq)).toEqual(progress.map((_, i) => i + 1))
+      expect(progress[0]!.event).toEqual({ kind: 'job-taken', build: 'a', worker: t.worker.id, delivery: 1 })
+      const kinds = progress.map((p) => p.event.kind)
+      expect(kinds).toEqual(
+        expect.arrayContaining(['build-start', 'phase-start', 'script-start', 'script-end', 'phase-end', 'build-end']),
+      )
+      expect(kinds).not.toContain('script-output')
+      // The worker's own listener gets every event, and one start and one end per job.
+      expect(t.events.some((e) => e.kind === 'script-output')).toBe(true)
+      expect(t.events.find((e) => e.kind === 'job-start')).toMatchObject({ jobId: job.id, build: 'a', delivery: 1 })
+      expect(t.events.find((e) => e.kind === 'job-end')).toMatchObject({ jobId: job.id, build: 'a', status: 'ok' })
+
+      // Again: the old outputs (and the old .d) are replaced whole.
+      writeFileSync(join(out, 'a.d', 'stale'), 'x')
+      await done.remove()
+      const again = await t.add(payload('a'), 'a')
+      await finished(t.queue, again.id!)
+      expect(existsSync(join(out, 'a.d', 'stale'))).toBe(false)
+      expect(readdirSync(out).filter((n) => n.startsWith('.'))).toEqual([])
+    } finally {
+      await qe.close()
+      await t.done()
+    }
+  })
+
+  it('fails a malformed payload and one outside the allowed folders with their reasons, and serves the next job', async () => {
+    const t = await setup()
+    try {
+      const bad = await t.add({ v: 1, label: 'bad', build: { ...entry('bad'), fromats: ['qcow2'] } }, 'bad')
+      const outside = await t.add(payload('outside', { elementPaths: ['/etc'] }), 'outside')
+      const escape = await t.add(payload('escape', { name: join(out, '..', 'escape') }), 'escape')
+      const notMap = await t.add('nonsense', 'nonsense')
+      const good = await t.add(payload('good'), 'good')
+      const failed = await finished(t.queue, bad.id!)
+      expect(failed.failedReason).toMatch(/^job build-[0-9a-f]+: .*fromats: unknown key/)
+      expect((await finished(t.queue, outside.id!)).failedReason).toBe(
+        `elementPaths: /etc is outside the allowed element folders (${elements}, ${DIB_LIB})`,
+      )
+      expect((await finished(t.queue, escape.id!)).failedReason).toBe(
+        `name: ${join(tmp, 'escape')} is outside the allowed output folders (${out})`,
+      )
+      expect((await finished(t.queue, notMap.id!)).failedReason).toMatch(/the payload is not a map/)
+      expect((await finished(t.queue, good.id!)).returnvalue).toMatchObject({ build: 'good' })
+      // Final answers: not retried.
+      expect(await failed.getState()).toBe('failed')
+      expect(failed.attemptsMade).toBe(1)
+      const ends = t.events.filter((e) => e.kind === 'job-end').map((e) => e.status)
+      expect(ends).toEqual(['failed', 'failed', 'failed', 'failed', 'ok'])
+      expect(t.events.find((e) => e.kind === 'job-failure' && e.build === 'outside')).toMatchObject({
+        lines: [expect.stringMatching(/^error: elementPaths: \/etc is outside/)],
+      })
+    } finally {
+      await t.done()
+    }
+  })
+
+  it('cancels a running job through the channel: failed as cancelled, not retried, nothing staged left', async () => {
+    const t = await setup()
+    try {
+      behaviour.set('c', 'hold')
+      started.delete('c')
+      const job = await t.add(payload('c'), 'c')
+      await until(() => started.has('c'))
+      expect(staged()).toHaveLength(1)
+      await redis.client.set(cancelKey(t.name, job.id!), '1', 'EX', 60)
+      await redis.client.publish(cancelChannel(t.name), job.id!)
+      const done = await finished(t.queue, job.id!)
+      expect(done.failedReason).toBe(CANCELLED_REASON)
+      expect(done.attemptsMade).toBe(1)
+      expect(staged()).toEqual([])
+      expect(existsSync(join(out, 'c.qcow2'))).toBe(false)
+      expect(t.events.find((e) => e.kind === 'job-end' && e.build === 'c')).toMatchObject({ status: 'cancelled' })
+      // Marked before it was taken: failed at once, never built.
+      started.delete('c2')
+      await redis.client.set(cancelKey(t.name, jobIdFor(join(out, 'c2'))), '1', 'EX', 60)
+      const marked = await t.add(payload('c2'), 'c2')
+      expect((await finished(t.queue, marked.id!)).failedReason).toBe(CANCELLED_REASON)
+      expect(started.has('c2')).toBe(false)
+      // The worker is free again.
+      const next = await t.add(payload('c3'), 'c3')
+      expect((await finished(t.queue, next.id!)).returnvalue).toMatchObject({ build: 'c3' })
+    } finally {
+      behaviour.delete('c')
+      await t.done()
+    }
+  })
+
+  it('close({handBack}) aborts the running build and puts its job back in the queue at once', async () => {
+    const t = await setup()
+    try {
+      behaviour.set('h', 'hold')
+      started.delete('h')
+      const job = await t.add(payload('h'), 'h')
+      await until(() => started.has('h'))
+      const t0 = Date.now()
+      await t.worker.close({ handBack: true })
+      expect(Date.now() - t0).toBeLessThan(3000)
+      expect(await job.getState()).toBe('waiting')
+      expect(staged()).toEqual([])
+      expect(existsSync(join(workRoot, `${hostname()}.${process.pid}`))).toBe(false)
+      expect(t.events.find((e) => e.kind === 'job-end')).toMatchObject({ status: 'handed-back' })
+      // Another worker takes it (its second delivery) and builds it.
+      behaviour.delete('h')
+      const events: WorkerEvent[] = []
+      const other = await t.start({ onEvent: (e) => events.push(e) })
+      try {
+        const done = await finished(t.queue, job.id!)
+        expect(done.returnvalue).toMatchObject({ build: 'h' })
+        expect(events.find((e) => e.kind === 'job-taken')).toMatchObject({ delivery: 2 })
+      } finally {
+        await other.close()
+      }
+    } finally {
+      behaviour.delete('h')
+      await t.done()
+    }
+  })
+
+  it('fails a job whose worker was lost as many times as its attempts', async () => {
+    const t = await setup()
+    await t.worker.close()
+    try {
+      const job = await t.add(payload('lost'), 'lost', 2)
+      await redis.client.hset(`bull:${t.name}:${job.id!}`, 'stc', '2')
+      const w = await t.start()
+      try {
+        expect((await finished(t.queue, job.id!)).failedReason).toBe('its worker was lost 2 times')
+      } finally {
+        await w.close()
+      }
+    } finally {
+      await t.queue.close()
+    }
+  })
+
+  it('builds a layer job: its base into a scratch folder (tar, no checksum), the layer into place', async () => {
+    const t = await setup()
+    try {
+      const data: JobPayload = {
+        v: 1,
+        label: 'top',
+        build: entry('top', { elements: ['demo-os', 'demo-app'] }),
+        base: { label: 'bottom', build: entry('bottom') },
+      }
+      started.delete('bottom')
+      const job = await t.add(data, 'top')
+      const done = await finished(t.queue, job.id!)
+      expect(done.failedReason).toBeFalsy()
+      expect(done.returnvalue).toMatchObject({ build: 'top', outputs: [{ path: join(out, 'top.qcow2') }] })
+      const base = started.get('bottom')!.plan
+      expect(base.formats.map((f) => f.name)).toEqual(['tar'])
+      expect(base.checksum).toBe(false)
+      expect(base.outputPath.startsWith(join(workRoot, `${hostname()}.${process.pid}`) + '/')).toBe(true)
+      expect(existsSync(base.outputPath + '.tar')).toBe(false)
+      expect(existsSync(join(out, 'bottom.qcow2'))).toBe(false)
+      expect(t.events.some((e) => e.kind === 'build-end' && e.build === 'bottom (for top)')).toBe(true)
+    } finally {
+      await t.done()
+    }
+  })
+
+  it('sweeps the work folders of dead workers of its host at start, and no other', async () => {
+    const host = hostname()
+    const root2 = join(tmp, 'sweep')
+    const ppid = process.ppid
+    // Our parent's pid with another start time: a later process reusing a dead worker's pid.
+    const reused = join(root2, `${host}.${ppid}`)
+    const leftStaging = join(out, `.virt-dib-part.${host}.${ppid}.build-x`)
+    mkdirSync(join(reused, 'dib.abc'), { recursive: true })
+    mkdirSync(leftStaging)
+    writeFileSync(join(leftStaging, 'x.qcow2'), 'partial')
+    writeFileSync(
+      join(reused, 'ledger.json'),
+      JSON.stringify({ v: 1, host, pid: ppid, startTime: 1, staging: [leftStaging] }),
+    )
+    // pid 1 with its real start time: alive.
+    const live = join(root2, `${host}.1`)
+    mkdirSync(live, { recursive: true })
+    writeFileSync(
+      join(live, 'ledger.json'),
+      JSON.stringify({ v: 1, host, pid: 1, startTime: readStat(1)!.startTime, staging: [] }),
+    )
+    const otherHost = join(root2, `not-${host}.${ppid}`)
+    mkdirSync(otherHost)
+    const t = await setup({ workRoot: root2 })
+    try {
+      expect(existsSync(reused)).toBe(false)
+      expect(existsSync(leftStaging)).toBe(false)
+      expect(existsSync(live)).toBe(true)
+      expect(existsSync(otherHost)).toBe(true)
+      expect(t.events).toContainEqual({ kind: 'worker-info', text: `removed ${reused}, left by a dead worker` })
+    } finally {
+      await t.done()
+    }
+  })
+
+  it('says in one line that Redis cannot be reached', async () => {
+    const port = await freePort()
+    const e: unknown = await startWorker({
+      redis: `redis://127.0.0.1:${port}`,
+      allowElements: [elements],
+      allowOutput: [out],
+      workRoot,
+      connectTimeoutMs: 500,
+    }).catch((x: unknown) => x)
+    expect(e).toBeInstanceOf(QueueConnectionError)
+    expect((e as Error).message).toMatch(
+      /^cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+ within 0\.5 s: .*ECONNREFUSED/,
+    )
+  })
+})
