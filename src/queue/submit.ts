@@ -440,34 +440,31 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
     const deadline = Date.now() + (opts.cancelWaitMs ?? DEFAULT_CANCEL_WAIT_MS)
     const left = () => deadline - Date.now()
     const open = followed.filter((f) => !f.outcome)
-    await within(
-      Promise.allSettled(
-        open.map(async (f) => {
-          // The mark first: a worker that takes the job after it fails it at once.
-          await client.set(cancelKey(queueName, f.jobId), '1', 'EX', CANCEL_MARK_SECONDS)
-          await client.publish(cancelChannel(queueName), f.jobId)
-          const job: Job | undefined = await queue.getJob(f.jobId)
-          if (job === undefined) {
-            if (!wait) return
-            return finish(f, { name: f.build.name, status: 'skipped', reason: CANCELLED_WAITING_REASON })
-          }
-          const state = await job.getState()
-          if (state === 'completed') return finishOk(f, job.returnvalue)
-          if (state === 'failed') {
-            f.failureLines ??= failureLinesOf(job.progress)
-            return finishFailed(f, job.failedReason || 'failed')
-          }
-          if (!REMOVABLE.has(state)) return
-          try {
-            await job.remove()
-            finish(f, { name: f.build.name, status: 'skipped', reason: CANCELLED_WAITING_REASON })
-          } catch {
-            // A worker took it meanwhile: the message or the mark stops it there.
-          }
-        }),
-      ),
-      left(),
-    )
+    const skip = (f: Followed) => finish(f, { name: f.build.name, status: 'skipped', reason: CANCELLED_WAITING_REASON })
+    const stop = async (f: Followed) => {
+      const job: Job | undefined = await queue.getJob(f.jobId)
+      if (job === undefined) return skip(f)
+      const state = await job.getState()
+      if (state === 'completed') return finishOk(f, job.returnvalue)
+      if (state === 'failed') {
+        f.failureLines ??= failureLinesOf(job.progress)
+        return finishFailed(f, job.failedReason || 'failed')
+      }
+      if (REMOVABLE.has(state)) {
+        const removed = await job.remove().then(
+          () => true,
+          () => false, // a worker took it meanwhile: the mark or the message stops it there
+        )
+        if (removed) return skip(f)
+      }
+      await client.publish(cancelChannel(queueName), f.jobId)
+    }
+    const stopAll = async () => {
+      // The marks first: a worker that takes one of the jobs from now on fails it at once.
+      await Promise.all(open.map((f) => client.set(cancelKey(queueName, f.jobId), '1', 'EX', CANCEL_MARK_SECONDS)))
+      await Promise.allSettled(open.map(stop))
+    }
+    await within(stopAll(), left())
     if (wait) await within(allDone, left())
     const seconds = (opts.cancelWaitMs ?? DEFAULT_CANCEL_WAIT_MS) / 1000
     for (const f of followed) {
@@ -519,7 +516,9 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
     let onAbort: () => void = () => undefined
     const abortedP = new Promise<'aborted'>((resolve) => {
       onAbort = () => resolve('aborted')
-      signal.addEventListener('abort', onAbort, { once: true })
+      // It may have come while the states were read.
+      if (signal.aborted) onAbort()
+      else signal.addEventListener('abort', onAbort, { once: true })
     })
     const r = await Promise.race([allDone, abortedP])
     signal.removeEventListener('abort', onAbort)
