@@ -348,7 +348,8 @@ async function runJob(
   const t0 = Date.now()
   if (r.why === 'hand-back') throw new BuildAbortedError('the worker is stopping')
   if ((await d.client.exists(cancelKey(d.queue, r.jobId))) > 0) throw refused(CANCELLED_REASON)
-  const attempts = job.opts.attempts ?? DEFAULT_ATTEMPTS
+  // BullMQ stores a job added without attempts as 0.
+  const attempts = (job.opts.attempts ?? 0) > 0 ? job.opts.attempts! : DEFAULT_ATTEMPTS
   if (job.stalledCounter >= attempts) {
     throw refused(`its worker was lost ${job.stalledCounter} ${job.stalledCounter === 1 ? 'time' : 'times'}`)
   }

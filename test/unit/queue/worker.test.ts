@@ -7,12 +7,14 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { basename, join } from 'node:path'
+import { PassThrough } from 'node:stream'
 
 import { Queue, QueueEvents, type Job } from 'bullmq'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { BuildHooks, BuildResult } from '../../../src/engine/context.js'
 import type { BuildPlan } from '../../../src/engine/plan.js'
+import { parseWorkerArgs, runWorkerVerb } from '../../../src/cli/worker-command.js'
 import { BuildAbortedError } from '../../../src/errors.js'
 import { readStat } from '../../../src/host/proc.js'
 import type { JobPayload } from '../../../src/queue/payload.js'
@@ -391,5 +393,79 @@ describe('startWorker', () => {
     expect((e as Error).message).toMatch(
       /^cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+ within 0\.5 s: .*ECONNREFUSED/,
     )
+  })
+})
+
+describe('virt-dib worker', () => {
+  it('needs --redis and both allowed folder lists, which must exist', () => {
+    const ok = ['--redis', redis?.url ?? 'redis://localhost', '--allow-output', out]
+    expect(() => parseWorkerArgs(['--allow-elements', elements, '--allow-output', out])).toThrow(
+      'worker needs the queue’s Redis: --redis URL',
+    )
+    expect(() => parseWorkerArgs(ok)).toThrow('worker needs --allow-elements: the folders jobs may use')
+    expect(() => parseWorkerArgs([...ok, '--allow-elements', join(tmp, 'nope')])).toThrow(
+      `--allow-elements ${join(tmp, 'nope')}: no such file or directory`,
+    )
+    expect(() => parseWorkerArgs([...ok, '--allow-elements', '--queue', 'x'])).toThrow(
+      "option '--allow-elements' requires an argument",
+    )
+    const f = parseWorkerArgs([...ok, '--allow-elements', elements, DIB_LIB, '--allow-elements', tmp, '-j', '2'])
+    expect(f).toMatchObject({ allowElements: [elements, DIB_LIB, tmp], allowOutput: [out], jobs: 2 })
+    expect(parseWorkerArgs([...ok, '--allow-elements', elements, '--lock-duration', '10s']).lockDuration).toBe(10_000)
+  })
+
+  it('prints each build’s lines prefixed with its name and a line per job; a stop hands the running job back, exit 0', async () => {
+    const name = `t${++queues}`
+    const queue = new Queue(name, { connection: { url: redis.url } })
+    let text = ''
+    let session: AbortController | undefined
+    let ready!: () => void
+    const isReady = new Promise<void>((r) => (ready = r))
+    const io = {
+      out: Object.assign(new PassThrough(), { isTTY: false }),
+      color: false,
+      setSession: (c: AbortController | undefined) => (session = c ?? session),
+      exit: () => undefined,
+      onForced: () => undefined,
+      hardExitMs: 1000,
+      api: async () => ({
+        startWorker: (o: WorkerOptions) =>
+          startWorker({
+            ...o,
+            workRoot,
+            run: fakeRun,
+            onEvent: (e) => (o.onEvent?.(e), e.kind === 'ready' && ready()),
+          }),
+        stopBuildsNow: () => undefined,
+      }),
+    }
+    io.out.on('data', (b: Buffer) => (text += b.toString()))
+    const args = ['--redis', redis.url, '--queue', name, '--cache-dir', join(tmp, 'cache')]
+    args.push('--allow-elements', elements, DIB_LIB, '--allow-output', out)
+    const code = runWorkerVerb(args, io)
+    try {
+      await isReady
+      const job = await queue.add(JOB_NAME, payload('cli'), { jobId: jobIdFor(join(out, 'cli')) })
+      expect((await finished(queue, job.id!)).returnvalue).toMatchObject({ build: 'cli' })
+      behaviour.set('cli2', 'hold')
+      started.delete('cli2')
+      const held = await queue.add(JOB_NAME, payload('cli2'), { jobId: jobIdFor(join(out, 'cli2')) })
+      await until(() => started.has('cli2'))
+      session!.abort(new BuildAbortedError('exiting on signal SIGTERM', { signal: 'SIGTERM' }))
+      expect(await code).toBe(0)
+      expect(await held.getState()).toBe('waiting')
+      const lines = text.split('\n')
+      expect(lines).toContain(`[cli] job ${job.id} taken (delivery 1)`)
+      expect(lines).toContain(`[cli] job ${job.id} finished`)
+      expect(lines.some((l) => /^\[cli\] finished in \d/.test(l))).toBe(true)
+      expect(lines.some((l) => l.startsWith('[cli] ') && l.includes('root.d'))).toBe(true)
+      expect(lines).toContain(`[cli2] job ${held.id} handed back`)
+    } finally {
+      behaviour.delete('cli2')
+      session?.abort()
+      await code.catch(() => undefined)
+      await queue.obliterate({ force: true })
+      await queue.close()
+    }
   })
 })
