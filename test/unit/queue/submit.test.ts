@@ -1,15 +1,19 @@
 // submitBuilds against a real redis-server, with a plain BullMQ Worker in the test playing the
 // worker side of the contract (src/queue/protocol.ts): progress events, a JobResult or an
 // UnrecoverableError after a job-failure event, the cancel channel.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq'
 import type { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 
 import { parseBatch, type BatchSpec } from '../../../src/batch/batch-file.js'
 import type { BatchEvent } from '../../../src/batch/types.js'
 import { formatSummary } from '../../../src/cli/batch-render.js'
+import { runSubmitVerb, type SubmitIo } from '../../../src/cli/submit-command.js'
 import { BuildAbortedError } from '../../../src/errors.js'
 import { parsePayload, type JobPayload } from '../../../src/queue/payload.js'
 import {
@@ -34,8 +38,10 @@ let redis: PrivateRedis
 beforeAll(async () => {
   redis = await startRedis()
 })
+const dir = mkdtempSync(join(tmpdir(), 'vdib-submit.'))
 afterAll(async () => {
   await redis?.stop()
+  rmSync(dir, { recursive: true, force: true })
 })
 
 let n = 0
@@ -462,5 +468,85 @@ builds:
       submitBuilds(spec, { redis: 'redis://127.0.0.1:1', signal: AbortSignal.abort() }),
     ).rejects.toBeInstanceOf(BuildAbortedError)
     await sleep(0)
+  })
+})
+
+/** `virt-dib submit` in this process: its output, and a batch file of `builds` in a folder of its own. */
+function cli(builds: string) {
+  const queue = `q${n++}`
+  const file = join(dir, `${queue}.yaml`)
+  writeFileSync(file, `${DEFAULTS}${builds}`)
+  let out = ''
+  const stream = { write: (t: string) => ((out += t), true), on: () => stream, off: () => stream, isTTY: false }
+  const io: SubmitIo = {
+    out: stream as unknown as SubmitIo['out'],
+    color: false,
+    setSession: vi.fn(),
+    exit: vi.fn(),
+    onForced: vi.fn(),
+    hardExitMs: 5000,
+  }
+  const run = (...args: string[]) => runSubmitVerb(['--redis', redis.url, '--queue', queue, file, ...args], io)
+  return { queue, file, io, run, out: () => out }
+}
+
+describe('virt-dib submit', () => {
+  it('without --wait: one line per job, exit 0; again: already queued', async () => {
+    const c = cli(BUILDS)
+    expect(await c.run()).toBe(0)
+    const id = (name: string) => jobIdFor(join(dir, name))
+    expect(c.out()).toBe(
+      `submitted ‘base’ as ${id('base')}\nsubmitted ‘layer’ as ${id('layer')}\nsubmitted ‘other’ as ${id('other')}\n`,
+    )
+    expect(await c.run()).toBe(0)
+    expect(c.out()).toContain(`‘layer’ is already queued as ${id('layer')}: not submitted again\n`)
+  })
+
+  it('--wait: the builds’ lines prefixed, the summary with a failure’s lines, exit 1', async () => {
+    const c = cli(`
+builds:
+  - name: good
+  - name: bad
+`)
+    const worker = await fakeWorker(c.queue, (r) => (r.label === 'bad' ? failingBuild(r) : okBuild(r)))
+    try {
+      expect(await c.run('--wait')).toBe(1)
+    } finally {
+      await worker.close()
+    }
+    const out = c.out()
+    expect(out).toMatch(/^submitted ‘good’ as build-\w+\nsubmitted ‘bad’ as build-\w+\n/)
+    expect(out).toContain('[good] [   0.3] Running: install.d/10-x\n')
+    expect(out).toMatch(/\[good\] finished in 1\.5 s\n/)
+    expect(out).toMatch(/\[bad\] failed after [\d.]+ s: install\.d\/10-x failed with status 1\n/)
+    expect(out).toMatch(/\nBUILD +RESULT +SECONDS +OUTPUTS +REUSED\n/)
+    expect(out).toContain(`${join(dir, 'good.qcow2')}`)
+    expect(out).toContain('    last lines of install.d/10-x:\n      E: no such package\n')
+    expect(out).toMatch(/2 builds: 1 ok, 1 failed, 0 skipped\n$/)
+  })
+
+  it('SIGINT while waiting: says it cancels, cancels, prints the summary, rejects with the signal’s abort', async () => {
+    const c = cli(`
+builds:
+  - name: slow
+`)
+    const worker = await fakeWorker(c.queue, async (r) => {
+      setImmediate(() => process.emit('SIGINT', 'SIGINT'))
+      return hangingBuild(r)
+    })
+    let e: unknown
+    try {
+      e = await c.run('--wait').catch((x: unknown) => x)
+    } finally {
+      await worker.close()
+    }
+    expect(e).toBeInstanceOf(BuildAbortedError)
+    expect((e as BuildAbortedError).exitCode).toBe(130)
+    expect(c.out()).toContain('virt-dib: SIGINT: cancelling the submitted jobs')
+    expect(c.out()).toMatch(
+      /slow +failed .*\n +error: cancelled by its submitter\n1 build: 0 ok, 1 failed, 0 skipped\n$/,
+    )
+    expect(worker.cancels).toHaveLength(1)
+    expect(process.listenerCount('SIGINT')).toBe(0)
   })
 })
