@@ -85,6 +85,19 @@ function commandLine(cmd: string, args: readonly string[], o: RunOptions): [stri
   return [setprivPath, ['--pdeathsig', 'KILL', '--', resolved, ...args]]
 }
 
+/**
+ * With children dying with us: a watcher that SIGKILLs process group `pgid` if this process dies
+ * before calling the returned release (the death signal reaches only a direct child, not what it
+ * started). It waits on a pipe only we hold: our death closes it.
+ */
+function guardGroup(pgid: number): () => void {
+  const script = 'read -r done; [ -n "$done" ] || kill -9 -"$1" 2>/dev/null; exit 0'
+  const guard = spawn('/bin/sh', ['-c', script, 'sh', String(pgid)], { stdio: ['pipe', 'ignore', 'ignore'] })
+  guard.on('error', () => undefined)
+  guard.stdin.on('error', () => undefined)
+  return () => void guard.stdin.end('done\n')
+}
+
 /** Sends `sig` to every process of group `pgid`; false if the group is gone. */
 export function signalProcessGroup(pgid: number, sig: NodeJS.Signals): boolean {
   try {
@@ -135,6 +148,7 @@ export function runProcess(cmd: string, args: readonly string[], o: ProcessOptio
     }
     const [file, argv] = commandLine(cmd, args, o)
     const child = spawn(file, argv, spawnOptions)
+    const release = o.processGroup && dieWithParent && child.pid !== undefined ? guardGroup(child.pid) : undefined
     const grace = o.killGraceMs ?? KILL_GRACE_MS
     const out: Buffer[] = []
     let err = ''
@@ -175,6 +189,7 @@ export function runProcess(cmd: string, args: readonly string[], o: ProcessOptio
     let failed = false
     child.on('error', (e) => {
       failed = true
+      release?.()
       o.signal?.removeEventListener('abort', onAbort)
       reject(new HostToolError(cmd, null, e.message, { cause: e }))
     })
@@ -183,6 +198,7 @@ export function runProcess(cmd: string, args: readonly string[], o: ProcessOptio
       void (async () => {
         const strays = o.processGroup && child.pid !== undefined ? listProcessGroup(child.pid) : []
         if (o.processGroup && (strays.length > 0 || o.signal?.aborted)) await stop()
+        release?.() // the group is gone
         if (o.processGroup) {
           // A process that left the group may still hold our pipes: do not wait for it forever.
           const drained = await Promise.race([closed.then(() => true), sleep(PIPE_DRAIN_MS).then(() => false)])

@@ -5,11 +5,11 @@
 // dead workers of its host: their FUSE mounts detached, their staging folders and workspaces removed.
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
 import { VirtDibError } from '../errors.js'
-import { readStat, type ProcStat } from '../host/proc.js'
+import { findProcessesUsing, killIfSame, readStat, type HostProcess, type ProcStat } from '../host/proc.js'
 import { removeWorkspace, type RemoveWorkspaceOptions } from '../host/workspace.js'
 
 /** How a staging folder's name starts (`.virt-dib-part.<host>.<pid>.<jobId>`). */
@@ -87,7 +87,7 @@ export class WorkDir {
    * Creates `<workRoot>/<host>.<pid>/` with its ledger. A folder already there is a dead
    * process's that had our pid: swept first.
    */
-  static async open(workRoot: string, host: string, o: RemoveWorkspaceOptions = {}): Promise<WorkDir> {
+  static async open(workRoot: string, host: string, o: SweepOptions = {}): Promise<WorkDir> {
     const pid = process.pid
     const startTime = readStat(pid)?.startTime ?? 0
     const dir = join(workRoot, workDirName(host, pid))
@@ -134,12 +134,19 @@ export class WorkDir {
   /** Removes the folder (the worker is closing): its staging folders, then the folder itself. */
   async remove(o: RemoveWorkspaceOptions = {}): Promise<void> {
     await this.#writing
-    await sweepOne(this.dir, this.data, o)
+    // Our own builds have ended: nothing of ours is to be killed.
+    await sweepOne(this.dir, this.data, { ...o, findUsers: () => [] })
   }
 }
 
-/** Removes a work folder: the staging folders in its ledger, its mounts detached, the folder. */
-async function sweepOne(dir: string, ledger: LedgerData | undefined, o: RemoveWorkspaceOptions): Promise<void> {
+/**
+ * Removes a dead worker's folder: what still runs in it killed (a host script's children outlive
+ * the worker's death signal), the staging folders in its ledger, its mounts detached, the folder.
+ */
+async function sweepOne(dir: string, ledger: LedgerData | undefined, o: SweepOptions): Promise<void> {
+  const users = o.findUsers ?? findProcessesUsing
+  // /proc shows resolved paths.
+  for (const p of users(await realpath(dir).catch(() => dir))) killIfSame(p, 'SIGKILL')
   for (const s of ledger?.staging ?? []) await rm(s, { recursive: true, force: true })
   await removeWorkspace(dir, o)
 }
@@ -147,8 +154,10 @@ async function sweepOne(dir: string, ledger: LedgerData | undefined, o: RemoveWo
 export interface SweepOptions extends RemoveWorkspaceOptions {
   /** This worker's own folder (never swept). */
   self?: string
-  /** Tests replace the liveness check. */
+  /** Tests replace the liveness check… */
   alive?: (pid: number, startTime?: number) => boolean
+  /** …and the search for processes still using a folder. */
+  findUsers?: (dir: string) => HostProcess[]
 }
 
 export interface SweepResult {

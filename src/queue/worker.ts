@@ -107,6 +107,8 @@ const FORWARDED = new Set<string>([
 /** How long a finishing job waits for its progress updates to reach Redis. */
 const FLUSH_MS = 5000
 export const DEFAULT_LOCK_DURATION = 30_000
+/** The same worker warning is said at most once in this long. */
+const WARNING_REPEAT_MS = 10_000
 
 type StopWhy = 'cancel' | 'hand-back' | 'lock-lost'
 
@@ -131,6 +133,9 @@ class JobFailure extends Error {
 const failure = (error: unknown, message = messageOf(error)) => new JobFailure(message, describeFailure(error))
 const refused = (message: string) => new JobFailure(message, [`error: ${message}`])
 
+/** Workers open in this process: host tools die with it while there is one. */
+let openWorkers = 0
+
 /** Starts a worker: it connects (or rejects in one line), sweeps what dead workers left, then takes jobs. */
 export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
   const queue = opts.queue ?? DEFAULT_QUEUE
@@ -138,7 +143,14 @@ export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
   const id = opts.id ?? `${host}.${process.pid}`
   const lockDuration = opts.lockDuration ?? DEFAULT_LOCK_DURATION
   const workRoot = opts.workRoot ?? join(tmpdir(), 'virt-dib-worker')
+  const lastSaid = new Map<string, number>()
   const emit = (e: WorkerEvent) => {
+    // Redis gone: BullMQ says so on every retry; once every few seconds is enough.
+    if (e.kind === 'worker-warning') {
+      const now = Date.now()
+      if (now - (lastSaid.get(e.text) ?? -Infinity) < WARNING_REPEAT_MS) return
+      lastSaid.set(e.text, now)
+    }
     try {
       opts.onEvent?.(e)
     } catch {
@@ -161,7 +173,7 @@ export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
     throw e
   }
   // Host tools (and the phase runner's scripts) die with the worker: a SIGKILLed worker leaves nothing.
-  setChildrenDieWithParent(true)
+  if (openWorkers++ === 0) setChildrenDieWithParent(true)
 
   let sweeping: Promise<void> = Promise.resolve()
   const sweep = () => {
@@ -200,6 +212,7 @@ export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
   }
 
   const worker = new Worker(queue, processor, {
+    name: id,
     connection: client,
     concurrency: opts.concurrency ?? 1,
     lockDuration,
@@ -236,7 +249,7 @@ export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
       await client.quit().catch(() => client.disconnect())
       await workDir.remove().catch((e: unknown) => problems.push(`cannot remove ${workDir.dir}: ${messageOf(e)}`))
       for (const p of problems) emit({ kind: 'worker-warning', text: p })
-      setChildrenDieWithParent(false)
+      if (--openWorkers === 0) setChildrenDieWithParent(false)
       resolveClosed()
     })()
     return closing

@@ -1,5 +1,6 @@
 // A worker's staging folders and work folder: names, the ledger, outputs moved into place, the
 // liveness check (a reused pid is not the worker), the sweep of dead workers' folders and mounts.
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
@@ -108,6 +109,9 @@ describe('sweepDeadWorkers', () => {
     const stray = join(root, `${host}.x1`)
     for (const d of [starting, other, stray]) mkdirSync(d)
 
+    // A host script's child that outlived its worker, still in the worker's folder.
+    const orphan = spawn('sleep', ['61.5'], { cwd: join(deadDir, 'dib.1'), stdio: 'ignore' })
+    const gone = new Promise((r) => orphan.once('exit', (_code, sig) => r(sig)))
     let mounts = [join(deadDir, 'dib.1', 'mnt')]
     const unmounted: string[] = []
     const r = await sweepDeadWorkers(root, host, {
@@ -117,6 +121,7 @@ describe('sweepDeadWorkers', () => {
         mounts = mounts.filter((x) => x !== m)
       },
     })
+    expect(await gone).toBe('SIGKILL')
     expect(unmounted).toEqual([join(deadDir, 'dib.1', 'mnt')])
     expect(r.swept.sort()).toEqual([deadDir, noLedger].sort())
     expect(r.problems).toEqual([])

@@ -2,6 +2,7 @@
 // real, a fake run through the engine (it writes the plan's outputs and honours the abort). A job
 // done, bad payloads refused while the worker keeps serving, a cancel through the channel, a hand
 // back on close, the lost-worker count, a layer job, the sweep of a dead worker's folder.
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
@@ -10,13 +11,14 @@ import { basename, join } from 'node:path'
 import { PassThrough } from 'node:stream'
 
 import { Queue, QueueEvents, type Job } from 'bullmq'
+import { buildSync } from 'esbuild'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { BuildHooks, BuildResult } from '../../../src/engine/context.js'
 import type { BuildPlan } from '../../../src/engine/plan.js'
 import { parseWorkerArgs, runWorkerVerb } from '../../../src/cli/worker-command.js'
 import { BuildAbortedError } from '../../../src/errors.js'
-import { readStat } from '../../../src/host/proc.js'
+import { pids, readStat } from '../../../src/host/proc.js'
 import type { JobPayload } from '../../../src/queue/payload.js'
 import {
   CANCELLED_REASON,
@@ -467,5 +469,52 @@ describe('virt-dib worker', () => {
       await queue.obliterate({ force: true })
       await queue.close()
     }
+  })
+})
+
+describe('host tools of a worker', () => {
+  it('die with it when it is SIGKILLed, and so does what a process group started', async () => {
+    // A process that turns the switch on as the worker does, starts a tool and a process group, and waits.
+    const child = join(tmp, 'die-child.mjs')
+    const src = join(root, 'src', 'host', 'spawn.ts')
+    buildSync({
+      stdin: {
+        contents: `import { runProcess, runTool, setChildrenDieWithParent } from ${JSON.stringify(src)}
+          setChildrenDieWithParent(true)
+          void runTool('sleep', ['4101.5']).catch(() => undefined)
+          void runProcess('sh', ['-c', 'sleep 4102.5 & sleep 4103.5'], { processGroup: true }).catch(() => undefined)
+          setTimeout(() => process.stdout.write('ready\\n'), 300)
+          setInterval(() => undefined, 1000)`,
+        resolveDir: root,
+        loader: 'ts',
+      },
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      outfile: child,
+      logLevel: 'error',
+    })
+    const sleeps = () =>
+      pids().filter((pid) => {
+        const st = readStat(pid)
+        if (!st || st.state === 'Z') return false
+        try {
+          const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+          return basename(argv[0] ?? '') === 'sleep' && /^410[123]\.5$/.test(argv[1] ?? '')
+        } catch {
+          return false
+        }
+      })
+    const p = spawn(process.execPath, [child], { stdio: ['ignore', 'pipe', 'inherit'] })
+    try {
+      await new Promise<void>((resolve) =>
+        p.stdout.on('data', (b: Buffer) => b.toString().includes('ready') && resolve()),
+      )
+      await until(() => sleeps().length === 3, 3000)
+    } finally {
+      p.kill('SIGKILL')
+    }
+    await until(() => sleeps().length === 0, 3000)
   })
 })
