@@ -198,9 +198,25 @@ export async function submitBuilds(spec: BatchSpec, opts: SubmitOptions): Promis
   const queue = new Queue(queueName, { connection: client })
   queue.on('error', () => undefined) // the client reconnects on its own
   let events: QueueEvents | undefined
+  let onAbort: () => void = () => undefined
+  const whenAborted = new Promise<'aborted'>((resolve) => {
+    onAbort = () => resolve('aborted')
+    if (signal?.aborted) onAbort()
+    else signal?.addEventListener('abort', onAbort, { once: true })
+  })
+  const session = {
+    client,
+    queue,
+    queueName,
+    attempts,
+    elapsed,
+    aborted: whenAborted,
+    setEvents: (e: QueueEvents) => (events = e),
+  }
   try {
-    return await run(spec, opts, { client, queue, queueName, attempts, elapsed, setEvents: (e) => (events = e) })
+    return await run(spec, opts, session)
   } finally {
+    signal?.removeEventListener('abort', onAbort)
     const closing = Promise.allSettled([events?.close(), queue.close()])
     // A Redis gone meanwhile would keep QUIT waiting forever: the connections are then dropped.
     if ((await within(closing, 2000)) === undefined) void events?.disconnect()
@@ -214,6 +230,8 @@ interface Session {
   queueName: string
   attempts: number
   elapsed: () => number
+  /** Resolves when the signal aborts (never without one). */
+  aborted: Promise<'aborted'>
   setEvents: (e: QueueEvents) => void
 }
 
@@ -235,6 +253,7 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
     }
   }
   const wait = opts.wait === true
+  const abortedP = s.aborted
   const followed: Followed[] = []
   const byId = new Map<string, Followed>()
   let settle: () => void = () => undefined
@@ -330,6 +349,7 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
       // A later delivery starts a new sequence; an older or repeated one is dropped.
       if (typeof e.delivery !== 'number' || e.delivery <= f.delivery) return
       const again = f.delivery > 0 || e.delivery > 1
+      if (again) f.reused.length = 0 // the lost delivery's cache hits say nothing of this one
       f.delivery = e.delivery
       f.worker = e.worker
       f.next = p.seq + 1
@@ -374,7 +394,7 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
       const f = byId.get(jobId)
       if (f && !f.outcome && !cancelling) finishFailed(f, 'the job was removed from the queue (cancelled elsewhere)')
     })
-    await events.waitUntilReady()
+    await Promise.race([events.waitUntilReady(), abortedP])
   }
 
   const jobs: SubmittedJob[] = []
@@ -432,6 +452,7 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
   }
 
   adding = false
+  checkDone()
   if (!wait && !signal?.aborted) return { jobs }
 
   /** Cancels every unfinished job: queued ones removed, running ones aborted on their workers. */
@@ -512,19 +533,7 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
     }),
   )
 
-  if (signal) {
-    let onAbort: () => void = () => undefined
-    const abortedP = new Promise<'aborted'>((resolve) => {
-      onAbort = () => resolve('aborted')
-      // It may have come while the states were read.
-      if (signal.aborted) onAbort()
-      else signal.addEventListener('abort', onAbort, { once: true })
-    })
-    const r = await Promise.race([allDone, abortedP])
-    signal.removeEventListener('abort', onAbort)
-    if (r === 'aborted' && followed.some((f) => !f.outcome)) return cancel()
-  } else {
-    await allDone
-  }
+  const r = await Promise.race([allDone, abortedP])
+  if (r === 'aborted' && followed.some((f) => !f.outcome)) return cancel()
   return { jobs, outcomes: followed.map((f) => f.outcome!) }
 }

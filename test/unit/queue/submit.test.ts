@@ -27,6 +27,7 @@ import {
 import { openRedis, QueueConnectionError } from '../../../src/queue/redis.js'
 import {
   CANCELLED_WAITING_REASON,
+  NOT_SUBMITTED,
   RemoteBuildError,
   SubmitAbortedError,
   submitBuilds,
@@ -443,6 +444,29 @@ builds:
     } finally {
       await worker.close()
     }
+  })
+
+  it('an abort while submitting: the job added is removed, the others are not submitted', async () => {
+    const { queue, spec } = fresh()
+    const controller = new AbortController()
+    const t0 = Date.now()
+    const e: unknown = await submitBuilds(spec, {
+      redis: redis.url,
+      queue,
+      wait: true,
+      signal: controller.signal,
+      onJob: () => controller.abort(),
+    }).catch((x: unknown) => x)
+    expect(Date.now() - t0).toBeLessThan(2000)
+    expect(e).toBeInstanceOf(SubmitAbortedError)
+    const aborted = e as SubmitAbortedError
+    expect(aborted.jobs.map((j) => j.name)).toEqual(['base'])
+    expect(aborted.outcomes).toEqual([
+      { name: 'base', status: 'skipped', reason: CANCELLED_WAITING_REASON },
+      { name: 'layer', status: 'skipped', reason: NOT_SUBMITTED },
+      { name: 'other', status: 'skipped', reason: NOT_SUBMITTED },
+    ])
+    await withQueue(queue, async (q) => expect(await q.getJobCountByTypes('waiting', 'active')).toBe(0))
   })
 
   it('an unreachable Redis: one line, within the connect timeout', async () => {
