@@ -355,13 +355,17 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
       f.next = p.seq + 1
       for (const seq of f.pending.keys()) if (seq <= p.seq) f.pending.delete(seq)
       start(f)
-      if (again && !f.outcome) {
-        emit({
-          kind: 'warning',
-          build: f.build.name,
-          elapsed: secondsOf(f),
-          text: `its worker was lost: taken again by ${e.worker} (delivery ${e.delivery})`,
-        })
+      if (!f.outcome) {
+        emit(
+          again
+            ? {
+                kind: 'warning',
+                build: f.build.name,
+                elapsed: secondsOf(f),
+                text: `its worker was lost: taken again by ${e.worker} (delivery ${e.delivery})`,
+              }
+            : { kind: 'info', build: f.build.name, elapsed: 0, text: `taken by the worker ${e.worker}` },
+        )
       }
       drain(f)
       return

@@ -251,22 +251,10 @@ describe('submitBuilds', () => {
       expect(ok.reused).toEqual(['root.d'])
       // One job at a time: each build's events in order, its own start and end once.
       const of = (b: string) => events.filter((e) => e.build === b).map((e) => e.kind)
-      expect(of('other')).toEqual([
-        'build-start',
-        'phase-start',
-        'cache-hit',
-        'script-start',
-        'script-end',
-        'build-end',
-      ])
-      expect(of('layer')).toEqual([
-        'build-start',
-        'phase-start',
-        'cache-hit',
-        'script-start',
-        'script-end',
-        'build-end',
-      ])
+      const kinds = ['build-start', 'info', 'phase-start', 'cache-hit', 'script-start', 'script-end', 'build-end']
+      expect(of('other')).toEqual(kinds)
+      expect(of('layer')).toEqual(kinds)
+      expect(events[1]).toMatchObject({ kind: 'info', build: 'base', text: 'taken by the worker fake-1' })
       expect(events.filter((e) => e.build === 'base (for layer)')).toMatchObject([
         { kind: 'phase-start', hook: 'root.d' },
         { kind: 'info', text: 'finished in 1.0 s' },
@@ -339,6 +327,7 @@ builds:
         events.map((e) => (e.kind === 'phase-start' ? e.hook : e.kind === 'warning' ? `warning: ${e.text}` : e.kind)),
       ).toEqual([
         'build-start',
+        'info',
         'root.d',
         'install.d',
         'warning: its worker was lost: taken again by fake-2 (delivery 2)',
