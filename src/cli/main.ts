@@ -62,22 +62,24 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
   }
 }
 
-/** `virt-dib VERB …` (verbs.ts): `cache` and `batch` exist so far. */
+/** `virt-dib VERB …` (verbs.ts): `cache`, `batch`, `worker` and `submit`. */
 async function verb(name: string, args: string[]): Promise<number> {
   const missing = notAvailable(name)
   if (missing) throw missing
   const color = reportState.color
-  if (name === 'batch') {
+  if (name === 'batch' || name === 'worker' || name === 'submit') {
     reportState.debug = args.some((a) => a === '-v' || a === '--verbose')
-    const { runBatchVerb } = await import('./batch-command.js')
-    return runBatchVerb(args, {
+    const io = {
       out: process.stdout,
       color,
-      setSession: (controller) => (session = controller ? { controller } : undefined),
-      exit: (reason) => process.exit(report(reason, reportState.color, reportState.debug)),
+      setSession: (controller: AbortController | undefined) => (session = controller ? { controller } : undefined),
+      exit: (reason: unknown) => process.exit(report(reason, reportState.color, reportState.debug)),
       onForced: () => (exitNow = true),
       hardExitMs: HARD_EXIT_MS,
-    })
+    }
+    if (name === 'worker') return (await import('./worker-command.js')).runWorkerVerb(args, io)
+    if (name === 'submit') return (await import('./submit-command.js')).runSubmitVerb(args, io)
+    return (await import('./batch-command.js')).runBatchVerb(args, io)
   }
   const { runCacheVerb } = await import('./cache-command.js')
   return runCacheVerb(args, {
