@@ -193,6 +193,21 @@ export async function sweepDeadWorkers(workRoot: string, host: string, o: SweepO
   return result
 }
 
+/**
+ * Removes the staging folders that earlier deliveries of job `jobId` left beside its output (a
+ * worker lost on another host: nobody sweeps its folder there). Called by the job's holder: a
+ * worker that lost the job cannot put its outputs in place anyway. Returns those removed.
+ */
+export async function removeEarlierStaging(dir: string, jobId: string, keep: string): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  const earlier = names
+    .filter((n) => n.startsWith(STAGING_PREFIX) && n.endsWith(`.${jobId}`))
+    .map((n) => join(dir, n))
+    .filter((p) => p !== keep)
+  for (const p of earlier) await rm(p, { recursive: true, force: true })
+  return earlier
+}
+
 /** What the engine leaves mid-commit (context.ts, commit.ts): never an output. */
 const LEFTOVER = /\.vdib-[0-9a-f]+\.(tmp|old)$/
 

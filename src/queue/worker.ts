@@ -32,7 +32,7 @@ import {
   type JobResult,
 } from './protocol.js'
 import { openRedis } from './redis.js'
-import { WorkDir, moveIntoPlace, sha256File, stagingDirFor, sweepDeadWorkers } from './staging.js'
+import { WorkDir, moveIntoPlace, removeEarlierStaging, sha256File, stagingDirFor, sweepDeadWorkers } from './staging.js'
 
 /** Why a job's run ended without an outcome of its own. */
 export type JobEndStatus = 'ok' | 'failed' | 'cancelled' | 'handed-back'
@@ -387,6 +387,9 @@ async function runJob(
   staging.push(dir)
   await d.workDir.addStaging(dir)
   await rm(dir, { recursive: true, force: true })
+  for (const p of await removeEarlierStaging(finalDir, r.jobId, dir)) {
+    send({ kind: 'info', build: label, elapsed: 0, text: `removed ${p}, left by an earlier delivery of the job` })
+  }
   try {
     await mkdir(dir)
   } catch (e) {

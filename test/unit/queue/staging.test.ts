@@ -14,6 +14,7 @@ import {
   WorkDir,
   isAlive,
   moveIntoPlace,
+  removeEarlierStaging,
   sha256File,
   stagingDirFor,
   sweepDeadWorkers,
@@ -184,6 +185,19 @@ describe('moveIntoPlace', () => {
     expect((e as Error).message).toMatch(/^cannot put the outputs in place in /)
     expect(readFileSync(join(dir, 'a.qcow2'), 'utf8')).toBe('old')
     expect(readdirSync(staging).sort()).toEqual(['a.qcow2', 'b.d'])
+  })
+})
+
+describe('removeEarlierStaging', () => {
+  it('removes the staging folders of the same job but the one kept, nothing else', async () => {
+    const dir = join(tmp, 'earlier')
+    const mine = join(dir, '.virt-dib-part.h.2.build-9')
+    const earlier = join(dir, '.virt-dib-part.other.1.build-9')
+    const otherJob = join(dir, '.virt-dib-part.other.1.build-99')
+    for (const d of [mine, earlier, otherJob]) mkdirSync(d, { recursive: true })
+    writeFileSync(join(earlier, 'img.qcow2'), 'partial')
+    expect(await removeEarlierStaging(dir, 'build-9', mine)).toEqual([earlier])
+    expect(readdirSync(dir).sort()).toEqual(['.virt-dib-part.h.2.build-9', '.virt-dib-part.other.1.build-99'])
   })
 })
 

@@ -200,6 +200,10 @@ describe('startWorker', () => {
 
       // Again: the old outputs (and the old .d) are replaced whole.
       writeFileSync(join(out, 'a.d', 'stale'), 'x')
+      // An earlier delivery's staging folder, of a worker lost on another host.
+      const lost = join(out, `.virt-dib-part.lost-host.77.${job.id!}`)
+      mkdirSync(lost)
+      writeFileSync(join(lost, 'a.qcow2'), 'partial')
       await done.remove()
       const again = await t.add(payload('a'), 'a')
       await finished(t.queue, again.id!)
