@@ -126,6 +126,11 @@ interface Followed {
   build: BatchBuild
   jobId: string
   added: boolean
+  /**
+   * The queue's events are this job's: for a job we add, once its 'added' (or 'duplicated': someone
+   * added it first) event came; before it, they are the replaced job's (its removal, a late end).
+   */
+  armed: boolean
   started: boolean
   startedAt: number | undefined
   /** The delivery of the last job-taken seen (0: none). */
@@ -190,8 +195,10 @@ export async function submitBuilds(spec: BatchSpec, opts: SubmitOptions): Promis
     throw new VirtDibError(`attempts must be a whole number greater than zero, not ${attempts}`)
   }
   const { signal } = opts
-  const aborted = () => new SubmitAbortedError(signal?.reason, [], [])
-  if (signal?.aborted) throw aborted()
+  if (signal?.aborted) {
+    const outcomes = spec.builds.map((b): BuildOutcome => ({ name: b.name, status: 'skipped', reason: NOT_SUBMITTED }))
+    throw new SubmitAbortedError(signal.reason, [], outcomes)
+  }
 
   // First: an unreachable Redis is one line, before anything subscribes.
   const client = await openRedis(opts.redis, { timeoutMs: opts.connectTimeoutMs ?? 5000 })
@@ -281,12 +288,8 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
       elapsed: elapsed(),
       status: outcome.status,
       seconds: outcome.status === 'skipped' ? 0 : outcome.seconds,
-      reason:
-        outcome.status === 'failed'
-          ? messageOf(outcome.error)
-          : outcome.status === 'skipped'
-            ? outcome.reason
-            : undefined,
+      ...(outcome.status === 'failed' ? { reason: messageOf(outcome.error) } : {}),
+      ...(outcome.status === 'skipped' ? { reason: outcome.reason } : {}),
     })
     checkDone()
   }
@@ -382,20 +385,30 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
     const events = new QueueEvents(queueName, { connection: client, lastEventId: last[0]?.[0] ?? '0-0' })
     s.setEvents(events)
     events.on('error', () => undefined) // its connection reconnects on its own
-    events.on('progress', ({ jobId, data }) => {
+    const ours = (jobId: string) => {
       const f = byId.get(jobId)
+      return f?.armed ? f : undefined
+    }
+    const arm = ({ jobId }: { jobId: string }) => {
+      const f = byId.get(jobId)
+      if (f) f.armed = true
+    }
+    events.on('added', arm)
+    events.on('duplicated', arm)
+    events.on('progress', ({ jobId, data }) => {
+      const f = ours(jobId)
       if (f && isJobProgress(data)) onProgress(f, data)
     })
     events.on('completed', ({ jobId, returnvalue }) => {
-      const f = byId.get(jobId)
+      const f = ours(jobId)
       if (f) finishOk(f, returnvalue)
     })
     events.on('failed', ({ jobId, failedReason }) => {
-      const f = byId.get(jobId)
+      const f = ours(jobId)
       if (f) finishFailed(f, failedReason || 'failed')
     })
     events.on('removed', ({ jobId }) => {
-      const f = byId.get(jobId)
+      const f = ours(jobId)
       if (f && !f.outcome && !cancelling) finishFailed(f, 'the job was removed from the queue (cancelled elsewhere)')
     })
     await Promise.race([events.waitUntilReady(), abortedP])
@@ -418,21 +431,12 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
         () => false,
       )
     }
-    if (added) {
-      // Its cancel mark must not fail the new job.
-      await client.del(cancelKey(queueName, jobId))
-      await queue.add(JOB_NAME, toPayload(spec, build), {
-        jobId,
-        attempts: s.attempts,
-        removeOnComplete: { age: KEEP_SECONDS },
-        removeOnFail: { age: KEEP_SECONDS },
-      })
-    }
     const f: Followed = {
       index,
       build,
       jobId,
       added,
+      armed: !added,
       started: false,
       startedAt: undefined,
       delivery: 0,
@@ -443,8 +447,19 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
       reused: [],
       outcome: undefined,
     }
+    // Followed before it is added: its 'added' event may come before queue.add returns.
     followed.push(f)
     byId.set(jobId, f)
+    if (added) {
+      // Its cancel mark must not fail the new job.
+      await client.del(cancelKey(queueName, jobId))
+      await queue.add(JOB_NAME, toPayload(spec, build), {
+        jobId,
+        attempts: s.attempts,
+        removeOnComplete: { age: KEEP_SECONDS },
+        removeOnFail: { age: KEEP_SECONDS },
+      })
+    }
     jobs.push({ name: build.name, jobId, added })
     emitJob({
       kind: added ? 'job-added' : 'already-queued',

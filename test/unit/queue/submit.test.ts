@@ -262,6 +262,14 @@ describe('submitBuilds', () => {
       const end = events.find((e) => e.kind === 'build-end' && e.build === 'other')
       expect(end).toMatchObject({ status: 'ok', seconds: 1.5 })
       expect(events.map((e) => e.kind === 'build-start' && e.build).filter(Boolean)).toEqual(['base', 'layer', 'other'])
+
+      // Again, waiting: the ended jobs are replaced and followed (their removal is not the new jobs' end).
+      const again: BatchEvent[] = []
+      const second = await submitBuilds(spec, { redis: redis.url, queue, wait: true, onEvent: (e) => again.push(e) })
+      expect(second.jobs.map((j) => j.added)).toEqual([true, true, true])
+      expect(second.outcomes!.map((o) => o.status)).toEqual(['ok', 'ok', 'ok'])
+      expect(again.filter((e) => e.kind === 'build-end')).toHaveLength(3)
+      expect(again.filter((e) => e.kind === 'phase-start')).toHaveLength(4)
     } finally {
       await worker.close()
     }
