@@ -10,7 +10,7 @@ import { hostname } from 'node:os'
 import { basename, join } from 'node:path'
 import { PassThrough } from 'node:stream'
 
-import { Queue, QueueEvents, type Job } from 'bullmq'
+import { Queue, QueueEvents, Worker, type Job } from 'bullmq'
 import { buildSync } from 'esbuild'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
@@ -322,6 +322,50 @@ describe('startWorker', () => {
       }
     } finally {
       await t.queue.close()
+    }
+  })
+
+  it('takes the job of a worker that died once its lock expires (its second delivery)', async () => {
+    const t = await setup({ lockDuration: 1000 })
+    await t.worker.close()
+    /** A worker that takes the job and dies: its lock is never renewed. */
+    const dieWith = async () => {
+      const dead = new Worker(t.name, null, { connection: { url: redis.url }, autorun: false, lockDuration: 1000 })
+      const taken = await dead.getNextJob('dead-token')
+      expect(taken?.id).toBe(job.id)
+      await dead.close(true)
+    }
+    const job = await t.add(payload('stalled'), 'stalled', 2)
+    await dieWith()
+    const events: WorkerEvent[] = []
+    const w = await t.start({ lockDuration: 1000, onEvent: (e) => events.push(e) })
+    try {
+      const done = await finished(t.queue, job.id!)
+      expect(done.returnvalue).toMatchObject({ build: 'stalled' })
+      expect(done.stalledCounter).toBe(1)
+      expect(events.find((e) => e.kind === 'job-taken')).toMatchObject({ delivery: 2 })
+    } finally {
+      await w.close()
+    }
+    await t.queue.close()
+  })
+
+  it('keeps the lock of a long build: not delivered again while it runs', async () => {
+    const t = await setup({ lockDuration: 1000 })
+    try {
+      behaviour.set('long', 'hold')
+      started.delete('long')
+      const job = await t.add(payload('long'), 'long')
+      await until(() => started.has('long'))
+      await new Promise((r) => setTimeout(r, 2500))
+      started.get('long')!.release()
+      const done = await finished(t.queue, job.id!)
+      expect(done.returnvalue).toMatchObject({ build: 'long' })
+      expect(done.stalledCounter).toBe(0)
+      expect(t.events.filter((e) => e.kind === 'job-start')).toHaveLength(1)
+    } finally {
+      behaviour.delete('long')
+      await t.done()
     }
   })
 
