@@ -229,7 +229,16 @@ export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
     }
   })
   worker.run().catch((e: unknown) => emit({ kind: 'worker-warning', text: `queue: ${messageOf(e)}` }))
-  await worker.waitUntilReady()
+  try {
+    await worker.waitUntilReady()
+  } catch (e) {
+    await worker.close(true).catch(() => undefined)
+    sub.disconnect()
+    client.disconnect()
+    await workDir.remove().catch(() => undefined)
+    if (--openWorkers === 0) setChildrenDieWithParent(false)
+    throw e
+  }
   emit({ kind: 'ready', worker: id, queue, workDir: workDir.dir })
 
   let resolveClosed!: () => void
