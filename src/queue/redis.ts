@@ -51,6 +51,8 @@ export async function openRedis(url: string, o: OpenRedisOptions = {}): Promise<
   const client = new Redis(url, {
     maxRetriesPerRequest: null,
     lazyConnect: true,
+    // A socket that never connected must not keep the process 2 s after the error line (ioredis's default).
+    disconnectTimeout: 100,
     connectTimeout: Math.min(o.timeoutMs ?? 5000, 10_000),
     // Reconnects stay quick: a worker should be back soon after Redis is.
     retryStrategy: (times) => Math.min(times * 250, 2000),
