@@ -51,7 +51,8 @@ afterAll(async () => {
 })
 
 /** How the fake build of an output behaves (by its file name). */
-const behaviour = new Map<string, 'hold' | 'fail'>()
+/** hold: until released or aborted; stubborn: until released, whatever aborts it. */
+const behaviour = new Map<string, 'hold' | 'stubborn' | 'fail'>()
 /** Builds the fake run is in: their plan and hooks, by output name. */
 const started = new Map<string, { plan: BuildPlan; hooks: BuildHooks; release: () => void }>()
 
@@ -64,10 +65,13 @@ async function fakeRun(plan: BuildPlan, hooks: BuildHooks): Promise<BuildResult>
   emit({ kind: 'script-end', hook: 'root.d', script: '10-demo', status: 0, seconds: 0.1, elapsed: 0.1 })
   await new Promise<void>((resolve, reject) => {
     const abort = () => reject(hooks.signal!.reason as Error)
-    if (hooks.signal?.aborted) return abort()
-    hooks.signal?.addEventListener('abort', abort, { once: true })
+    const b = behaviour.get(name)
+    if (b !== 'stubborn') {
+      if (hooks.signal?.aborted) return abort()
+      hooks.signal?.addEventListener('abort', abort, { once: true })
+    }
     started.set(name, { plan, hooks, release: resolve })
-    if (behaviour.get(name) !== 'hold') resolve()
+    if (b !== 'hold' && b !== 'stubborn') resolve()
   })
   if (behaviour.get(name) === 'fail') throw new BuildAbortedError('fake failure') // any VirtDibError
   const outputs: BuildResult['outputs'] = []
@@ -513,6 +517,71 @@ describe('virt-dib worker', () => {
     } finally {
       behaviour.delete('cli2')
       session?.abort()
+      await code.catch(() => undefined)
+      await queue.obliterate({ force: true })
+      await queue.close()
+    }
+  })
+})
+
+describe('virt-dib worker, a second signal', () => {
+  it('stops the builds at once, and ends with the signal’s error once the worker has closed', async () => {
+    const name = `t${++queues}`
+    const queue = new Queue(name, { connection: { url: redis.url } })
+    let text = ''
+    let ready!: () => void
+    const isReady = new Promise<void>((r) => (ready = r))
+    let stoppedNow = 0
+    let forced = 0
+    const io = {
+      out: Object.assign(new PassThrough(), { isTTY: false }),
+      color: false,
+      setSession: () => undefined,
+      exit: () => undefined,
+      onForced: () => void forced++,
+      hardExitMs: 60_000,
+      api: async () => ({
+        startWorker: (o: WorkerOptions) =>
+          startWorker({
+            ...o,
+            workRoot,
+            run: fakeRun,
+            onEvent: (e) => (o.onEvent?.(e), e.kind === 'ready' && ready()),
+          }),
+        stopBuildsNow: () => void stoppedNow++,
+      }),
+    }
+    io.out.on('data', (b: Buffer) => (text += b.toString()))
+    const before = new Set(process.listeners('SIGTERM'))
+    const args = ['--redis', redis.url, '--queue', name, '--cache-dir', join(tmp, 'cache')]
+    args.push('--allow-elements', elements, DIB_LIB, '--allow-output', out)
+    const code = runWorkerVerb(args, io)
+    code.catch(() => undefined)
+    behaviour.set('stub', 'stubborn')
+    started.delete('stub')
+    try {
+      await isReady
+      // Its own listener, called as the signal would (a real SIGTERM would reach the test runner too).
+      const onTerm = process.listeners('SIGTERM').find((l) => !before.has(l))!
+      const job = await queue.add(JOB_NAME, payload('stub'), { jobId: jobIdFor(join(out, 'stub')) })
+      await until(() => started.has('stub'))
+      onTerm('SIGTERM')
+      expect(text).toContain(
+        'virt-dib: SIGTERM: handing the running jobs back to the queue and stopping; a second SIGTERM stops at once',
+      )
+      expect(stoppedNow).toBe(0)
+      onTerm('SIGTERM')
+      expect([stoppedNow, forced]).toEqual([1, 1])
+      // The build ends (stopBuildsNow killed its appliance); its job goes back; the verb throws the signal's error.
+      started.get('stub')!.release()
+      const e: unknown = await code.catch((x: unknown) => x)
+      expect(e).toBeInstanceOf(BuildAbortedError)
+      expect((e as BuildAbortedError).exitCode).toBe(143)
+      expect(await job.getState()).toBe('waiting')
+      expect(process.listeners('SIGTERM')).not.toContain(onTerm)
+    } finally {
+      behaviour.delete('stub')
+      started.get('stub')?.release()
       await code.catch(() => undefined)
       await queue.obliterate({ force: true })
       await queue.close()
