@@ -409,12 +409,13 @@ async function runJob(
   const runs: ManyBuild[] = []
   const baseName = base ? `${base.name} (for ${label})` : undefined
   if (base) {
-    // The base's outputs are not wanted: a tar nobody keeps (its tree's keys do not depend on formats).
+    // The base's outputs are not wanted: a tar nobody keeps (no step's key depends on formats). Its
+    // --checksum stays: the disk steps count it, and a layer after them shares them only if it matches.
     const scratch = join(d.workDir.dir, `base.${r.jobId}.${randomBytes(3).toString('hex')}`)
     staging.push(scratch)
     await mkdir(scratch)
     const name = join(scratch, basename(base.options.name ?? 'base'))
-    runs.push({ name: baseName!, options: { ...base.options, ...common, name, formats: ['tar'], checksum: false } })
+    runs.push({ name: baseName!, options: { ...base.options, ...common, name, formats: ['tar'] } })
   }
   runs.push({
     name: label,

@@ -373,14 +373,14 @@ describe('startWorker', () => {
     }
   })
 
-  it('builds a layer job: its base into a scratch folder (tar, no checksum), the layer into place', async () => {
+  it('builds a layer job: its base into a scratch folder (tar, its own --checksum kept), the layer into place', async () => {
     const t = await setup()
     try {
       const data: JobPayload = {
         v: 1,
         label: 'top',
         build: entry('top', { elements: ['demo-os', 'demo-app'] }),
-        base: { label: 'bottom', build: entry('bottom') },
+        base: { label: 'bottom', build: entry('bottom', { checksum: true }) },
       }
       started.delete('bottom')
       const job = await t.add(data, 'top')
@@ -389,7 +389,8 @@ describe('startWorker', () => {
       expect(done.returnvalue).toMatchObject({ build: 'top', outputs: [{ path: join(out, 'top.qcow2') }] })
       const base = started.get('bottom')!.plan
       expect(base.formats.map((f) => f.name)).toEqual(['tar'])
-      expect(base.checksum).toBe(false)
+      // The disk steps count --checksum: the layer shares them only if its base's matches.
+      expect(base.checksum).toBe(true)
       expect(base.outputPath.startsWith(join(workRoot, `${hostname()}.${process.pid}`) + '/')).toBe(true)
       expect(existsSync(base.outputPath + '.tar')).toBe(false)
       expect(existsSync(join(out, 'bottom.qcow2'))).toBe(false)
