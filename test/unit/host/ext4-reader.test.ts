@@ -20,7 +20,12 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 
 import { BuildAbortedError, VirtDibError } from '../../../src/errors.js'
-import { archiveExt4, hostTreeReaderSupport } from '../../../src/host/ext4-reader.js'
+import {
+  archiveExt4,
+  Ext4ReaderDeclined,
+  hostTreeReaderSupport,
+  MAX_DIRECTORY_BYTES,
+} from '../../../src/host/ext4-reader.js'
 import { isMounted, mountPoints } from '../../../src/host/fuse.js'
 import { findExecutable } from '../../../src/host/which.js'
 import { TREE_EXCLUDES } from '../../../src/outputs/types.js'
@@ -29,7 +34,7 @@ import { tempDir } from '../../helpers/temp.js'
 
 const find = (t: string) => findExecutable(t, `${process.env['PATH']}:/usr/sbin:/sbin`)
 const support = hostTreeReaderSupport()
-const missingTools = ['fuse2fs', 'mke2fs', 'mkfifo', 'mknod'].filter((t) => !find(t))
+const missingTools = ['fuse2fs', 'mke2fs', 'debugfs', 'mkfifo', 'mknod'].filter((t) => !find(t))
 const missing =
   missingTools.length > 0
     ? `needs ${missingTools.join(', ')}`
@@ -300,6 +305,46 @@ describe.skipIf(missing !== '')(`archiveExt4${missing ? ` (skipped: ${missing})`
     expect(leftovers()).toEqual(clean)
   })
 
+  it('declines a file system with a directory too large for fuse2fs, before mounting', async () => {
+    const wide = join(root, 'wide-src')
+    mkdirSync(join(wide, 'many'), { recursive: true })
+    // 2000 entries of 40 bytes: about 80 KiB of directory
+    for (let i = 0; i < 2000; i++)
+      writeFileSync(join(wide, 'many', `file-with-a-typical-name-${String(i).padStart(5, '0')}`), '')
+    const img = join(root, 'wide.img')
+    run('mke2fs', ['-q', '-t', 'ext4', '-d', wide, img, '64M'])
+    const inode = Number(
+      run('debugfs', ['-R', 'stat /many', img])
+        .toString()
+        .match(/Inode: (\d+)/)?.[1],
+    )
+    const dest = join(root, 'wide.tar')
+    const debug: string[] = []
+    const e = await archiveExt4({
+      ...base,
+      image: img,
+      offset: 0,
+      dest,
+      maxDirectoryBytes: 64 * 1024,
+      onDebug: (t) => debug.push(t),
+    }).catch((x: unknown) => x)
+    expect(e).toBeInstanceOf(Ext4ReaderDeclined)
+    expect(e).toMatchObject({ inode })
+    expect((e as Ext4ReaderDeclined).bytes).toBeGreaterThan(64 * 1024)
+    expect((e as Error).message).toMatch(
+      new RegExp(`^a directory of \\d+ KiB \\(inode ${inode}\\) is too large to read through fuse2fs$`),
+    )
+    expect(debug.some((l) => l.startsWith('fuse2fs '))).toBe(false) // never mounted
+    expect(existsSync(dest)).toBe(false)
+    expect(leftovers()).toEqual(clean)
+    // under the default limit it is read (and timed: the lead's numbers for a 2000-entry directory)
+    expect((e as Ext4ReaderDeclined).bytes).toBeLessThan(MAX_DIRECTORY_BYTES)
+    await timed('archiveExt4 of a directory of 2000 entries', () =>
+      archiveExt4({ ...base, image: img, offset: 0, dest }),
+    )
+    expect(listTar(dest).filter((m) => m.name.startsWith('./many/f'))).toHaveLength(2000)
+  })
+
   it('refuses a file that holds no ext4 file system, naming it', async () => {
     const zeros = join(root, 'zeros.img')
     writeFileSync(zeros, Buffer.alloc(4 * 1024 * 1024))
@@ -316,7 +361,7 @@ describe.skipIf(missing !== '')(`archiveExt4${missing ? ` (skipped: ${missing})`
     expect(leftovers()).toEqual(clean)
   })
 
-  it.skipIf(!find('debugfs'))('refuses a file system whose journal needs recovery', async () => {
+  it('refuses a file system whose journal needs recovery', async () => {
     const dirty = join(root, 'dirty.img')
     run('cp', ['--sparse=always', image, dirty])
     run('debugfs', ['-w', '-R', 'feature needs_recovery', dirty])
