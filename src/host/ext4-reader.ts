@@ -1,8 +1,14 @@
 // The image root's archive made on the host: fuse2fs serves the ext2/3/4 file system of the raw
 // disk file (read-only, rootless) and host GNU tar archives it with the options the guest's tar
-// used, at host speed instead of guest CPU. fuse2fs gives the real inode numbers (use_ino), so
-// hard links stay hard links; fakeroot lets an unprivileged user read every file whatever its
+// used, on host CPU instead of emulated guest CPU. fuse2fs gives the real inode numbers (use_ino),
+// so hard links stay hard links; fakeroot lets an unprivileged user read every file whatever its
 // owner and mode, and owners, modes, device numbers and xattrs are passed through as stored.
+// What it costs (2 CPUs here): data at 650 MB/s, but ~0.5 ms of fuse2fs CPU per file, since every
+// operation resolves its path by scanning each directory on the way linearly (a 1.8 GB, 29k-file
+// root: 27-38 s, where host tar of the same tree on the host's own file system takes 4.5 s). One
+// very large directory costs the square of its size: such a file system is declined (see
+// maxDirectoryBytes) for the guest's tar. fuse2fs 1.47.0 gives whole seconds only: the archive's
+// times lose their nanoseconds.
 import {
   closeSync,
   constants,
