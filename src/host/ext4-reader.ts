@@ -23,6 +23,7 @@ import {
 } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 import { HostToolError, VirtDibError } from '../errors.js'
 import { LineSplitter } from '../util/lines.js'
@@ -202,7 +203,7 @@ function fuse2fsReason(lines: readonly string[], code: number | null, sig: strin
  * tar's first reason (`/x.tar: Cannot write: No space left on device`), not its closing summary;
  * said as out of space when the destination's file system is (nearly) full.
  */
-function tarError(e: unknown, image: string, dest: string, destName: string): unknown {
+function tarError(e: unknown, image: string, dest: string, destName: string, fuse2fsEnded?: string): unknown {
   if (!(e instanceof HostToolError)) return e
   const lines = e.outputTail
     .split('\n')
@@ -216,6 +217,10 @@ function tarError(e: unknown, image: string, dest: string, destName: string): un
   } catch {
     // the directory is not there: report what tar said
   }
+  if (fuse2fsEnded)
+    return new VirtDibError(`fuse2fs ended (${fuse2fsEnded}) while tar read the file system of ‘${image}’: ${why}`, {
+      cause: e,
+    })
   if (full)
     return new VirtDibError(`out of space on the host: writing ‘${destName}’ failed: ${why}`, {
       cause: e,
@@ -303,8 +308,17 @@ export async function archiveExt4(o: ArchiveExt4Options): Promise<number> {
       '-cf', dest, '--totals', '.',
     ]
     const t0 = Date.now()
-    const r = await runTool('tar', args, { ...(o.signal ? { signal: o.signal } : {}) }).catch((e: unknown) => {
-      throw tarError(e, image, dest, destName)
+    const r = await runTool('tar', args, { ...(o.signal ? { signal: o.signal } : {}) }).catch(async (e: unknown) => {
+      // fuse2fs ended under tar (killed, crashed): tar's own words for it are only a symptom.
+      // Its exit may be seen a moment after tar's.
+      if (!o.signal?.aborted) await Promise.race([served.done, sleep(250)])
+      const died = served.settled
+        ? await server.then(
+            (x) => (x.signal ? `killed by ${x.signal}` : `exit status ${x.code}`),
+            () => 'failed',
+          )
+        : undefined
+      throw tarError(e, image, dest, destName, died)
     })
     const total = /Total bytes written: (\d+)/.exec(r.stderr)
     if (!total) throw new VirtDibError(`tar of ${what} gave no length: ${r.stderr.trim().split('\n').pop() ?? ''}`)

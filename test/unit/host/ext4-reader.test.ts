@@ -296,6 +296,37 @@ describe.skipIf(missing !== '')(`archiveExt4${missing ? ` (skipped: ${missing})`
     expect(leftovers()).toEqual(clean)
   })
 
+  it('fails in one line when fuse2fs dies under tar, and still leaves nothing', async () => {
+    const bigSrc = join(root, 'crash-src')
+    mkdirSync(bigSrc)
+    execFileSync('sh', ['-c', `head -c 32M /dev/urandom > ${JSON.stringify(join(bigSrc, 'random'))}`])
+    const big = join(root, 'crash.img')
+    run('mke2fs', ['-q', '-t', 'ext4', '-d', bigSrc, big, '100M'])
+    const fifo = join(root, 'crash.tar')
+    run('mkfifo', [fifo])
+    const reader = createReadStream(fifo)
+    let got = 0
+    reader.on('data', (b) => {
+      if (got === 0) reader.pause()
+      got += b.length
+    })
+    const warnings: string[] = []
+    const done = archiveExt4({ ...base, image: big, offset: 0, dest: fifo, onWarning: (t) => warnings.push(t) })
+    await waitFor(() => got > 0, 10_000)
+    const [server] = fuse2fsUnder(work)
+    process.kill(server!, 'SIGKILL')
+    await waitFor(() => fuse2fsUnder(work).length === 0, 5000)
+    reader.resume()
+    const e = await done.catch((x: unknown) => x)
+    reader.destroy()
+    expect(e).toBeInstanceOf(VirtDibError)
+    expect((e as Error).message).toMatch(
+      new RegExp(`^fuse2fs ended \\(killed by SIGKILL\\) while tar read the file system of ‘${big}’: \\./random: `),
+    )
+    expect((e as Error).message).not.toContain('\n')
+    expect(leftovers()).toEqual(clean)
+  })
+
   it.each([0, 1, 10, 30, 100])('stops on abort while mounting (after %i ms), leaving nothing', async (ms) => {
     const ac = new AbortController()
     const done = archiveExt4({ ...base, image, offset: 0, dest: join(root, `early-${ms}.tar`), signal: ac.signal })
