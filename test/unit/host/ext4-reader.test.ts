@@ -49,7 +49,10 @@ const getfattr = find('getfattr')
 const run = (cmd: string, args: readonly string[]) =>
   execFileSync(find(cmd) ?? cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
 
-/** Every kind of file the guest's archive keeps; `withXattrs` when setfattr is there. */
+/** Set by buildTree: setfattr is there and the temp dir's file system takes user.* xattrs. */
+let xattrs = false
+
+/** Every kind of file the guest's archive keeps; xattrs where they can be set. */
 function buildTree(src: string): void {
   const at = (p: string) => join(src, p)
   for (const d of ['bin', 'sub/dir2', 'dev', 'empty', 'proc', 'sys']) mkdirSync(at(d), { recursive: true })
@@ -73,10 +76,15 @@ function buildTree(src: string): void {
   writeFileSync(at('odd name\nline'), 'spaces and a newline\n')
   if (setfattr) {
     writeFileSync(at('xa'), 'user xattr\n')
-    run('setfattr', ['-n', 'user.test', '-v', 'value', at('xa')])
     writeFileSync(at('cap'), 'capability\n')
-    // VFS_CAP_REVISION_2 with the effective bit, cap_net_raw (13) permitted
-    run('setfattr', ['-n', 'security.capability', '-v', '0x0100000200200000000000000000000000000000', at('cap')])
+    try {
+      run('setfattr', ['-n', 'user.test', '-v', 'value', at('xa')])
+      // VFS_CAP_REVISION_2 with the effective bit, cap_net_raw (13) permitted
+      run('setfattr', ['-n', 'security.capability', '-v', '0x0100000200200000000000000000000000000000', at('cap')])
+      xattrs = true
+    } catch {
+      console.log('the temp dir takes no user xattrs: the xattr checks are skipped')
+    }
   }
 }
 
@@ -240,14 +248,15 @@ describe.skipIf(missing !== '')(`archiveExt4${missing ? ` (skipped: ${missing})`
     expect(byName.get('./proc/')).toBeDefined()
     expect(byName.get('./proc/x')).toBeUndefined()
     expect(byName.get('./sys/y')).toBeUndefined()
-    if (setfattr) {
+    if (xattrs) {
       expect(byName.get('./xa')?.xattrs).toEqual(['user.test=5'])
       expect(byName.get('./cap')?.xattrs).toEqual(['security.capability=20'])
     }
     expect(leftovers()).toEqual(clean)
   })
 
-  it.skipIf(!setfattr || !getfattr)('keeps the xattrs’ values', async () => {
+  it.skipIf(!setfattr || !getfattr)('keeps the xattrs’ values', async (t) => {
+    if (!xattrs) t.skip()
     const dest = join(root, 'xattrs.tar')
     await archiveExt4({ ...base, image, offset: 0, dest })
     const out = join(root, 'extracted')
