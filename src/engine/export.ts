@@ -8,9 +8,11 @@
 import { mkdirSync, rmSync, statfsSync, statSync } from 'node:fs'
 import { truncate } from 'node:fs/promises'
 
+import type { BlockDeviceLayout } from '../blockdev/layout.js'
 import * as L from '../elements/layout.js'
 import { HostToolError, VirtDibError } from '../errors.js'
 import { hashFile, writeChecksumFile } from '../host/checksums.js'
+import { archiveExt4, Ext4ReaderDeclined } from '../host/ext4-reader.js'
 import { runTool } from '../host/spawn.js'
 import { archiveFile, outputWriteError } from '../outputs/stream.js'
 import type { ArchiveFile, OutputContext, OutputFormat } from '../outputs/types.js'
@@ -18,6 +20,8 @@ import { TREE_EXCLUDES } from '../outputs/types.js'
 import { shellQuote } from '../util/shell-quote.js'
 import { DRIVE } from './appliance.js'
 import type { BuildContext, BuildResult, StagedFile } from './context.js'
+import { freezeImage } from './image.js'
+import { chooseTreeReader } from './tree-reader.js'
 
 /** Less free space than this after a failed write: the file system was full. */
 const FULL_BYTES = 1024 * 1024
@@ -148,11 +152,38 @@ export function archiveFormats(formats: readonly OutputFormat[]): OutputFormat[]
 }
 
 /**
- * The image root's archive, written by the guest onto the export drive: xattrs, numeric owners,
- * hard links, device nodes, sparse files as holes; /proc and /sys contents left out. Returns its
- * length.
+ * The image root's archive on the export drive: xattrs, numeric owners, hard links, device nodes,
+ * sparse files as holes; /proc and /sys contents left out. Read on the host from the frozen disk
+ * file when it can be (tree-reader.ts), else written by the guest's tar. Returns its length.
  */
-export async function exportTreeArchive(ctx: BuildContext): Promise<number> {
+export async function exportTreeArchive(
+  ctx: BuildContext,
+  at: { layout: BlockDeviceLayout; disk: string; exportDrive: string; outDevice: string },
+): Promise<number> {
+  let reader = await chooseTreeReader(ctx, at.layout, at.outDevice)
+  if (reader.kind === 'host') {
+    // Read-only in the guest first: its page cache is then on the disk file, and nothing changes under the reader.
+    await freezeImage(ctx, at.layout)
+    ctx.progress('Archiving the image tree (read on the host)')
+    try {
+      return await archiveExt4({
+        image: at.disk,
+        offset: reader.offset,
+        dest: at.exportDrive,
+        excludes: TREE_EXCLUDES,
+        signal: ctx.signal,
+        workDir: ctx.workspace,
+        onDebug: (text) => ctx.emit({ kind: 'debug', text }),
+        onWarning: (text) => ctx.emit({ kind: 'warning', text }),
+      })
+    } catch (e) {
+      if (!(e instanceof Ext4ReaderDeclined)) {
+        throw e instanceof VirtDibError || e instanceof HostToolError ? e : outputWriteError(at.exportDrive, e)
+      }
+      reader = { kind: 'guest', reason: e.message }
+    }
+  }
+  ctx.emit({ kind: 'debug', text: `the guest archives the image tree: ${reader.reason}` })
   ctx.progress('Archiving the image tree')
   return archiveToExportDrive(ctx, `${L.SYSROOT}/`, {
     excludes: TREE_EXCLUDES,

@@ -227,14 +227,14 @@ const OUTPUT_INPUTS = [
   'env',
 ] as const satisfies readonly (keyof BuildPlan)[]
 
-/** The guest's tar writes the image root's archive onto the export drive (no daemon copy). */
-const treeArchive = defineStep<BuildContext, never, 'archiveBytes'>({
+/** The image root's archive onto the export drive: read on the host where it can be, else by the guest's tar. */
+const treeArchive = defineStep<BuildContext, 'layout' | 'disk' | 'exportDrive' | 'outDevice', 'archiveBytes'>({
   name: 'tree-archive',
   part: engine,
-  reads: [],
-  needs: [],
+  reads: ['env'],
+  needs: ['layout', 'disk', 'exportDrive', 'outDevice'],
   gives: ['archiveBytes'],
-  run: async (ctx) => ({ archiveBytes: await exportTreeArchive(ctx) }),
+  run: async (ctx, at) => ({ archiveBytes: await exportTreeArchive(ctx, at) }),
 })
 
 /** tar: the archive itself, cut to its length once the appliance no longer holds the drive. */

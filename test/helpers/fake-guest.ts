@@ -167,7 +167,8 @@ export async function openExportContext(
     formats: formats.map((f) => OUTPUT_FORMATS.get(f)!),
     ramdisk: false,
     appliance: { drive: undefined },
-    env: { ...options.env, TMPDIR: tmp },
+    // The fake guest's tar is what these tests drive: never the host's reader of a real disk.
+    env: { ...options.env, TMPDIR: tmp, VIRT_DIB_TREE_READER: 'guest' },
   } as unknown as BuildPlan
   return BuildContext.open(plan, signal ? { signal } : {})
 }

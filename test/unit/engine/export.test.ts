@@ -9,6 +9,7 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 
 import { afterEach, describe, expect, it } from 'vitest'
 
+import type { BlockDeviceLayout } from '../../../src/blockdev/layout.js'
 import type { BuildContext } from '../../../src/engine/context.js'
 import {
   exportArchiveFormat,
@@ -88,7 +89,8 @@ async function exportArchive(ctx: BuildContext, guest: FakeGuest): Promise<void>
   guest.exportDrive = tar
     ? ctx.stage(join(ctx.plan.outputDir, 'img.tar'), 'tar').temp
     : join(ctx.workspace, 'export.raw')
-  const archive = archiveFile(guest.exportDrive, await exportTreeArchive(ctx))
+  const at = { layout: {} as BlockDeviceLayout, disk: '', exportDrive: guest.exportDrive, outDevice: '/dev/sda' }
+  const archive = archiveFile(guest.exportDrive, await exportTreeArchive(ctx, at))
   await Promise.all(
     ctx.plan.formats.map((f) => (f.isArchive ? exportTar(ctx, f, archive) : exportArchiveFormat(ctx, f, archive))),
   )
