@@ -4,6 +4,7 @@
 // folders, and the phase names --rebuild-from and --break accept.
 import {
   closeSync,
+  fstatSync,
   lstatSync,
   openSync,
   readdirSync,
@@ -131,10 +132,28 @@ function byJson(a: unknown, b: unknown): number {
 
 const hashJson = (value: unknown) => sha256(canonicalJson(value))
 
+/**
+ * Content hashes already computed in this process, by the file's identity and change time: a batch
+ * or a worker plans many builds over the same elements, and a 570 MB data element would otherwise
+ * be read again for every key (seconds of a blocked event loop each time). ctime cannot be set
+ * back by a user, so an edited file is always read again.
+ */
+const known = new Map<string, string>()
+const KNOWN_MAX = 100_000
+
 /** sha256 of a file's content, read in chunks (static/ may hold large files). */
 export function hashFile(path: string): string {
-  const h = createHash('sha256')
   const fd = openSync(path, 'r')
+  let id: string | undefined
+  try {
+    const st = fstatSync(fd, { bigint: true })
+    id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
+    const hit = known.get(id)
+    if (hit !== undefined) return hit
+  } catch {
+    // no identity: read it
+  }
+  const h = createHash('sha256')
   try {
     const buf = Buffer.allocUnsafe(1 << 20)
     for (;;) {
@@ -145,7 +164,12 @@ export function hashFile(path: string): string {
   } finally {
     closeSync(fd)
   }
-  return h.digest('hex')
+  const hex = h.digest('hex')
+  if (id !== undefined) {
+    if (known.size >= KNOWN_MAX) known.clear()
+    known.set(id, hex)
+  }
+  return hex
 }
 
 function cannotRead(path: string, e: unknown): VirtDibError {

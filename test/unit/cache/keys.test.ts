@@ -14,6 +14,7 @@ import {
   PHASE_STEP_NAMES,
   canonicalJson,
   diffInputs,
+  hashFile,
   hashTree,
   normalizePhaseName,
   stepKeys,
@@ -311,5 +312,20 @@ describe('phase names', () => {
         c: undefined,
       }),
     ).toBe('{"a":[[["x",2],["y",1]]],"b":1}')
+  })
+})
+
+describe('hashFile', () => {
+  it('reads a file once per identity and change time: an edit of the same size is read again', async () => {
+    const d = tempDir('vdib-hashfile.')
+    const f = join(d, 'data')
+    writeFileSync(f, 'aaaa')
+    const first = hashFile(f)
+    expect(hashFile(f)).toBe(first)
+    // The change time moves on with the kernel's clock tick.
+    await new Promise((r) => setTimeout(r, 20))
+    writeFileSync(f, 'bbbb')
+    expect(hashFile(f)).not.toBe(first)
+    expect(hashFile(f)).toBe('81cc5b17018674b401b42f35ba07bb79e211239c23bffe658da1577e3e646877')
   })
 })
