@@ -1,11 +1,13 @@
 // Side-by-side benchmark: the original virt-dib (Debian's libguestfs-tools) and ours, on the same
 // element sets, alternating A B A B, several runs each; writes bench/RESULTS.md.
-//   node bench/run.mjs [--runs N] [--workloads 1,2,3,4] [--tools original,ours] [--out bench/RESULTS.md] [--prepare-only]
+//   node bench/run.mjs [--runs N] [--workloads 1,2,3,4] [--tools original,ours,native] [--out bench/RESULTS.md] [--prepare-only]
+// (native: diskimage-builder's own disk-image-create on the host, as root with loop devices, on the
+// workloads it can build the same way: not ramdisk mode)
 // (--tools ours: our code only, e.g. before/after a refactor; no ratio is printed then)
 // Never part of the tests or CI. Needs root-free qemu (TCG here) and ~1 hour with the defaults.
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -19,7 +21,7 @@ const opt = (name, dflt) => {
 }
 const RUNS = Number(opt('--runs', '3'))
 const WORKLOADS = opt('--workloads', '1,2,3,4').split(',').map(Number)
-const TOOLS = opt('--tools', 'original,ours').split(',')
+const TOOLS = opt('--tools', 'original,ours,native').split(',')
 const RESULTS = resolve(opt('--out', join(root, 'bench', 'RESULTS.md')))
 const work = join(root, 'bench', 'out')
 mkdirSync(work, { recursive: true })
@@ -98,6 +100,31 @@ const WORKLOAD = {
 
 const env = { ...process.env, LIBGUESTFS_BACKEND_SETTINGS: process.env.LIBGUESTFS_BACKEND_SETTINGS ?? 'force_tcg' }
 
+/**
+ * A workload's virt-dib arguments as disk-image-create's (the same elements and outputs, on the
+ * host); undefined where it has no such run (ramdisk mode is ramdisk-image-create's, another tool).
+ */
+function nativeArgs(w, out) {
+  const a = WORKLOAD[w].args
+  if (a.includes('--ramdisk')) return undefined
+  const argv = ['-n', '-o', out]
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === '--size') argv.push('--image-size', String(parseInt(a[++i], 10)))
+    else if (a[i] === '--formats') argv.push('-t', a[++i])
+    else if (a[i] === '--checksum') argv.push('--checksum')
+    else argv.push(a[i])
+  }
+  return argv
+}
+const nativeEnv = {
+  PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+  HOME: '/root',
+  LC_ALL: 'C',
+  ELEMENTS_PATH: paths.join(':'),
+}
+const canRunNative = () =>
+  process.getuid?.() === 0 && spawnSync('sh', ['-c', 'command -v disk-image-create']).status === 0
+
 /** Runs one build; returns wall seconds, status, output, our events, and the peak RSS of the tool's own process. */
 function runOnce(tool, w, i) {
   const dir = join(work, `w${w}-${tool}-${i}`)
@@ -115,10 +142,12 @@ function runOnce(tool, w, i) {
           ...WORKLOAD[w].args,
         ]
       : [...common, '--python', 'python3', '--name', join(dir, 'img'), ...WORKLOAD[w].args]
-  const cmd = tool === 'ours' ? process.execPath : '/usr/bin/virt-dib'
+  const cmd = tool === 'ours' ? process.execPath : tool === 'native' ? 'disk-image-create' : '/usr/bin/virt-dib'
+  const runEnv = tool === 'native' ? nativeEnv : env
+  if (tool === 'native') argv.splice(0, argv.length, ...nativeArgs(w, join(dir, 'img')))
   return new Promise((resolvePromise) => {
     const t = process.hrtime.bigint()
-    const child = spawn(cmd, argv, { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, argv, { env: runEnv, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
     let output = ''
     child.stdout.on('data', (b) => (output += b))
     child.stderr.on('data', (b) => (output += b))
@@ -142,8 +171,8 @@ function runOnce(tool, w, i) {
               .split('\n')
               .map((l) => JSON.parse(l))
           : []
-      rmSync(join(dir, 'img.qcow2'), { force: true })
-      rmSync(join(dir, 'img.tar'), { force: true })
+      for (const f of readdirSync(dir))
+        if (/^img\.(qcow2|tar|tgz|squashfs|raw|vhd)$/.test(f)) rmSync(join(dir, f), { force: true })
       resolvePromise({ seconds, status, output, events: ev, peak })
     })
   })
@@ -236,10 +265,13 @@ async function main() {
   if (args.includes('--prepare-only')) return
   const results = {}
   const retries = { count: 0 }
+  const native = TOOLS.includes('native') && canRunNative()
+  if (TOOLS.includes('native') && !native) console.log('bench: no native column (needs root and disk-image-create)')
   for (const w of WORKLOADS) {
-    results[w] = { original: [], ours: [] }
+    results[w] = { original: [], ours: [], native: [] }
     for (let i = 0; i < RUNS; i++) {
       for (const tool of TOOLS) {
+        if (tool === 'native' && (!native || nativeArgs(w, '') === undefined)) continue
         const r = await measure(tool, w, i, retries)
         results[w][tool].push(r)
         console.log(`bench: w${w} ${tool} run ${i + 1}: ${f1(r.seconds)} s`)
@@ -256,15 +288,24 @@ async function main() {
     `Machine: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, KVM: ${kvm}.`,
     ...versions(),
     '',
-    '| workload | original median (min–max) s | ours median (min–max) s | ratio ours/original |',
-    '|---|---|---|---|',
+    '| workload | original median (min–max) s | ours median (min–max) s | ratio ours/original | native disk-image-create median s | ratio ours/native |',
+    '|---|---|---|---|---|---|',
   ]
   for (const w of WORKLOADS) {
     const o = results[w].original.map((r) => r.seconds)
     const u = results[w].ours.map((r) => r.seconds)
+    const n = results[w].native.map((r) => r.seconds)
     const cell = (xs) => (xs.length === 0 ? '—' : `${f1(median(xs))} (${f1(Math.min(...xs))}–${f1(Math.max(...xs))})`)
-    const ratio = o.length > 0 && u.length > 0 ? `**${(median(u) / median(o)).toFixed(2)}**` : '—'
-    lines.push(`| ${w}. ${WORKLOAD[w].title} | ${cell(o)} | ${cell(u)} | ${ratio} |`)
+    const ratio = (a, b) => (a.length > 0 && b.length > 0 ? `**${(median(a) / median(b)).toFixed(2)}**` : '—')
+    lines.push(
+      `| ${w}. ${WORKLOAD[w].title} | ${cell(o)} | ${cell(u)} | ${ratio(u, o)} | ${cell(n)} | ${ratio(u, n)} |`,
+    )
+  }
+  if (results[4]?.ours.length) {
+    // Workload 4's target: each extra format costs host time only (ours, against our tar+qcow2 of the same tree).
+    const w4 = median(results[4].ours.map((r) => r.seconds))
+    const w2 = results[2]?.ours.length ? median(results[2].ours.map((r) => r.seconds)) : undefined
+    if (w2 !== undefined) lines.push('', `Workload 4 / workload 2, ours (target ≤ 1.5): **${(w4 / w2).toFixed(2)}**.`)
   }
   lines.push(
     '',

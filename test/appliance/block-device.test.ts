@@ -117,6 +117,11 @@ describe('partitioned image: gpt + efi + /boot + lvm with a thin volume', () => 
     ])
   })
 
+  it('leaves the tree archive to the guest: the host reads only one ext file system at /', () => {
+    const said = events.flatMap((e) => (e.kind === 'debug' ? [e.text] : []))
+    expect(said).toContain('the guest archives the image tree: the layout has LVM volumes')
+  })
+
   it('writes fstab in mount order with labels, and tars the whole tree across the file systems', () => {
     expect(execFileSync('tar', ['-xOf', `${name}.tar`, './etc/fstab'], { encoding: 'utf8' })).toBe(
       [

@@ -184,6 +184,12 @@ describe('demo build: demo-os demo-app probe → every output format', () => {
     expect(events.filter((e) => e.kind === 'debug' && e.text.startsWith('internal:'))).toEqual([])
   })
 
+  it('reads the image tree on the host for the tree outputs (one ext4 file system at /)', () => {
+    const said = events.flatMap((e) => (e.kind === 'progress' || e.kind === 'debug' ? [e.text] : []))
+    expect(said).toContain('Archiving the image tree (read on the host)')
+    expect(said.filter((t) => t.startsWith('the guest archives the image tree'))).toEqual([])
+  })
+
   it('writes every requested output with checksums that md5sum -c and sha256sum -c accept', () => {
     expect(result.outputs.map((o) => o.format).sort()).toEqual(['qcow2', 'raw', 'squashfs', 'tar', 'tgz', 'vhd'])
     for (const ext of ['qcow2', 'raw', 'tar', 'tgz', 'squash', 'vhd']) {
