@@ -33,8 +33,8 @@ outside the --allow-output folders. Protect Redis: a password or ACL user in the
   --cache-dir DIR                     this machine's step cache
   --cache-max-size SIZE               its size cap (20G)
   --cache-max-age DURATION            older snapshots are not reused (30m, 2h, 7d, 1w)
-  --lock-duration DURATION            a job of a worker that died goes to another one after
-                                      about this long (default 30s)
+  --lock-duration DURATION            a dead worker's job is taken by another within one to
+                                      two times this (default 30s)
   --allow-elements DIR…               folders element paths and -B may be in (one or more; repeatable)
   --allow-output DIR…                 folders outputs and image caches may be in (one or more; repeatable)
   -q, --quiet                         only what went wrong

@@ -17,7 +17,8 @@ export function redactUrl(url: string): string {
     if (u.password !== '') u.password = '***'
     return u.toString().replace(/\/$/, '')
   } catch {
-    return '(not a URL)'
+    // Not parseable: its userinfo (a password) is masked all the same.
+    return url.replace(/\/\/[^@/]*@/, '//***@')
   }
 }
 
@@ -28,7 +29,7 @@ export function checkRedisUrl(url: string): void {
     u = new URL(url)
   } catch {
     throw new VirtDibError(
-      `--redis ‘${url}’ is not a URL (redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS)`,
+      `--redis ‘${redactUrl(url)}’ is not a URL (redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS)`,
     )
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
