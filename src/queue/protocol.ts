@@ -55,12 +55,21 @@ export interface JobTakenEvent {
  * One BullMQ progress update: a build's event tagged with the build's name (the layer's base too
  * when a worker builds it for a layer), or one of the job's own.
  */
-export type JobEvent = BatchEvent | JobFailureEvent | JobTakenEvent
+export type JobEvent = BatchEvent | JobFailureEvent | JobTakenEvent | JobHandedBackEvent
+
+/** The worker is stopping and puts the job back in the queue (sent just before it does). */
+export interface JobHandedBackEvent {
+  kind: 'job-handed-back'
+  build: string
+  worker: string
+}
 
 /** A job's progress value (job.updateProgress); the sequence number orders events of one job. */
 export interface JobProgress {
   seq: number
   event: JobEvent
+  /** The delivery (job-taken's) the event belongs to: a cut-off earlier delivery's late events are told apart. */
+  delivery?: number
 }
 
 /** One output of a finished job, on the storage the workers share. */

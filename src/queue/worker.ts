@@ -27,6 +27,7 @@ import {
   cancelChannel,
   cancelKey,
   type JobEvent,
+  type JobHandedBackEvent,
   type JobOutput,
   type JobProgress,
   type JobResult,
@@ -47,7 +48,8 @@ export type WorkerLifecycleEvent =
   /** A dead worker's work folder was swept. */
   | { kind: 'worker-info'; text: string }
 
-export type WorkerEvent = JobEvent | WorkerLifecycleEvent
+/** A handed-back job is said by its job-end; job-handed-back goes to the submitter only. */
+export type WorkerEvent = Exclude<JobEvent, JobHandedBackEvent> | WorkerLifecycleEvent
 
 export interface WorkerOptions extends BatchPlanners {
   /** redis:// or rediss:// URL (a password or ACL user in it). */
@@ -290,10 +292,10 @@ async function processJob(job: Job, token: string, r: Running, d: Deps): Promise
       ? (data as { label: string }).label
       : r.jobId
   const delivery = Math.max(1, job.attemptsStarted)
-  const progress = progressSender(job)
+  const progress = progressSender(job, delivery)
   const end = (status: JobEndStatus, o: { reason?: string; result?: JobResult } = {}) =>
     d.emit({ kind: 'job-end', jobId: r.jobId, build: label, status, ...o })
-  const send = (e: JobEvent) => {
+  const send = (e: Exclude<JobEvent, JobHandedBackEvent>) => {
     d.emit(e)
     if (e.kind === 'job-taken' || e.kind === 'job-failure' || FORWARDED.has(e.kind)) progress.send(e)
   }
@@ -310,6 +312,8 @@ async function processJob(job: Job, token: string, r: Running, d: Deps): Promise
     const why = r.why
     // A final answer (a bad payload, a failed build) stands; an aborted build goes back.
     if (why === 'hand-back' && !(e instanceof JobFailure)) {
+      // Its submitter then says the next delivery follows a stopped worker, not a lost one.
+      progress.send({ kind: 'job-handed-back', build: label, worker: d.id })
       await progress.flush()
       // Back to the queue at once, not once the lock expires: another worker takes it now.
       try {
@@ -339,12 +343,12 @@ async function processJob(job: Job, token: string, r: Running, d: Deps): Promise
  * Job progress updates in order (seq) without the build waiting for Redis: each is sent at once,
  * errors ignored; flush() waits, in bounded time, for those still on their way.
  */
-function progressSender(job: Job) {
+function progressSender(job: Job, delivery: number) {
   let seq = 0
   const pending = new Set<Promise<void>>()
   return {
     send(event: JobEvent) {
-      const value: JobProgress = { seq: ++seq, event }
+      const value: JobProgress = { seq: ++seq, event, delivery }
       const p = job.updateProgress(value).catch(() => undefined)
       pending.add(p)
       void p.finally(() => pending.delete(p))
@@ -364,7 +368,7 @@ async function runJob(
   r: Running,
   d: Deps,
   label: string,
-  send: (e: JobEvent) => void,
+  send: (e: Exclude<JobEvent, JobHandedBackEvent>) => void,
   staging: string[],
 ): Promise<JobResult> {
   const t0 = Date.now()

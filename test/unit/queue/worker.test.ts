@@ -283,6 +283,12 @@ describe('startWorker', () => {
 
   it('close({handBack}) aborts the running build and puts its job back in the queue at once', async () => {
     const t = await setup()
+    const qe = new QueueEvents(t.name, { connection: { url: redis.url } })
+    await qe.waitUntilReady()
+    const progress: JobProgress[] = []
+    qe.on('progress', ({ data }) => {
+      if (isJobProgress(data)) progress.push(data)
+    })
     try {
       behaviour.set('h', 'hold')
       started.delete('h')
@@ -292,6 +298,13 @@ describe('startWorker', () => {
       await t.worker.close({ handBack: true })
       expect(Date.now() - t0).toBeLessThan(3000)
       expect(await job.getState()).toBe('waiting')
+      // The submitter is told before the job goes back; every event says its delivery.
+      await until(() => progress.some((p) => p.event.kind === 'job-handed-back'))
+      expect(progress.at(-1)).toMatchObject({
+        delivery: 1,
+        event: { kind: 'job-handed-back', build: 'h', worker: t.worker.id },
+      })
+      expect(progress.every((p) => p.delivery === 1)).toBe(true)
       expect(staged()).toEqual([])
       expect(existsSync(join(workRoot, `${hostname()}.${process.pid}`))).toBe(false)
       expect(t.events.find((e) => e.kind === 'job-end')).toMatchObject({ status: 'handed-back' })
@@ -303,11 +316,14 @@ describe('startWorker', () => {
         const done = await finished(t.queue, job.id!)
         expect(done.returnvalue).toMatchObject({ build: 'h' })
         expect(events.find((e) => e.kind === 'job-taken')).toMatchObject({ delivery: 2 })
+        await until(() => progress.some((p) => p.event.kind === 'build-end' && p.delivery === 2))
+        expect(progress.filter((p) => p.event.kind === 'job-taken').map((p) => p.delivery)).toEqual([1, 2])
       } finally {
         await other.close()
       }
     } finally {
       behaviour.delete('h')
+      await qe.close()
       await t.done()
     }
   })
