@@ -39,12 +39,11 @@ export async function resolveAllowed(a: AllowedFolders): Promise<AllowedFolders>
   return { elements: await real(a.elements), output: await real(a.output) }
 }
 
-type Area = 'elements' | 'output' | 'either'
+type Area = 'elements' | 'output'
 
 const AREA_WORDS: Record<Area, string> = {
   elements: 'element folders',
   output: 'output folders',
-  either: 'element or output folders',
 }
 
 /**
@@ -62,7 +61,8 @@ export async function refusedPath(
     ...options.elementPaths.map((p) => ({ field: 'elementPaths', path: p, area: 'elements' as const })),
     ...(o.output === false ? [] : [{ field: 'name', path: options.name, area: 'output' as const }]),
     { field: 'imageCache', path: options.imageCache, area: 'output' },
-    { field: 'drive', path: options.drive, area: 'either' },
+    // Mounted read-write: an output of sorts, never inside the element folders.
+    { field: 'drive', path: options.drive, area: 'output' },
   ]
   for (const c of checks) {
     if (c.path === undefined) {
@@ -71,12 +71,7 @@ export async function refusedPath(
     }
     if (!isAbsolute(c.path)) return `${c.field}: ${c.path} is not an absolute path`
     const real = await realPathOf(c.path)
-    const roots =
-      c.area === 'elements'
-        ? allowed.elements
-        : c.area === 'output'
-          ? allowed.output
-          : [...allowed.elements, ...allowed.output]
+    const roots = c.area === 'elements' ? allowed.elements : allowed.output
     if (roots.some((r) => inside(real, r))) continue
     const via = real === resolve(c.path) ? '' : ` (it leads to ${real})`
     return `${c.field}: ${c.path}${via} is outside the allowed ${AREA_WORDS[c.area]} (${roots.join(', ') || 'none'})`

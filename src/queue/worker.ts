@@ -26,6 +26,7 @@ import {
   DEFAULT_QUEUE,
   cancelChannel,
   cancelKey,
+  jobIdFor,
   type JobEvent,
   type JobHandedBackEvent,
   type JobOutput,
@@ -392,8 +393,11 @@ async function runJob(
     const why = await refusedPath(b.options, d.allowed, { output: b !== base })
     if (why !== undefined) throw refused(b === base ? `its base ‘${b.name}’: ${why}` : why)
   }
-
   const final = layer.options.name!
+  // The id names the staging folder (removed whole): only the one derived from the output is safe.
+  const expected = jobIdFor(final)
+  if (r.jobId !== expected) throw refused(`its id ‘${r.jobId}’ is not the one of its output (${expected}): refused`)
+
   const finalDir = dirname(final)
   const dir = stagingDirFor(final, hostname(), process.pid, r.jobId)
   // In the ledger before it exists: a worker killed in between leaves nothing unknown.

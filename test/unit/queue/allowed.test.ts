@@ -30,7 +30,11 @@ describe('refusedPath', () => {
   it('accepts paths inside, also ones that do not exist yet', async () => {
     const allowed = await resolveAllowed({ elements: [el, lib], output: [out] })
     expect(await refusedPath(options(), allowed)).toBeUndefined()
-    const deep = { name: join(out, 'a', 'b', 'img'), imageCache: join(out, 'cache'), drive: join(lib, 'drive.img') }
+    const deep = {
+      name: join(out, 'a', 'b', 'img'),
+      imageCache: join(out, 'cache'),
+      drive: join(out, 'd', 'drive.img'),
+    }
     expect(await refusedPath(options(deep), allowed)).toBeUndefined()
     expect(await refusedPath(options({ drive: join(out, 'drive.img') }), allowed)).toBeUndefined()
   })
@@ -50,7 +54,11 @@ describe('refusedPath', () => {
       `imageCache: ${lib} is outside the allowed output folders (${out})`,
     )
     expect(await refusedPath(options({ drive: '/var/d.img' }), allowed)).toBe(
-      `drive: /var/d.img is outside the allowed element or output folders (${el}, ${lib}, ${out})`,
+      `drive: /var/d.img is outside the allowed output folders (${out})`,
+    )
+    // Mounted read-write: never inside the element folders (their scripts would be changed for every job).
+    expect(await refusedPath(options({ drive: join(lib, 'drive.img') }), allowed)).toBe(
+      `drive: ${join(lib, 'drive.img')} is outside the allowed output folders (${out})`,
     )
     expect(await refusedPath(options({ name: 'img' }), allowed)).toBe('name: img is not an absolute path')
     expect(await refusedPath(options({ name: undefined }), allowed)).toBe('name: a job must name its output path')

@@ -226,6 +226,12 @@ describe('startWorker', () => {
       const outside = await t.add(payload('outside', { elementPaths: ['/etc'] }), 'outside')
       const escape = await t.add(payload('escape', { name: join(out, '..', 'escape') }), 'escape')
       const notMap = await t.add('nonsense', 'nonsense')
+      // An id not derived from the output: it would name the staging folder (removed whole) elsewhere.
+      const victim = join(tmp, 'victim')
+      mkdirSync(victim, { recursive: true })
+      writeFileSync(join(victim, 'keep'), 'x')
+      const evil = await t.queue.add(JOB_NAME, payload('evil'), { jobId: 'x/../../victim' })
+      const other = await t.add(payload('other'), 'not-other')
       const good = await t.add(payload('good'), 'good')
       const failed = await finished(t.queue, bad.id!)
       expect(failed.failedReason).toMatch(/^job build-[0-9a-f]+: .*fromats: unknown key/)
@@ -236,12 +242,19 @@ describe('startWorker', () => {
         `name: ${join(tmp, 'escape')} is outside the allowed output folders (${out})`,
       )
       expect((await finished(t.queue, notMap.id!)).failedReason).toMatch(/the payload is not a map/)
+      expect((await finished(t.queue, evil.id!)).failedReason).toBe(
+        `its id ‘x/../../victim’ is not the one of its output (${jobIdFor(join(out, 'evil'))}): refused`,
+      )
+      expect(readFileSync(join(victim, 'keep'), 'utf8')).toBe('x')
+      expect((await finished(t.queue, other.id!)).failedReason).toMatch(/^its id ‘build-[0-9a-f]+’ is not the one/)
+      expect(started.has('evil') || started.has('other')).toBe(false)
+      expect(existsSync(join(out, 'evil.qcow2'))).toBe(false)
       expect((await finished(t.queue, good.id!)).returnvalue).toMatchObject({ build: 'good' })
       // Final answers: not retried.
       expect(await failed.getState()).toBe('failed')
       expect(failed.attemptsMade).toBe(1)
       const ends = t.events.filter((e) => e.kind === 'job-end').map((e) => e.status)
-      expect(ends).toEqual(['failed', 'failed', 'failed', 'failed', 'ok'])
+      expect(ends).toEqual(['failed', 'failed', 'failed', 'failed', 'failed', 'failed', 'ok'])
       expect(t.events.find((e) => e.kind === 'job-failure' && e.build === 'outside')).toMatchObject({
         lines: [expect.stringMatching(/^error: elementPaths: \/etc is outside/)],
       })
