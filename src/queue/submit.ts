@@ -19,10 +19,9 @@ import {
   JOB_NAME,
   cancelChannel,
   cancelKey,
-  isJobProgress,
   jobIdFor,
   type JobEvent,
-  type JobProgress,
+  type JobOutput,
   type JobResult,
 } from './protocol.js'
 import { openRedis } from './redis.js'
@@ -46,6 +45,11 @@ export interface SubmitOptions {
   cancelWaitMs?: number
   /** How long the first connection to Redis may take (default 5 s). */
   connectTimeoutMs?: number
+  /**
+   * While waiting, how often each unfinished job's state is read (default 15 s): a job whose end
+   * came by no event (Redis restarted, the queue emptied, its events trimmed) ends all the same.
+   */
+  pollMs?: number
 }
 
 /**
@@ -111,7 +115,16 @@ export const CANCELLED_WAITING_REASON = `${CANCELLED_REASON} before a worker too
 /** Why a build the abort came before has no job. */
 export const NOT_SUBMITTED = 'not submitted: the submit was stopped'
 
+/** Why a job someone queued before this submit is skipped after a cancel (it is left to run). */
+export const NOT_FOLLOWED = 'no longer followed (submitted earlier, not by this submit)'
+
+/** Why a followed job fails when its state can no longer be read. */
+export const GONE_REASON = 'the job is no longer in the queue'
+
 const DEFAULT_CANCEL_WAIT_MS = 20_000
+const DEFAULT_POLL_MS = 15_000
+/** A job's end read from its state waits this long for its event (the events' stream may lag). */
+const MAX_GRACE_MS = 2000
 /** BullMQ states of a job not yet ended: it is followed rather than added again. */
 const UNFINISHED = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children'])
 /** States a cancel removes the job from (no worker holds it). */
@@ -137,7 +150,10 @@ interface Followed {
   delivery: number
   /** The progress sequence number expected next in this delivery (undefined: joined mid-way). */
   next: number | undefined
-  pending: Map<number, JobEvent>
+  /** Out-of-order events by sequence number; null: a malformed one, which only fills its place. */
+  pending: Map<number, JobEvent | null>
+  /** Its worker handed it back (it was stopping): the next delivery is no lost worker's. */
+  handedBack: boolean
   failureLines: string[] | undefined
   worker: string | undefined
   reused: string[]
@@ -147,18 +163,97 @@ interface Followed {
 const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string')
 
+type Check = (v: unknown) => boolean
+const str: Check = (v) => typeof v === 'string'
+const num: Check = (v) => typeof v === 'number' && Number.isFinite(v)
+const count: Check = (v) => Number.isSafeInteger(v) && (v as number) >= 1
+const opt =
+  (c: Check): Check =>
+  (v) =>
+    v === undefined || c(v)
+const oneOf =
+  (...values: string[]): Check =>
+  (v) =>
+    typeof v === 'string' && values.includes(v)
+const where = oneOf('host', 'appliance', 'chroot')
+
+/**
+ * The fields each kind of event must have (src/events.ts, src/batch/types.ts, protocol.ts): the
+ * progress comes from Redis, and one the renderer cannot take must not reach it.
+ */
+const EVENT_FIELDS: Record<string, Record<string, Check>> = {
+  'build-start': { elapsed: num },
+  'build-end': { elapsed: num, status: oneOf('ok', 'failed', 'skipped'), seconds: num, reason: opt(str) },
+  info: { elapsed: num, text: str },
+  warning: { elapsed: num, text: str },
+  progress: { elapsed: num, text: str },
+  debug: { elapsed: num, text: str },
+  'appliance-log': { elapsed: num, text: str },
+  'phase-start': { elapsed: num, hook: str, where },
+  'phase-end': { elapsed: num, hook: str, where, seconds: num, status: num, scripts: isStrings },
+  'script-start': { elapsed: num, hook: str, script: str },
+  'script-output': { elapsed: num, hook: str, script: str, line: str },
+  'script-end': { elapsed: num, hook: str, script: str, status: num, seconds: num },
+  step: { elapsed: num, name: str, seconds: num },
+  output: { elapsed: num, format: str, path: str, size: num, md5: opt(str), sha256: opt(str) },
+  'cache-hit': { elapsed: num, steps: isStrings, key: str, ageSeconds: num },
+  'cache-miss': { elapsed: num, step: str, reason: str },
+  'cache-store': { elapsed: num, step: str, key: str, bytes: num, seconds: num, writeSeconds: num },
+  'job-failure': { lines: isStrings },
+  'job-taken': { worker: str, delivery: count },
+  'job-handed-back': { worker: str },
+}
+
+/** `v` if it is an event of a known kind with the fields that kind needs. */
+export function validEvent(v: unknown): JobEvent | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined
+  const e = v as Record<string, unknown>
+  const kind = e['kind']
+  const fields = typeof kind === 'string' && Object.hasOwn(EVENT_FIELDS, kind) ? EVENT_FIELDS[kind] : undefined
+  if (fields === undefined) return undefined
+  if (!opt(str)(e['build'])) return undefined
+  for (const [name, check] of Object.entries(fields)) if (!check(e[name])) return undefined
+  return v as JobEvent
+}
+
+/**
+ * A progress value read from Redis: undefined when it is no JobProgress at all; its event undefined
+ * when only the event is malformed (its sequence number still counts: later ones are not held back).
+ */
+export function parseProgress(
+  v: unknown,
+): { seq: number; delivery: number | undefined; event: JobEvent | undefined } | undefined {
+  if (typeof v !== 'object' || v === null) return undefined
+  const p = v as { seq?: unknown; delivery?: unknown; event?: unknown }
+  if (!Number.isSafeInteger(p.seq) || (p.seq as number) < 0 || !opt(count)(p.delivery)) return undefined
+  return { seq: p.seq as number, delivery: p.delivery as number | undefined, event: validEvent(p.event) }
+}
+
+type Progress = NonNullable<ReturnType<typeof parseProgress>>
+
+/** A value for a debug line: short, on one line. */
+function preview(v: unknown): string {
+  let t: string
+  try {
+    t = JSON.stringify(v) ?? String(v)
+  } catch {
+    t = String(v)
+  }
+  return t.length > 120 ? `${t.slice(0, 120)}…` : t
+}
+
 /** The failure lines a job's last progress holds, if it was its job-failure event. */
 function failureLinesOf(progress: unknown): string[] | undefined {
-  if (!isJobProgress(progress) || progress.event.kind !== 'job-failure') return undefined
-  return isStrings(progress.event.lines) ? progress.event.lines : undefined
+  const e = parseProgress(progress)?.event
+  return e?.kind === 'job-failure' ? e.lines : undefined
 }
 
 /** A job's return value as a build's result (JSON from Redis: checked, not trusted). */
 function resultOf(rv: unknown): { result: BuildResult; reused: string[] } {
   const r = (typeof rv === 'object' && rv !== null ? rv : {}) as Partial<JobResult>
-  const outputs = Array.isArray(r.outputs)
-    ? r.outputs.map((o) => ({ format: o.format, path: o.path, size: o.size, sha256: o.sha256 }))
-    : []
+  const outputs = (Array.isArray(r.outputs) ? (r.outputs as unknown[]) : [])
+    .filter((o): o is JobOutput => typeof o === 'object' && o !== null && str((o as JobOutput).path))
+    .map((o) => ({ format: o.format, path: o.path, size: o.size, sha256: o.sha256 }))
   const result: BuildResult = {
     outputs,
     seconds: typeof r.seconds === 'number' ? r.seconds : 0,
@@ -303,6 +398,9 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
     finish(f, { name: f.build.name, status: 'failed', error, seconds, reused: f.reused })
   }
 
+  /** Something of a job's progress that could not be used (seen only with -v). */
+  const note = (f: Followed, text: string) => emit({ kind: 'debug', build: f.build.name, elapsed: secondsOf(f), text })
+
   /** One of the job's events, in order. */
   const handle = (f: Followed, e: JobEvent) => {
     if (f.outcome) return
@@ -310,7 +408,16 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
       case 'job-taken':
         return
       case 'job-failure':
-        if (isStrings(e.lines)) f.failureLines = e.lines
+        f.failureLines = e.lines
+        return
+      case 'job-handed-back':
+        f.handedBack = true
+        emit({
+          kind: 'info',
+          build: f.build.name,
+          elapsed: secondsOf(f),
+          text: `handed back to the queue by ${e.worker}, which is stopping`,
+        })
         return
       case 'build-start':
         // The job's own start is ours (from job-taken); a layer's base says nothing until it ends.
@@ -333,84 +440,163 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
     }
   }
   const drain = (f: Followed) => {
-    for (;;) {
-      if (f.next === undefined) return
-      const e = f.pending.get(f.next)
-      if (e === undefined) {
+    while (f.next !== undefined) {
+      if (!f.pending.has(f.next)) {
         if (f.pending.size <= MAX_PENDING) return
         f.next = Math.min(...f.pending.keys()) // a lost update: go on after it
         continue
       }
+      const e = f.pending.get(f.next)
       f.pending.delete(f.next)
       f.next++
-      handle(f, e)
+      if (e) handle(f, e)
     }
   }
-  const onProgress = (f: Followed, p: JobProgress) => {
+  const onProgress = (f: Followed, p: Progress) => {
     const e = p.event
-    if (e.kind === 'job-taken') {
+    if (e?.kind === 'job-taken') {
       // A later delivery starts a new sequence; an older or repeated one is dropped.
-      if (typeof e.delivery !== 'number' || e.delivery <= f.delivery) return
+      if (e.delivery <= f.delivery || (p.delivery !== undefined && p.delivery !== e.delivery)) return
       const again = f.delivery > 0 || e.delivery > 1
-      if (again) f.reused.length = 0 // the lost delivery's cache hits say nothing of this one
+      // Handed back (its worker was stopping): not lost. Its event may still wait for a missing one.
+      const handedBack = f.handedBack || [...f.pending.values()].some((x) => x?.kind === 'job-handed-back')
+      f.handedBack = false
+      if (again) f.reused.length = 0 // the earlier delivery's cache hits say nothing of this one
       f.delivery = e.delivery
       f.worker = e.worker
       f.next = p.seq + 1
-      for (const seq of f.pending.keys()) if (seq <= p.seq) f.pending.delete(seq)
+      // Tagged with their delivery, the events held are all the earlier one's.
+      for (const seq of f.pending.keys()) if (p.delivery !== undefined || seq <= p.seq) f.pending.delete(seq)
       start(f)
       if (!f.outcome) {
+        const build = f.build.name
         emit(
-          again
-            ? {
-                kind: 'warning',
-                build: f.build.name,
-                elapsed: secondsOf(f),
-                text: `its worker was lost: taken again by ${e.worker} (delivery ${e.delivery})`,
-              }
-            : { kind: 'info', build: f.build.name, elapsed: 0, text: `taken by the worker ${e.worker}` },
+          !again
+            ? { kind: 'info', build, elapsed: 0, text: `taken by the worker ${e.worker}` }
+            : handedBack
+              ? {
+                  kind: 'info',
+                  build,
+                  elapsed: secondsOf(f),
+                  text: `taken again by ${e.worker} after its worker stopped (delivery ${e.delivery})`,
+                }
+              : {
+                  kind: 'warning',
+                  build,
+                  elapsed: secondsOf(f),
+                  text: `its worker was lost: taken again by ${e.worker} (delivery ${e.delivery})`,
+                },
         )
       }
       drain(f)
       return
     }
+    if (p.delivery !== undefined) {
+      if (f.delivery === 0)
+        f.delivery = p.delivery // joined while it was running: the delivery under way
+      else if (p.delivery !== f.delivery) return // a cut-off earlier delivery's late event
+    }
     f.next ??= p.seq // joined while it was running
     if (p.seq < f.next || f.pending.has(p.seq)) return
-    f.pending.set(p.seq, e)
+    f.pending.set(p.seq, e ?? null)
     drain(f)
   }
+
+  /** The job's state: its end (to apply) if it ended or is gone. */
+  const readState = async (f: Followed): Promise<{ state: string | undefined; end?: () => void }> => {
+    const job = await queue.getJob(f.jobId)
+    if (job === undefined) return { state: undefined, end: () => finishFailed(f, GONE_REASON) }
+    const state = await job.getState()
+    if (state === 'completed') return { state, end: () => finishOk(f, job.returnvalue) }
+    if (state !== 'failed') return { state }
+    const end = () => {
+      f.failureLines ??= failureLinesOf(job.progress)
+      const took = job.finishedOn !== undefined && job.processedOn !== undefined && f.startedAt === undefined
+      finishFailed(f, job.failedReason || 'failed', took ? (job.finishedOn! - job.processedOn!) / 1000 : secondsOf(f))
+    }
+    return { state, end }
+  }
+  const pollMs = Math.max(10, opts.pollMs ?? DEFAULT_POLL_MS)
+  let polling = false
+  let reading = false
+  /** Every unfinished job's state read again: an end no event brought is applied. */
+  const recheck = async () => {
+    if (!polling || reading || cancelling) return
+    reading = true
+    try {
+      const ended: [Followed, () => void][] = []
+      await Promise.all(
+        followed
+          .filter((f) => !f.outcome)
+          .map(async (f) => {
+            const { end } = await readState(f).catch(() => ({ end: undefined })) // Redis away: next time
+            if (end) ended.push([f, end])
+          }),
+      )
+      if (ended.length === 0) return
+      // Its events (the build's last lines, its end) may only lag behind: they are given time to come first.
+      await sleep(Math.min(MAX_GRACE_MS, pollMs / 2), undefined, { ref: false })
+      for (const [f, end] of ended) if (!f.outcome && !cancelling) end()
+    } finally {
+      reading = false
+    }
+  }
+  const recheckSoon = () => void recheck().catch(() => undefined)
 
   // Subscribed before anything is added or read: from the stream's last event on, nothing is missed.
   if (wait) {
     const last = await client.xrevrange(queue.keys.events!, '+', '-', 'COUNT', 1)
     const events = new QueueEvents(queueName, { connection: client, lastEventId: last[0]?.[0] ?? '0-0' })
     s.setEvents(events)
-    events.on('error', () => undefined) // its connection reconnects on its own
+    // Its connection reconnects on its own; events may have been missed meanwhile.
+    events.on('error', recheckSoon)
     const ours = (jobId: string) => {
       const f = byId.get(jobId)
       return f?.armed ? f : undefined
     }
-    const arm = ({ jobId }: { jobId: string }) => {
-      const f = byId.get(jobId)
-      if (f) f.armed = true
+    /** A listener's body: a throw would end the events' loop for good (the wait would never end). */
+    const guarded = (body: () => void) => {
+      try {
+        body()
+      } catch {
+        recheckSoon()
+      }
     }
+    const arm = ({ jobId }: { jobId: string }) =>
+      guarded(() => {
+        const f = byId.get(jobId)
+        if (f) f.armed = true
+      })
     events.on('added', arm)
     events.on('duplicated', arm)
-    events.on('progress', ({ jobId, data }) => {
-      const f = ours(jobId)
-      if (f && isJobProgress(data)) onProgress(f, data)
-    })
-    events.on('completed', ({ jobId, returnvalue }) => {
-      const f = ours(jobId)
-      if (f) finishOk(f, returnvalue)
-    })
-    events.on('failed', ({ jobId, failedReason }) => {
-      const f = ours(jobId)
-      if (f) finishFailed(f, failedReason || 'failed')
-    })
-    events.on('removed', ({ jobId }) => {
-      const f = ours(jobId)
-      if (f && !f.outcome && !cancelling) finishFailed(f, 'the job was removed from the queue (cancelled elsewhere)')
-    })
+    events.on('progress', ({ jobId, data }) =>
+      guarded(() => {
+        const f = ours(jobId)
+        if (!f || f.outcome) return
+        const p = parseProgress(data)
+        if (p === undefined) return note(f, `dropped a progress update that is not virt-dib's: ${preview(data)}`)
+        if (p.event === undefined) note(f, `dropped a malformed progress event: ${preview(data)}`)
+        onProgress(f, p)
+      }),
+    )
+    events.on('completed', ({ jobId, returnvalue }) =>
+      guarded(() => {
+        const f = ours(jobId)
+        if (f) finishOk(f, returnvalue)
+      }),
+    )
+    events.on('failed', ({ jobId, failedReason }) =>
+      guarded(() => {
+        const f = ours(jobId)
+        if (f) finishFailed(f, typeof failedReason === 'string' && failedReason !== '' ? failedReason : 'failed')
+      }),
+    )
+    events.on('removed', ({ jobId }) =>
+      guarded(() => {
+        const f = ours(jobId)
+        if (f && !f.outcome && !cancelling) finishFailed(f, 'the job was removed from the queue (cancelled elsewhere)')
+      }),
+    )
     await Promise.race([events.waitUntilReady(), abortedP])
   }
 
@@ -442,6 +628,7 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
       delivery: 0,
       next: added ? 1 : undefined,
       pending: new Map(),
+      handedBack: false,
       failureLines: undefined,
       worker: undefined,
       reused: [],
@@ -474,9 +661,15 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
   checkDone()
   if (!wait && !signal?.aborted) return { jobs }
 
-  /** Cancels every unfinished job: queued ones removed, running ones aborted on their workers. */
+  /**
+   * Cancels every unfinished job this submit added: queued ones removed, running ones aborted on
+   * their workers. The jobs it only followed are someone else's: they are left to run.
+   */
   const cancel = async () => {
     cancelling = true
+    for (const f of followed) {
+      if (!f.outcome && !f.added) finish(f, { name: f.build.name, status: 'skipped', reason: NOT_FOLLOWED })
+    }
     const deadline = Date.now() + (opts.cancelWaitMs ?? DEFAULT_CANCEL_WAIT_MS)
     const left = () => deadline - Date.now()
     const open = followed.filter((f) => !f.outcome)
@@ -537,22 +730,23 @@ async function run(spec: BatchSpec, opts: SubmitOptions, s: Session): Promise<Su
   // Jobs that ended before the subscription, or are running already, are read once.
   await Promise.all(
     followed.map(async (f) => {
-      const job = await queue.getJob(f.jobId)
+      const { state, end } = await readState(f)
       if (f.outcome) return
-      if (job === undefined) return finishFailed(f, 'the job is no longer in the queue')
-      const state = await job.getState()
-      if (state === 'completed') return finishOk(f, job.returnvalue)
-      if (state === 'failed') {
-        f.failureLines ??= failureLinesOf(job.progress)
-        const took = job.finishedOn !== undefined && job.processedOn !== undefined
-        return finishFailed(f, job.failedReason || 'failed', took ? (job.finishedOn! - job.processedOn!) / 1000 : 0)
-      }
+      if (end) return end()
       if (state === 'active') start(f)
       else if (f.delivery === 0) f.next ??= 1
     }),
   )
 
-  const r = await Promise.race([allDone, abortedP])
-  if (r === 'aborted' && followed.some((f) => !f.outcome)) return cancel()
-  return { jobs, outcomes: followed.map((f) => f.outcome!) }
+  // Then again every pollMs, and after an error of the events' connection.
+  polling = true
+  const timer = setInterval(recheckSoon, pollMs)
+  try {
+    const r = await Promise.race([allDone, abortedP])
+    if (r === 'aborted' && followed.some((f) => !f.outcome)) return await cancel()
+    return { jobs, outcomes: followed.map((f) => f.outcome!) }
+  } finally {
+    clearInterval(timer)
+    polling = false
+  }
 }

@@ -27,6 +27,8 @@ import {
 import { openRedis, QueueConnectionError } from '../../../src/queue/redis.js'
 import {
   CANCELLED_WAITING_REASON,
+  GONE_REASON,
+  NOT_FOLLOWED,
   NOT_SUBMITTED,
   RemoteBuildError,
   SubmitAbortedError,
@@ -97,7 +99,7 @@ async function fakeWorker(queue: string, run: (r: Run) => Promise<JobResult>): P
     async (job: Job) => {
       const label = (job.data as JobPayload).label
       let seq = 0
-      const send = (event: JobEvent) => job.updateProgress({ seq: ++seq, event })
+      const send = (event: JobEvent) => job.updateProgress({ seq: ++seq, event, delivery: 1 })
       const cancelled = new Promise<void>((resolve) => waiters.set(job.id!, resolve))
       await send({ kind: 'job-taken', build: label, worker: 'fake-1', delivery: 1 })
       if ((await conn.exists(cancelKey(queue, job.id!))) === 1) throw new UnrecoverableError(CANCELLED_REASON)
@@ -347,6 +349,166 @@ builds:
     }
   })
 
+  it('malformed progress is dropped (a debug line), the events after it shown, the wait ends', async () => {
+    const { queue, spec } = fresh(`
+builds:
+  - name: one
+`)
+    const worker = await fakeWorker(queue, async ({ label, job }) => {
+      const raw = (value: unknown) => job.updateProgress(value as object)
+      const phase = (hook: string) => ({ kind: 'phase-start', build: label, elapsed: 0, hook, where: 'host' })
+      await raw({
+        seq: 2,
+        delivery: 1,
+        event: { kind: 'build-end', build: 'base (for one)', elapsed: 1, status: 'ok' },
+      })
+      await raw({ seq: 3, delivery: 1, event: { kind: 'cache-hit', build: label, elapsed: 1, steps: 'root.d' } })
+      await raw({ seq: 4, delivery: 1, event: { kind: 'no-such-kind', build: label } })
+      await raw({ seq: 5, delivery: 1, event: { ...phase('root.d'), where: 'moon' } })
+      await raw({ seq: 6, delivery: 1, event: { ...phase('root.d'), build: 7 } })
+      await raw({ seq: 7, delivery: 1, event: null })
+      await raw({ seq: 'x', event: phase('bad-seq') })
+      await raw({ seq: 8, delivery: 'one', event: phase('bad-delivery') })
+      await job.updateProgress(42)
+      await raw({ seq: 8, delivery: 1, event: phase('install.d') })
+      await raw({
+        seq: 9,
+        delivery: 1,
+        event: { kind: 'cache-hit', elapsed: 1, steps: ['finalise.d'], key: 'k', ageSeconds: 1 },
+      })
+      return { build: label, worker: 'fake-1', outputs: [null, { path: 3 }] as never, seconds: 2, reused: [] }
+    })
+    try {
+      const events: BatchEvent[] = []
+      const t0 = Date.now()
+      const r = await submitBuilds(spec, { redis: redis.url, queue, wait: true, onEvent: (e) => events.push(e) })
+      expect(Date.now() - t0).toBeLessThan(5000)
+      expect(r.outcomes).toMatchObject([{ name: 'one', status: 'ok', seconds: 2, reused: ['finalise.d'] }])
+      expect((r.outcomes![0] as { result: { outputs: unknown[] } }).result.outputs).toEqual([])
+      expect(events.filter((e) => e.kind !== 'debug').map((e) => (e.kind === 'phase-start' ? e.hook : e.kind))).toEqual(
+        ['build-start', 'info', 'install.d', 'cache-hit', 'build-end'],
+      )
+      const debug = events.filter((e) => e.kind === 'debug')
+      expect(debug).toHaveLength(9)
+      expect(debug[0]).toMatchObject({
+        build: 'one',
+        text: expect.stringMatching(/^dropped a malformed progress event: /),
+      })
+      expect(debug.at(-1)).toMatchObject({ text: "dropped a progress update that is not virt-dib's: 42" })
+    } finally {
+      await worker.close()
+    }
+  })
+
+  it('a followed job gone from the queue without an event: the wait ends, the build failed', async () => {
+    const { queue, spec } = fresh(`
+builds:
+  - name: gone
+  - name: stays
+`)
+    await submitBuilds(spec, { redis: redis.url, queue })
+    const goneId = jobIdFor(spec.builds[0]!.options.name!)
+    const events: BatchEvent[] = []
+    const p = submitBuilds(spec, { redis: redis.url, queue, wait: true, pollMs: 100, onEvent: (e) => events.push(e) })
+    await sleep(300)
+    // As after a Redis restart without its data: the job's keys are gone, and no event says so.
+    await redis.client.del(`bull:${queue}:${goneId}`)
+    await redis.client.lrem(`bull:${queue}:wait`, 0, goneId)
+    await sleep(400)
+    expect(events.filter((e) => e.kind === 'build-end')).toMatchObject([
+      { build: 'gone', status: 'failed', reason: GONE_REASON },
+    ])
+    // Then the whole queue.
+    await withQueue(queue, async (q) => {
+      await q.pause()
+      await q.obliterate({ force: true })
+    })
+    const r = await p
+    expect(r.outcomes!.map((o) => [o.name, o.status, o.status === 'failed' && (o.error as Error).message])).toEqual([
+      ['gone', 'failed', GONE_REASON],
+      ['stays', 'failed', GONE_REASON],
+    ])
+  })
+
+  it('a followed job that ended without its event: its outcome read from the job', async () => {
+    const { queue, spec } = fresh(`
+builds:
+  - name: ok
+  - name: bad
+`)
+    await submitBuilds(spec, { redis: redis.url, queue })
+    const [okId, badId] = spec.builds.map((b) => jobIdFor(b.options.name!))
+    const p = submitBuilds(spec, { redis: redis.url, queue, wait: true, pollMs: 100 })
+    await sleep(300)
+    // Ended as a worker ends them, but behind the events' back (as when their listener missed them).
+    const key = (id: string) => `bull:${queue}:${id}`
+    const result: JobResult = { build: 'ok', worker: 'w', outputs: [], seconds: 4, reused: ['root.d'] }
+    const lines = ['error: install.d/10-x failed with status 1', '  E: no such package']
+    const progress = { seq: 3, delivery: 1, event: { kind: 'job-failure', build: 'bad', lines } }
+    const now = Date.now()
+    await redis.client
+      .multi()
+      .lrem(`bull:${queue}:wait`, 0, okId!)
+      .lrem(`bull:${queue}:wait`, 0, badId!)
+      .zadd(`bull:${queue}:completed`, now, okId!)
+      .zadd(`bull:${queue}:failed`, now, badId!)
+      .hset(key(okId!), { returnvalue: JSON.stringify(result), processedOn: now - 4000, finishedOn: now })
+      .hset(key(badId!), {
+        failedReason: 'install.d/10-x failed with status 1',
+        progress: JSON.stringify(progress),
+        processedOn: now - 3000,
+        finishedOn: now,
+      })
+      .exec()
+    const r = await p
+    expect(r.outcomes).toMatchObject([
+      { name: 'ok', status: 'ok', seconds: 4, reused: ['root.d'] },
+      { name: 'bad', status: 'failed', seconds: 3 },
+    ])
+    const bad = r.outcomes![1] as { error: RemoteBuildError }
+    expect(bad.error.message).toBe('install.d/10-x failed with status 1')
+    expect(bad.error.summaryLines).toEqual(lines)
+  })
+
+  it('a cut-off delivery’s late progress is dropped; a job handed back is taken again, not lost', async () => {
+    const { queue, spec } = fresh(`
+builds:
+  - name: one
+`)
+    const worker = await fakeWorker(queue, async ({ label, job }) => {
+      const raw = (seq: number, delivery: number, event: JobEvent) => job.updateProgress({ seq, event, delivery })
+      const phase = (hook: string): JobEvent => ({ kind: 'phase-start', build: label, elapsed: 0, hook, where: 'host' })
+      await raw(2, 1, phase('root.d'))
+      await raw(3, 1, { kind: 'job-handed-back', build: label, worker: 'fake-1' })
+      await raw(1, 2, { kind: 'job-taken', build: label, worker: 'fake-2', delivery: 2 })
+      await raw(2, 1, phase('late.d')) // the first delivery's, after the second began
+      await raw(2, 2, phase('install.d'))
+      await raw(3, 3, phase('ahead.d')) // a delivery never taken
+      await raw(1, 3, { kind: 'job-taken', build: label, worker: 'fake-3', delivery: 3 })
+      await raw(2, 3, phase('finalise.d'))
+      return { build: label, worker: 'fake-3', outputs: [], seconds: 2, reused: [] }
+    })
+    try {
+      const events: BatchEvent[] = []
+      await submitBuilds(spec, { redis: redis.url, queue, wait: true, onEvent: (e) => events.push(e) })
+      const text = (e: BatchEvent) =>
+        e.kind === 'phase-start' ? e.hook : e.kind === 'warning' || e.kind === 'info' ? `${e.kind}: ${e.text}` : e.kind
+      expect(events.map(text)).toEqual([
+        'build-start',
+        'info: taken by the worker fake-1',
+        'root.d',
+        'info: handed back to the queue by fake-1, which is stopping',
+        'info: taken again by fake-2 after its worker stopped (delivery 2)',
+        'install.d',
+        'warning: its worker was lost: taken again by fake-3 (delivery 3)',
+        'finalise.d',
+        'build-end',
+      ])
+    } finally {
+      await worker.close()
+    }
+  })
+
   it('follows a job already running when it is submitted again', async () => {
     const { queue, spec } = fresh(`
 builds:
@@ -441,6 +603,44 @@ builds:
     } finally {
       await worker.close()
     }
+  })
+
+  it('an abort cancels only the jobs it added: one queued earlier is left, skipped as no longer followed', async () => {
+    const { queue, spec } = fresh(`
+builds:
+  - name: theirs
+  - name: mine
+`)
+    const earlier = parseBatch(`${DEFAULTS}\nbuilds:\n  - name: theirs\n`, `/srv/${queue}`, 'test.yaml')
+    await submitBuilds(earlier, { redis: redis.url, queue })
+    const controller = new AbortController()
+    let jobs = 0
+    const e: unknown = await submitBuilds(spec, {
+      redis: redis.url,
+      queue,
+      wait: true,
+      signal: controller.signal,
+      onJob: () => {
+        if (++jobs === 2) setImmediate(() => controller.abort())
+      },
+    }).catch((x: unknown) => x)
+    expect(e).toBeInstanceOf(SubmitAbortedError)
+    const aborted = e as SubmitAbortedError
+    expect(aborted.jobs.map((j) => [j.name, j.added])).toEqual([
+      ['theirs', false],
+      ['mine', true],
+    ])
+    expect(aborted.outcomes).toEqual([
+      { name: 'theirs', status: 'skipped', reason: NOT_FOLLOWED },
+      { name: 'mine', status: 'skipped', reason: CANCELLED_WAITING_REASON },
+    ])
+    const [theirs, mine] = aborted.jobs.map((j) => j.jobId)
+    expect(await redis.client.exists(cancelKey(queue, theirs!))).toBe(0)
+    expect(await redis.client.exists(cancelKey(queue, mine!))).toBe(1)
+    await withQueue(queue, async (q) => {
+      expect(await q.getJob(theirs!).then((j) => j?.getState())).toBe('waiting')
+      expect(await q.getJob(mine!)).toBeUndefined()
+    })
   })
 
   it('an abort while submitting: the job added is removed, the others are not submitted', async () => {
@@ -563,7 +763,7 @@ builds:
     }
     expect(e).toBeInstanceOf(BuildAbortedError)
     expect((e as BuildAbortedError).exitCode).toBe(130)
-    expect(c.out()).toContain('virt-dib: SIGINT: cancelling the submitted jobs')
+    expect(c.out()).toContain('virt-dib: SIGINT: cancelling the jobs this submit added (queued ones removed')
     expect(c.out()).toMatch(
       /slow +failed .*\n +error: cancelled by its submitter\n1 build: 0 ok, 1 failed, 0 skipped\n$/,
     )
