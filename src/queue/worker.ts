@@ -109,6 +109,11 @@ const FORWARDED = new Set<string>([
 
 /** How long a finishing job waits for its progress updates to reach Redis. */
 const FLUSH_MS = 5000
+/**
+ * How long one of the worker's own Redis calls may take (a hand-back, a lock extension, a cancel
+ * check, a quit): the client retries for ever while Redis is gone, and a closing worker must end.
+ */
+const REDIS_MS = 5000
 export const DEFAULT_LOCK_DURATION = 30_000
 /** The same worker warning is said at most once in this long. */
 const WARNING_REPEAT_MS = 10_000
@@ -122,6 +127,22 @@ interface Running {
 }
 
 const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
+/** Redis did not answer in time. */
+class RedisTimeout extends VirtDibError {}
+
+/** `p`, or a RedisTimeout after `ms` (`p` goes on; its late rejection is ignored). */
+function within<T>(p: Promise<T>, what: string, ms = REDIS_MS): Promise<T> {
+  p.catch(() => undefined)
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RedisTimeout(`Redis did not answer within ${ms / 1000} s (${what})`)), ms)
+  })
+  return Promise.race([p, late]).finally(() => clearTimeout(timer))
+}
+
+/** Resolves after `ms`. */
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /** A job's failure: the lines sent to its submitter, and the failed reason. */
 class JobFailure extends Error {
@@ -200,7 +221,9 @@ export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
     if (r) stop(r, 'cancel', CANCELLED_REASON)
   })
 
-  const deps = { queue, id, lockDuration, workDir, allowed, opts, emit, client }
+  const deps: Deps = { queue, id, lockDuration, workDir, allowed, opts, emit, client, stop }
+  const idle: (() => void)[] = []
+  const whenIdle = () => (running.size === 0 ? Promise.resolve() : new Promise<void>((r) => idle.push(r)))
   const processor = async (job: Job, token?: string): Promise<JobResult> => {
     const jobId = job.id ?? ''
     const r: Running = { jobId, controller: new AbortController(), why: undefined }
@@ -210,6 +233,7 @@ export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
       return await processJob(job, token ?? '', r, deps)
     } finally {
       running.delete(jobId)
+      if (running.size === 0) for (const f of idle.splice(0)) f()
       void sweep()
     }
   }
@@ -255,10 +279,33 @@ export async function startWorker(opts: WorkerOptions): Promise<WorkerHandle> {
     closing ??= (async () => {
       const problems: string[] = []
       // Stops fetching and waits for the running jobs (aborted above when handing back).
-      await worker.close().catch((e: unknown) => problems.push(messageOf(e)))
+      const closingWorker = worker.close().then(
+        () => true,
+        (e: unknown) => (problems.push(messageOf(e)), true),
+      )
+      // Our jobs' own Redis calls are bounded; BullMQ's record of their end is not (Redis gone):
+      // past a bound after the last job, the connections are cut, which ends those calls.
+      const stuck = async () => {
+        // A job fetched as the close began may start after the others ended.
+        do {
+          await whenIdle()
+          await delay(REDIS_MS)
+        } while (running.size > 0)
+        return false
+      }
+      const settled = await Promise.race([closingWorker, stuck()])
+      if (!settled) {
+        problems.push(`Redis did not answer within ${REDIS_MS / 1000} s: the worker’s connections were closed`)
+        sub.disconnect()
+        client.disconnect()
+        // BullMQ's close may still not end (it retries what the cut cancelled): not waited for long.
+        await Promise.race([closingWorker, delay(1000)])
+      }
       await sweeping.catch(() => undefined)
-      await sub.quit().catch(() => sub.disconnect())
-      await client.quit().catch(() => client.disconnect())
+      // A quit waits for a reconnect: only a connected client is asked to.
+      const quit = (c: Redis) =>
+        c.status === 'ready' ? within(c.quit(), 'quit').catch(() => c.disconnect()) : c.disconnect()
+      await Promise.all([quit(sub), quit(client)])
       await workDir.remove().catch((e: unknown) => problems.push(`cannot remove ${workDir.dir}: ${messageOf(e)}`))
       for (const p of problems) emit({ kind: 'worker-warning', text: p })
       if (--openWorkers === 0) setChildrenDieWithParent(false)
@@ -283,6 +330,7 @@ interface Deps {
   opts: WorkerOptions
   emit: (e: WorkerEvent) => void
   client: Redis
+  stop: (r: Running, why: StopWhy, text: string) => void
 }
 
 /** One delivery of a job: checks, the build, the outputs moved in; throws as BullMQ expects. */
@@ -315,10 +363,12 @@ async function processJob(job: Job, token: string, r: Running, d: Deps): Promise
     if (why === 'hand-back' && !(e instanceof JobFailure)) {
       // Its submitter then says the next delivery follows a stopped worker, not a lost one.
       progress.send({ kind: 'job-handed-back', build: label, worker: d.id })
-      await progress.flush()
+      // One bound for both: with Redis gone, a closing worker does not wait twice.
+      const deadline = Date.now() + REDIS_MS
+      await progress.flush(REDIS_MS)
       // Back to the queue at once, not once the lock expires: another worker takes it now.
       try {
-        await job.moveToWait(token)
+        await within(job.moveToWait(token), 'hand-back', Math.max(500, deadline - Date.now()))
       } catch (err) {
         d.emit({ kind: 'worker-warning', text: `cannot hand job ${r.jobId} back: ${messageOf(err)}` })
       }
@@ -329,8 +379,8 @@ async function processJob(job: Job, token: string, r: Running, d: Deps): Promise
     send({ kind: 'job-failure', build: label, lines: f.lines })
     await progress.flush()
     end(f.message === CANCELLED_REASON ? 'cancelled' : 'failed', { reason: f.message })
-    // Not ours to fail any more: BullMQ's move fails without the lock, and the job's new worker carries on.
-    if (why === 'lock-lost') throw new Error(f.message, { cause: e })
+    // Lock lost: not ours to fail any more (BullMQ's move fails without the lock; the job's new
+    // worker carries on). Unrecoverable all the same: nothing may retry it here, using an attempt.
     throw new UnrecoverableError(f.message)
   } finally {
     for (const s of staging) {
@@ -354,9 +404,9 @@ function progressSender(job: Job, delivery: number) {
       pending.add(p)
       void p.finally(() => pending.delete(p))
     },
-    async flush() {
+    async flush(ms = FLUSH_MS) {
       let timer: NodeJS.Timeout | undefined
-      const late = new Promise<void>((r) => (timer = setTimeout(r, FLUSH_MS)))
+      const late = new Promise<void>((r) => (timer = setTimeout(r, ms)))
       await Promise.race([Promise.all([...pending]), late])
       clearTimeout(timer)
     },
@@ -374,7 +424,9 @@ async function runJob(
 ): Promise<JobResult> {
   const t0 = Date.now()
   if (r.why === 'hand-back') throw new BuildAbortedError('the worker is stopping')
-  if ((await d.client.exists(cancelKey(d.queue, r.jobId))) > 0) throw refused(CANCELLED_REASON)
+  const key = cancelKey(d.queue, r.jobId)
+  const isCancelled = async () => (await within(d.client.exists(key), 'the cancel mark')) > 0
+  if (await isCancelled()) throw refused(CANCELLED_REASON)
   // BullMQ stores a job added without attempts as 0.
   const attempts = (job.opts.attempts ?? 0) > 0 ? job.opts.attempts! : DEFAULT_ATTEMPTS
   if (job.stalledCounter >= attempts) {
@@ -431,22 +483,39 @@ async function runJob(
     options: { ...layer.options, ...common, name: join(dir, basename(final)) },
   })
 
-  const outcomes = await buildMany(runs, {
-    concurrency: 1,
-    ...(d.opts.cache ? { cache: d.opts.cache } : {}),
-    signal: r.controller.signal,
-    onEvent: (e: BatchEvent) => send(e),
-    ...(d.opts.run ? { run: d.opts.run } : {}),
-    ...(d.opts.planBuild ? { planBuild: d.opts.planBuild } : {}),
-    ...(d.opts.planLayer ? { planLayer: d.opts.planLayer } : {}),
-  })
-  const outcome = outcomes.at(-1)!
-  if (outcome.status !== 'ok') throw failureOf(outcome, outcomes[0])
-
-  // Hashed while BullMQ still renews the lock; the moves are quick, under a lock just extended.
-  const outputs = await hashOutputs(outcome.result, dir)
-  if (r.why === 'cancel') throw refused(CANCELLED_REASON)
-  if ((await job.extendLock(token, d.lockDuration)) !== 1) {
+  // A cancel published while the subscriber reconnected is lost: the mark is polled too.
+  let polling = false
+  const poll = setInterval(() => {
+    if (polling || r.why !== undefined) return
+    polling = true
+    isCancelled()
+      .then((yes) => yes && d.stop(r, 'cancel', CANCELLED_REASON))
+      .catch(() => undefined)
+      .finally(() => (polling = false))
+  }, d.lockDuration / 2)
+  let outcome: Extract<BuildOutcome, { status: 'ok' }>
+  let outputs: Awaited<ReturnType<typeof hashOutputs>>
+  try {
+    const outcomes = await buildMany(runs, {
+      concurrency: 1,
+      ...(d.opts.cache ? { cache: d.opts.cache } : {}),
+      signal: r.controller.signal,
+      onEvent: (e: BatchEvent) => send(e),
+      ...(d.opts.run ? { run: d.opts.run } : {}),
+      ...(d.opts.planBuild ? { planBuild: d.opts.planBuild } : {}),
+      ...(d.opts.planLayer ? { planLayer: d.opts.planLayer } : {}),
+    })
+    const last = outcomes.at(-1)!
+    if (last.status !== 'ok') throw failureOf(last, outcomes[0])
+    outcome = last
+    // Hashed while BullMQ still renews the lock; the moves are quick, under a lock just extended.
+    outputs = await hashOutputs(outcome.result, dir)
+  } finally {
+    clearInterval(poll)
+  }
+  if (r.why === 'cancel' || (await isCancelled())) throw refused(CANCELLED_REASON)
+  const extended = await within(job.extendLock(token, d.lockDuration), 'the job’s lock').catch(() => 0)
+  if (extended !== 1) {
     r.why = 'lock-lost'
     throw new VirtDibError('the worker lost the job’s lock before its outputs were put in place')
   }

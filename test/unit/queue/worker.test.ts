@@ -294,6 +294,106 @@ describe('startWorker', () => {
     }
   })
 
+  it('cancels a job whose cancel message was missed: the mark is polled while it builds, and checked before its outputs move in', async () => {
+    const t = await setup({ lockDuration: 1000 })
+    try {
+      behaviour.set('missed', 'hold')
+      started.delete('missed')
+      const job = await t.add(payload('missed'), 'missed')
+      await until(() => started.has('missed'))
+      // Marked, never published (the subscriber was reconnecting).
+      await redis.client.set(cancelKey(t.name, job.id!), '1', 'EX', 60)
+      const done = await finished(t.queue, job.id!)
+      expect(done.failedReason).toBe(CANCELLED_REASON)
+      expect(staged()).toEqual([])
+      expect(existsSync(join(out, 'missed.qcow2'))).toBe(false)
+    } finally {
+      behaviour.delete('missed')
+      await t.done()
+    }
+    const t2 = await setup({ lockDuration: 60_000 })
+    try {
+      behaviour.set('late', 'hold')
+      started.delete('late')
+      const job = await t2.add(payload('late'), 'late')
+      await until(() => started.has('late'))
+      // Marked as the build ends, long before the next poll: caught before the outputs move in.
+      await redis.client.set(cancelKey(t2.name, job.id!), '1', 'EX', 60)
+      started.get('late')!.release()
+      const done = await finished(t2.queue, job.id!)
+      expect(done.failedReason).toBe(CANCELLED_REASON)
+      expect(staged()).toEqual([])
+      expect(existsSync(join(out, 'late.qcow2'))).toBe(false)
+    } finally {
+      behaviour.delete('late')
+      await t2.done()
+    }
+  })
+
+  it('a job whose lock is gone when its build ends: nothing put in place, failed without a retry here', async () => {
+    const t = await setup()
+    try {
+      behaviour.set('nolock', 'hold')
+      started.delete('nolock')
+      const job = await t.add(payload('nolock'), 'nolock')
+      await until(() => started.has('nolock'))
+      await redis.client.del(`bull:${t.name}:${job.id!}:lock`)
+      started.get('nolock')!.release()
+      await until(() => t.events.some((e) => e.kind === 'job-end'))
+      expect(t.events.find((e) => e.kind === 'job-end')).toMatchObject({
+        status: 'failed',
+        reason: 'the worker lost the job’s lock before its outputs were put in place',
+      })
+      expect(existsSync(join(out, 'nolock.qcow2'))).toBe(false)
+      expect(staged()).toEqual([])
+      // Not moved to failed by us (no lock), nor retried by BullMQ in this worker.
+      await new Promise((r) => setTimeout(r, 300))
+      expect(t.events.filter((e) => e.kind === 'job-start')).toHaveLength(1)
+      expect((await t.queue.getJob(job.id!))!.attemptsMade).toBe(0)
+    } finally {
+      behaviour.delete('nolock')
+      await t.done()
+    }
+  })
+
+  it('close({handBack}) settles in bounded time when Redis is gone, its staging folder removed', async () => {
+    const own = await startRedis()
+    const name = `t${++queues}`
+    const queue = new Queue(name, { connection: { url: own.url } })
+    const events: WorkerEvent[] = []
+    const root3 = join(tmp, 'gone')
+    const w = await startWorker({
+      redis: own.url,
+      queue: name,
+      allowElements: [elements, DIB_LIB],
+      allowOutput: [out],
+      workRoot: root3,
+      lockDuration: 5000,
+      run: fakeRun,
+      onEvent: (e) => events.push(e),
+    })
+    try {
+      behaviour.set('gone', 'hold')
+      started.delete('gone')
+      await queue.add(JOB_NAME, payload('gone'), { jobId: jobIdFor(join(out, 'gone')) })
+      await until(() => started.has('gone'))
+      expect(staged()).toHaveLength(1)
+      await queue.close()
+      await own.stop()
+      const t0 = Date.now()
+      await w.close({ handBack: true })
+      expect(Date.now() - t0).toBeLessThan(15_000)
+      expect(staged()).toEqual([])
+      expect(existsSync(join(root3, `${hostname()}.${process.pid}`))).toBe(false)
+      expect(events.find((e) => e.kind === 'job-end')).toMatchObject({ status: 'handed-back' })
+    } finally {
+      behaviour.delete('gone')
+      await w.close()
+      await queue.close().catch(() => undefined)
+      await own.stop().catch(() => undefined)
+    }
+  }, 40_000)
+
   it('close({handBack}) aborts the running build and puts its job back in the queue at once', async () => {
     const t = await setup()
     const qe = new QueueEvents(t.name, { connection: { url: redis.url } })
