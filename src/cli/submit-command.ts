@@ -1,6 +1,6 @@
 // `virt-dib submit --redis URL FILE`: every build of a batch file put on the build queue for the
 // workers (src/queue/submit.ts); with --wait, followed live as `virt-dib batch` shows its builds
-// (batch-render.ts) and summed up with the same table; Ctrl-C then cancels the jobs.
+// (batch-render.ts) and summed up with the same table; Ctrl-C then cancels the jobs it added.
 import { Command, CommanderError } from 'commander'
 
 import { loadBatchFile } from '../batch/batch-file.js'
@@ -30,7 +30,8 @@ running is not submitted again, it is followed; one that ended is submitted anew
   --queue NAME                        the queue (default ${DEFAULT_QUEUE})
   --attempts N                        deliveries of a job whose worker was lost (default ${DEFAULT_ATTEMPTS});
                                       a build that fails is never retried
-  --wait                              follow the jobs until they end: their progress, then the summary
+  --wait                              follow the jobs until they end: their progress, then the summary;
+                                      Ctrl-C cancels the jobs it added (not those queued before it)
   -q, --quiet                         with --wait: no progress lines, only what went wrong and the summary
   -v, --verbose                       with --wait: every line the workers send, prefixed with its build
   --machine-readable[=FORMAT]         JSON lines of every event, with its build (stream:stdout,
@@ -237,7 +238,7 @@ async function submit(
       release()
       render.close()
       out.write(
-        `virt-dib: ${signal}: cancelling the submitted jobs (queued ones removed, running ones stopped on their workers); a second ${signal === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM'} exits at once\n`,
+        `virt-dib: ${signal}: cancelling the jobs this submit added (queued ones removed, running ones stopped on their workers; those queued before it are left to run); a second ${signal === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM'} exits at once\n`,
       )
     },
     // Nothing of ours runs here: leaving at once abandons only the wait for the cancel.
