@@ -14,6 +14,7 @@ import { Guestfs, GuestfsError } from '../guestfs/index.js'
 import { applianceCacheRoot, prepareAppliance } from '../host/appliance.js'
 import { makeAuxImage } from '../host/aux-image.js'
 import { applianceAppend, chooseBackendSettings } from '../host/kvm.js'
+import { listQemuTemps, qemuTempDir, removeOrphanQemuTemps } from '../host/qemu-temps.js'
 import { runTool } from '../host/spawn.js'
 import { extraPackages } from '../phases/extra-packages.js'
 import { formatSize } from '../util/sizes.js'
@@ -77,6 +78,11 @@ export async function openAppliance(ctx: BuildContext): Promise<{ disk: string; 
     trace: o.trace,
   })
   ctx.g = g
+  // Undone after the appliance's close (the stack runs backwards): a qemu killed while it booted
+  // leaves its snapshot overlay in its TMPDIR.
+  const qemuTmp = qemuTempDir(process.env)
+  const temps = new Set(listQemuTemps(qemuTmp))
+  ctx.cleanup.defer('qemu temporaries', () => void removeOrphanQemuTemps(qemuTmp, temps))
   ctx.cleanup.defer('appliance', () => closeAppliance(g, ctx.signal.aborted))
   if (!o.stock) {
     const stockPath = await g.getPath()
