@@ -70,6 +70,12 @@ export interface BuildOptions extends OutputFormatOptions {
    * `rebuildFrom` is moot and ignored, whereas without the cache asked for it is an error.
    */
   cache?: { dir?: string; maxSize?: number; maxAge?: number } | false
+  /**
+   * SOURCE_DATE_EPOCH (seconds): exported to every phase, and the tree outputs' (tar, tgz, docker,
+   * squashfs) times are clamped to it, their entries sorted. Default: an --envvar
+   * SOURCE_DATE_EPOCH, else `env`'s.
+   */
+  sourceDateEpoch?: number
   /** Do not reuse snapshots from this phase on (`install` or `install.d`); needs `cache`. */
   rebuildFrom?: string
 }

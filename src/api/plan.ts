@@ -16,6 +16,7 @@ import { resolveEnvvars, type EnvInputs } from '../elements/environment.js'
 import { planHooksTree } from '../elements/hooks.js'
 import { UsageError } from '../errors.js'
 import { resolvePython } from '../host/python.js'
+import { resolveSourceDateEpoch } from '../repro/epoch.js'
 import { freezePlan, rootFsUuidFrom, type BuildPlan, type PlanLayer, type PlanSeed } from '../engine/plan.js'
 import { resolveFormats, resolveOutputSettings } from '../outputs/registry.js'
 import { hostArch } from '../util/host-arch.js'
@@ -190,9 +191,14 @@ export function planBuild(options: BuildOptions, { seed, layer }: PlanSeed = {})
     rootFsUuid,
   }
   // As diskimage-builder, the layout may come from the environment; --envvar wins over the host.
+  const envvarValues = resolveEnvvars(options.envvars ?? [], env)
   const configVar =
-    resolveEnvvars(options.envvars ?? [], env).find((v) => v.name === 'DIB_BLOCK_DEVICE_CONFIG')?.value ??
-    env['DIB_BLOCK_DEVICE_CONFIG']
+    envvarValues.find((v) => v.name === 'DIB_BLOCK_DEVICE_CONFIG')?.value ?? env['DIB_BLOCK_DEVICE_CONFIG']
+  const sourceDateEpoch = resolveSourceDateEpoch(
+    options.sourceDateEpoch,
+    envvarValues.find((v) => v.name === 'SOURCE_DATE_EPOCH')?.value,
+    env['SOURCE_DATE_EPOCH'],
+  )
   const source = chooseConfigSource(configVar, resolution.elements, arch)
   const layout = planLayout(configToGraph(source), source.origin, rootParams)
   warnings.push(...layout.warnings)
@@ -220,6 +226,7 @@ export function planBuild(options: BuildOptions, { seed, layer }: PlanSeed = {})
       ...(values['boot-label'] !== undefined ? { bootLabel: values['boot-label'] } : {}),
     },
     rootFsUuid,
+    ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
     fsType,
     elementPaths: options.elementPaths,
     libPath: options.libPath,
@@ -246,6 +253,7 @@ export function planBuild(options: BuildOptions, { seed, layer }: PlanSeed = {})
     rootLabel: layout.root.label,
     mkfs: { rootLabel: options.rootLabel, options: options.mkfsOptions },
     rootFsUuid,
+    sourceDateEpoch,
     size,
     layout,
     layoutSource: source,

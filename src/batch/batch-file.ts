@@ -126,6 +126,7 @@ const FIELDS: { readonly [K in FileKey]-?: KindFor<BuildOptions[K]> } = {
   appliancePackages: 'strings',
   stockAppliance: 'boolean',
   rebuildFrom: 'string',
+  sourceDateEpoch: 'level',
   compress: 'boolean',
   qemuImgOptions: 'string',
   dockerTarget: 'string',

@@ -88,6 +88,8 @@ export interface EnvInputs {
   /** From the block-device layout: DIB_ROOT_LABEL, DIB_ROOT_FSTYPE, DIB_MOUNTPOINTS, DIB_BOOT_LABEL. */
   layout: LayoutVars
   rootFsUuid: string
+  /** SOURCE_DATE_EPOCH, exported to every phase when the build has one. */
+  sourceDateEpoch?: number
   /** --fs-type (FS_TYPE); the root's actual type is layout.rootFsType. */
   fsType: string
   elementPaths: readonly string[]
@@ -202,6 +204,7 @@ export function phaseEnvironment(inputs: EnvInputs, phase: PhaseFacts): { vars: 
   set('DIB_CHECKSUM', inputs.checksum ? '1' : '0')
   set('DIB_ROOT_LABEL', inputs.layout.rootLabel)
   set('DIB_IMAGE_ROOT_FS_UUID', inputs.rootFsUuid)
+  if (inputs.sourceDateEpoch !== undefined) set('SOURCE_DATE_EPOCH', String(inputs.sourceDateEpoch))
   set('FS_TYPE', inputs.fsType)
   set('DIB_NO_TMPFS', '1')
   set('DIB_MIN_TMPFS', '2')

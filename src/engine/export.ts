@@ -17,6 +17,7 @@ import { runTool } from '../host/spawn.js'
 import { archiveFile, outputWriteError } from '../outputs/stream.js'
 import type { ArchiveFile, OutputContext, OutputFormat } from '../outputs/types.js'
 import { TREE_EXCLUDES } from '../outputs/types.js'
+import { reproducibleTarArgs } from '../repro/epoch.js'
 import { shellQuote } from '../util/shell-quote.js'
 import { DRIVE } from './appliance.js'
 import type { BuildContext, BuildResult, StagedFile } from './context.js'
@@ -46,6 +47,7 @@ function startOutput(
   const octx: OutputContext = {
     settings: ctx.plan.outputSettings,
     env: ctx.plan.env,
+    ...(ctx.plan.sourceDateEpoch !== undefined ? { sourceDateEpoch: ctx.plan.sourceDateEpoch } : {}),
     signal,
     emit: (e) => ctx.emit(e),
     fileSink: (target) => ctx.fileSink(staged(target)),
@@ -61,6 +63,8 @@ interface GuestTarOptions {
   numericOwner?: boolean
   /** Holes of sparse files stay holes (GNU sparse entries), instead of archived zeros. */
   sparse?: boolean
+  /** SOURCE_DATE_EPOCH: entries sorted, times clamped (src/repro/epoch.ts). */
+  sourceDateEpoch?: number
 }
 
 /**
@@ -76,6 +80,7 @@ async function archiveToExportDrive(ctx: BuildContext, dir: string, o: GuestTarO
     ...(o.excludes ?? []).map((e) => `--exclude=${e}`),
     ...(o.xattrs ? ['--xattrs'] : []),
     ...(o.sparse ? ['--sparse'] : []),
+    ...(o.sourceDateEpoch !== undefined ? reproducibleTarArgs(o.sourceDateEpoch) : []),
     '-cf', DRIVE.export, '--totals', '.',
   ]
   // The appliance's own tar (outside the chroot, as tar_out). Its page cache is flushed to the
@@ -160,6 +165,7 @@ export async function exportTreeArchive(
   ctx: BuildContext,
   at: { layout: BlockDeviceLayout; disk: string; exportDrive: string; outDevice: string },
 ): Promise<number> {
+  const epoch = ctx.plan.sourceDateEpoch !== undefined ? { sourceDateEpoch: ctx.plan.sourceDateEpoch } : {}
   let reader = await chooseTreeReader(ctx, at.layout, at.outDevice)
   if (reader.kind === 'host') {
     // Read-only in the guest first: its page cache is then on the disk file, and nothing changes under the reader.
@@ -171,6 +177,7 @@ export async function exportTreeArchive(
         offset: reader.offset,
         dest: at.exportDrive,
         excludes: TREE_EXCLUDES,
+        ...epoch,
         signal: ctx.signal,
         workDir: ctx.workspace,
         onDebug: (text) => ctx.emit({ kind: 'debug', text }),
@@ -190,6 +197,7 @@ export async function exportTreeArchive(
     xattrs: true,
     numericOwner: true,
     sparse: true,
+    ...epoch,
   })
 }
 

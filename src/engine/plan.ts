@@ -53,6 +53,8 @@ export interface BuildPlan {
   readonly mkfs: { readonly rootLabel: string | undefined; readonly options: string | undefined }
   /** Random unless the plan was given a seed (see {@link rootFsUuidFrom}). */
   readonly rootFsUuid: string
+  /** SOURCE_DATE_EPOCH: the tree outputs are made reproducible with it (src/repro/epoch.ts). */
+  readonly sourceDateEpoch: number | undefined
   readonly size: number
   /** The block-device layout (DIB_BLOCK_DEVICE_CONFIG, an element's block-device-*.yaml, or the default). */
   readonly layout: BlockDeviceLayout

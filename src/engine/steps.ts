@@ -225,13 +225,14 @@ const OUTPUT_INPUTS = [
   'keepPartialOutputs',
   'checksum',
   'env',
+  'sourceDateEpoch',
 ] as const satisfies readonly (keyof BuildPlan)[]
 
 /** The image root's archive onto the export drive: read on the host where it can be, else by the guest's tar. */
 const treeArchive = defineStep<BuildContext, 'layout' | 'disk' | 'exportDrive' | 'outDevice', 'archiveBytes'>({
   name: 'tree-archive',
   part: engine,
-  reads: ['env'],
+  reads: ['env', 'sourceDateEpoch'],
   needs: ['layout', 'disk', 'exportDrive', 'outDevice'],
   gives: ['archiveBytes'],
   run: async (ctx, at) => ({ archiveBytes: await exportTreeArchive(ctx, at) }),

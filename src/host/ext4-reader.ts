@@ -9,6 +9,7 @@
 // very large directory costs the square of its size: such a file system is declined (see
 // maxDirectoryBytes) for the guest's tar. fuse2fs 1.47.0 gives whole seconds only: the archive's
 // times lose their nanoseconds.
+import { reproducibleTarArgs } from '../repro/epoch.js'
 import {
   closeSync,
   constants,
@@ -57,6 +58,8 @@ export interface ArchiveExt4Options {
   dest: string
   /** tar --exclude patterns, relative to the root (`./proc/*`): TREE_EXCLUDES. */
   excludes: readonly string[]
+  /** SOURCE_DATE_EPOCH: the archive's entries sorted, their times clamped (src/repro/epoch.ts). */
+  sourceDateEpoch?: number
   signal?: AbortSignal
   /** A private directory of the build: the mount point is made (and removed) under it. */
   workDir: string
@@ -305,6 +308,7 @@ export async function archiveExt4(o: ArchiveExt4Options): Promise<number> {
       ...o.excludes.map((e) => `--exclude=${e}`),
       '--xattrs',
       '--sparse',
+      ...(o.sourceDateEpoch !== undefined ? reproducibleTarArgs(o.sourceDateEpoch) : []),
       '-cf', dest, '--totals', '.',
     ]
     const t0 = Date.now()

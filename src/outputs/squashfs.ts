@@ -30,11 +30,11 @@ export const squashfs = defineFormat({
     const filter = dropDevContents()
     input.pipe(filter)
     // -e: an NFS export table, as mksquashfs makes by default; -d: the time of directories
-    // the archive does not list (it lists them all, ./ included).
+    // the archive does not list (it lists them all, ./ included), and the image's own.
     // prettier-ignore
     const args = [
       '-q', '-f', '-c', 'xz', '-j', String(availableParallelism()), '-e',
-      '-d', `mtime=${Math.floor(Date.now() / 1000)}`, temp,
+      '-d', `mtime=${ctx.sourceDateEpoch ?? Math.floor(Date.now() / 1000)}`, temp,
     ]
     const run = (signal: AbortSignal) => runTool('tar2sqfs', args, { input: filter, signal, tailLines: 10 })
     try {

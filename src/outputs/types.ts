@@ -34,6 +34,8 @@ export interface OutputContext {
   readonly settings: SettingsByFormat
   /** The build's environment (docker reads DOCKER_HOST and the like from it). */
   readonly env: Readonly<NodeJS.ProcessEnv>
+  /** SOURCE_DATE_EPOCH: the time a format writes where it would write the current one. */
+  readonly sourceDateEpoch?: number
   readonly signal: AbortSignal
   emit(event: EventInput): void
   /** Writes the staged output `target` (its temporary or final path), hashing it on the way with checksums on. */
