@@ -18,6 +18,8 @@ packages=(
   thin-provisioning-tools
   # tgz (pigz, on every core) and squashfs (tar2sqfs) are made on the host from the image root's archive
   pigz squashfs-tools-ng
+  # the reproducibility test says what differs between two builds' outputs
+  diffoscope-minimal
   # fuse2fs: the host reads a finished ext4 image tree itself (rootless FUSE, real inode numbers)
   fuse2fs
   # the docker output's test runs a private dockerd of its own (never the system's service)
