@@ -49,14 +49,11 @@ export function willUseTcg(env: NodeJS.ProcessEnv = process.env): boolean {
  * new addresses and is translated again: `norandmaps` makes a dynamically linked exec ~5x faster
  * (32 ms -> 6 ms here), which is most of the guest time of script phases. Everything in the
  * appliance runs as root and is thrown away, so ASLR protects nothing there; VIRT_DIB_GUEST_ASLR=1
- * keeps it. `scsi_mod.scan=sync`: the drives are probed in the order they were added, so the
- * output disk has the same name in every build (async probing named it /dev/sda or /dev/sdb, which
- * elements see as IMAGE_BLOCK_DEVICE and may write into the image). LIBGUESTFS_APPEND is kept
- * because setting the append string replaces it.
+ * keeps it. LIBGUESTFS_APPEND is kept because setting the append string replaces it.
  */
 export function applianceAppend(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const user = env['LIBGUESTFS_APPEND']?.trim()
-  const aslr = env['VIRT_DIB_GUEST_ASLR'] === '1' || !willUseTcg(env) ? '' : 'norandmaps'
-  const all = [user, 'scsi_mod.scan=sync', aslr].filter((s) => s).join(' ')
+  const ours = env['VIRT_DIB_GUEST_ASLR'] === '1' || !willUseTcg(env) ? '' : 'norandmaps'
+  const all = [user, ours].filter((s) => s).join(' ')
   return all === '' ? undefined : all
 }

@@ -69,7 +69,7 @@ describe('a build with SOURCE_DATE_EPOCH', () => {
   it('clamps every time to the epoch, and the elements saw it', () => {
     const tar = join(a!, 'demo.tar')
     const stamp = spawnSync('tar', ['-xOf', tar, './etc/demo-built'], { encoding: 'utf8' }).stdout
-    expect(stamp).toBe('built by virt-dib at 2023-11-14T22:13:20Z on /dev/sda\n')
+    expect(stamp).toBe('built by virt-dib at 2023-11-14T22:13:20Z\n')
     const listing = spawnSync('tar', ['--full-time', '-tvf', tar], { encoding: 'utf8', env: { TZ: 'UTC' } }).stdout
     const times = listing
       .trim()
